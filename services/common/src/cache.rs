@@ -1,0 +1,86 @@
+//! Redis connector.
+//!
+//! A lazy [`ConnectionManager`]: it connects on first use and reconnects by
+//! itself after an outage, with short timeouts so a dead Redis gives a quick
+//! error rather than a hung request. Every key parley writes carries the
+//! configured prefix.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::{ConfigError, Env};
+
+/// Where Redis is and how parley's keys are named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://`, `rediss://` or `unix://` URL (`PARLEY_REDIS_URL`).
+    pub url: String,
+    /// Prefix of every key (`PARLEY_REDIS_PREFIX`, default `parley:`).
+    pub prefix: String,
+}
+
+impl RedisConfig {
+    /// Reads `PARLEY_REDIS_URL` (required) and `PARLEY_REDIS_PREFIX`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.required_url("PARLEY_REDIS_URL", &["redis", "rediss", "unix"])?;
+        Ok(Self {
+            url: url.to_string(),
+            prefix: env.string_or("PARLEY_REDIS_PREFIX", "parley:"),
+        })
+    }
+}
+
+/// Errors building the Redis client.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The URL was refused by the client.
+    #[error("invalid Redis URL: {0}")]
+    Url(#[source] redis::RedisError),
+}
+
+/// A self-healing Redis connection and parley's key prefix.
+#[derive(Clone)]
+pub struct Redis {
+    manager: ConnectionManager,
+    prefix: String,
+}
+
+impl Redis {
+    /// Builds the connection manager. No network I/O happens here.
+    pub fn connect(config: &RedisConfig) -> Result<Self, CacheError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(CacheError::Url)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(CacheError::Url)?;
+        Ok(Self {
+            manager,
+            prefix: config.prefix.clone(),
+        })
+    }
+
+    /// A handle for commands; cheap to clone.
+    pub fn conn(&self) -> ConnectionManager {
+        self.manager.clone()
+    }
+
+    /// `prefix` + `key`.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    /// Readiness: a `PING` round trip.
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut conn = self.conn();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}

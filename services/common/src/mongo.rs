@@ -1,0 +1,123 @@
+//! MongoDB connector.
+//!
+//! The official driver reconnects by itself: its monitors watch the servers
+//! and the pool is rebuilt after an outage. We only keep timeouts short, so
+//! an outage shows as a quick error (and a 503) rather than a hung request.
+
+use std::time::Duration;
+
+use mongodb::bson::doc;
+use mongodb::options::{ClientOptions, ConnectionString};
+use mongodb::{Client, Database};
+
+use crate::config::{ConfigError, Env};
+
+/// Where MongoDB is and which database parley uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoConfig {
+    /// Connection string (`PARLEY_MONGODB_URI`), `mongodb://` or `mongodb+srv://`.
+    pub uri: String,
+    /// Database name (`PARLEY_MONGODB_DATABASE`, default `parley`).
+    pub database: String,
+}
+
+impl MongoConfig {
+    /// Reads `PARLEY_MONGODB_URI` (required) and `PARLEY_MONGODB_DATABASE`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let var = "PARLEY_MONGODB_URI";
+        let uri = env.required(var)?;
+        ConnectionString::parse(&uri).map_err(|e| {
+            ConfigError::new(
+                var,
+                format!("is not a valid MongoDB connection string ({})", e.kind),
+            )
+        })?;
+        let database = env.string_or("PARLEY_MONGODB_DATABASE", "parley");
+        if database.contains(['/', '\\', '.', ' ', '"', '$']) || database.len() > 63 {
+            return Err(ConfigError::new(
+                "PARLEY_MONGODB_DATABASE",
+                format!("{database:?} is not a valid database name"),
+            ));
+        }
+        Ok(Self { uri, database })
+    }
+}
+
+/// Errors building the MongoDB client.
+#[derive(Debug, thiserror::Error)]
+pub enum MongoError {
+    /// The connection string could not be turned into client options.
+    #[error("invalid MongoDB options: {0}")]
+    Options(#[source] mongodb::error::Error),
+}
+
+/// A MongoDB client and parley's database.
+#[derive(Clone, Debug)]
+pub struct Mongo {
+    client: Client,
+    db: Database,
+}
+
+impl Mongo {
+    /// Builds the client. No network I/O: the driver connects in the background.
+    pub async fn connect(config: &MongoConfig, app_name: &str) -> Result<Self, MongoError> {
+        let mut options = ClientOptions::parse(&config.uri)
+            .await
+            .map_err(MongoError::Options)?;
+        options.app_name = Some(app_name.to_owned());
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(3));
+        options
+            .connect_timeout
+            .get_or_insert(Duration::from_secs(2));
+        options.heartbeat_freq.get_or_insert(Duration::from_secs(2));
+        let client = Client::with_options(options).map_err(MongoError::Options)?;
+        let db = client.database(&config.database);
+        Ok(Self { client, db })
+    }
+
+    /// parley's database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The underlying client (for sessions and transactions).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Readiness: a `ping` round trip.
+    pub async fn ping(&self) -> Result<(), String> {
+        self.db
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(drop)
+            .map_err(|e| e.kind.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_is_validated() {
+        let env = Env::from_pairs([("PARLEY_MONGODB_URI", "http://nope")]);
+        assert_eq!(
+            MongoConfig::from_env(&env).unwrap_err().var,
+            "PARLEY_MONGODB_URI"
+        );
+        let env = Env::from_pairs([("PARLEY_MONGODB_URI", "mongodb://a:1,b:2/?replicaSet=rs0")]);
+        let cfg = MongoConfig::from_env(&env).unwrap();
+        assert_eq!(cfg.database, "parley");
+        let env = Env::from_pairs([
+            ("PARLEY_MONGODB_URI", "mongodb://127.0.0.1"),
+            ("PARLEY_MONGODB_DATABASE", "a.b"),
+        ]);
+        assert_eq!(
+            MongoConfig::from_env(&env).unwrap_err().var,
+            "PARLEY_MONGODB_DATABASE"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Real service binaries, spawned with a chosen environment.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::process::{Child, Command};
+
+use crate::{free_port, wait_until};
+
+/// A running service binary listening on a spare port.
+pub struct ServiceProcess {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl ServiceProcess {
+    /// Spawns `binary` with exactly `env` (plus `PATH` and `PARLEY_HTTP_ADDR`
+    /// on a spare port); its output goes to a log file.
+    pub fn spawn(binary: &str, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let log = dir.path().join("service.log");
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(binary)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PARLEY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("PARLEY_LOG", "info")
+            .envs(env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {binary}"))?;
+        Ok(Self {
+            child,
+            port,
+            log,
+            _dir: dir,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// An HTTP client with a 10 s timeout.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Everything the process wrote so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `/readyz`'s status code and JSON body (`None` when nothing answers).
+    pub async fn readyz(&self) -> Option<(u16, serde_json::Value)> {
+        let response = self.http.get(self.url("/readyz")).send().await.ok()?;
+        let status = response.status().as_u16();
+        let body = response.json().await.ok()?;
+        Some((status, body))
+    }
+
+    /// Waits until `/readyz` answers 200; fails with the last answer and
+    /// the process output otherwise.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<Duration> {
+        self.wait_readyz(200, timeout).await
+    }
+
+    /// Waits until `/readyz` answers `status`.
+    pub async fn wait_readyz(&self, status: u16, timeout: Duration) -> anyhow::Result<Duration> {
+        let last = std::sync::Mutex::new(None);
+        let outcome = wait_until(&format!("/readyz {status}"), timeout, || async {
+            let answer = self.readyz().await;
+            let hit = matches!(&answer, Some((code, _)) if *code == status);
+            if let Ok(mut slot) = last.lock() {
+                *slot = answer;
+            }
+            hit
+        })
+        .await;
+        let last = last.lock().map(|l| format!("{l:?}")).unwrap_or_default();
+        outcome.with_context(|| format!("last /readyz: {last}\noutput:\n{}", self.output()))
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        if let Some(pid) = self.child.id() {
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .context("kill -TERM")?;
+            anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        }
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .context("service did not exit after SIGTERM")??;
+        Ok(status.code())
+    }
+
+    /// Waits for the process to exit by itself (for start-up failures).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .context("service did not exit")??;
+        Ok(status.code())
+    }
+}

@@ -1,0 +1,159 @@
+//! The user binary on real dependencies: readiness follows each dependency
+//! through an outage, configuration errors name their variable, SIGTERM
+//! drains and exits cleanly, `/metrics` speaks Prometheus.
+
+use std::time::Duration;
+
+use parley_testkit::{
+    MongoServer, Namespace, RabbitServer, RedisServer, ServiceProcess, assert_config_error,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_parley-user");
+
+fn env_with(ns: &Namespace, overrides: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut env = ns.env();
+    for (key, value) in overrides {
+        env.retain(|(k, _)| k != key);
+        env.push(((*key).to_owned(), value.clone()));
+    }
+    env
+}
+
+async fn assert_outage_and_recovery(
+    service: &ServiceProcess,
+    dependency: &str,
+    stop: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    stop.await?;
+    let took = service.wait_readyz(503, Duration::from_secs(5)).await?;
+    let (_, body) = service
+        .readyz()
+        .await
+        .expect("readyz answers during the outage");
+    let failing: Vec<String> = serde_json::from_value(body["failing"].clone())?;
+    assert_eq!(failing, vec![dependency.to_owned()], "body: {body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(dependency)
+    );
+    eprintln!("{dependency} down: /readyz 503 after {took:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn readiness_follows_a_redis_outage() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let mut redis = RedisServer::start().await?;
+    let service = ServiceProcess::spawn(BIN, &env_with(&ns, &[("PARLEY_REDIS_URL", redis.url())]))?;
+    service.wait_ready(Duration::from_secs(30)).await?;
+    assert_outage_and_recovery(&service, "redis", redis.stop()).await?;
+    redis.restart().await?;
+    let took = service.wait_ready(Duration::from_secs(10)).await?;
+    eprintln!("redis back: /readyz 200 after {took:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn readiness_follows_a_rabbitmq_outage() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let mut rabbit = RabbitServer::start().await?;
+    let service = ServiceProcess::spawn(BIN, &env_with(&ns, &[("PARLEY_AMQP_URL", rabbit.url())]))?;
+    service.wait_ready(Duration::from_secs(30)).await?;
+    assert_outage_and_recovery(&service, "rabbitmq", rabbit.stop()).await?;
+    rabbit.restart().await?;
+    let took = service.wait_ready(Duration::from_secs(10)).await?;
+    eprintln!("rabbitmq back: /readyz 200 after {took:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn readiness_follows_a_mongodb_outage() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let mut mongo = MongoServer::start().await?;
+    let service =
+        ServiceProcess::spawn(BIN, &env_with(&ns, &[("PARLEY_MONGODB_URI", mongo.uri())]))?;
+    service.wait_ready(Duration::from_secs(30)).await?;
+    assert_outage_and_recovery(&service, "mongodb", mongo.stop()).await?;
+    mongo.restart().await?;
+    let took = service.wait_ready(Duration::from_secs(10)).await?;
+    eprintln!("mongodb back: /readyz 200 after {took:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn starts_before_its_dependencies_and_becomes_ready_when_they_come() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let mut redis = RedisServer::start().await?;
+    redis.stop().await?;
+    let service = ServiceProcess::spawn(BIN, &env_with(&ns, &[("PARLEY_REDIS_URL", redis.url())]))?;
+    service.wait_readyz(503, Duration::from_secs(10)).await?;
+    let health = service.http().get(service.url("/healthz")).send().await?;
+    assert_eq!(health.status(), 200, "alive while redis is missing");
+    redis.restart().await?;
+    service.wait_ready(Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let mut service = ServiceProcess::spawn(BIN, &ns.env())?;
+    service.wait_ready(Duration::from_secs(30)).await?;
+    let code = service.terminate(Duration::from_secs(15)).await?;
+    assert_eq!(code, Some(0), "output:\n{}", service.output());
+    assert!(service.output().contains("shutdown requested"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_and_json_errors() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let service = ServiceProcess::spawn(BIN, &ns.env())?;
+    service.wait_ready(Duration::from_secs(30)).await?;
+    let missing = service
+        .http()
+        .get(service.url("/no/such/route"))
+        .send()
+        .await?;
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await?;
+    assert!(body["message"].is_string(), "{body}");
+    let metrics = service
+        .http()
+        .get(service.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains("http_requests_total"), "{metrics}");
+    assert!(metrics.contains(r#"route="/readyz""#), "{metrics}");
+    // Every log line is JSON.
+    let output = service.output();
+    let first = output.lines().next().unwrap_or_default();
+    let parsed: serde_json::Value = serde_json::from_str(first)?;
+    assert!(parsed["level"].is_string(), "{first}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn configuration_errors_name_the_variable() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let without = |var: &str| -> Vec<(String, String)> {
+        ns.env().into_iter().filter(|(k, _)| k != var).collect()
+    };
+    for var in ["PARLEY_MONGODB_URI", "PARLEY_REDIS_URL", "PARLEY_AMQP_URL"] {
+        assert_config_error(BIN, &without(var), var).await?;
+    }
+    for (var, value) in [
+        ("PARLEY_HTTP_ADDR", "127.0.0.1:abc"),
+        ("PARLEY_REDIS_URL", "http://127.0.0.1:6379"),
+        ("PARLEY_AMQP_URL", "not a url"),
+        ("PARLEY_MONGODB_URI", "mongodb://"),
+        ("PARLEY_SHUTDOWN_GRACE_SECS", "soon"),
+    ] {
+        assert_config_error(BIN, &env_with(&ns, &[(var, value.to_owned())]), var).await?;
+    }
+    Ok(())
+}
