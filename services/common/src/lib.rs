@@ -7,6 +7,7 @@
 
 pub mod amqp;
 pub mod api_error;
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod events;

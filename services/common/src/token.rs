@@ -189,11 +189,23 @@ impl TokenVerifier {
         Ok(self)
     }
 
-    /// Accepts a PEM (SPKI) Ed25519 public key under `kid`.
-    pub fn with_public_pem(mut self, kid: &str, pem: &str) -> Result<Self, TokenError> {
-        let key =
-            DecodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| TokenError::Key(e.to_string()))?;
-        self.keys.insert(kid.to_owned(), key);
+    /// Accepts every Ed25519 public key (SPKI PEM blocks) in `text`, each
+    /// under the kid derived from it, the same kid its signer puts in tokens.
+    pub fn with_public_pems(mut self, text: &str) -> Result<Self, TokenError> {
+        use ed25519_dalek::pkcs8::DecodePublicKey;
+        let mut found = 0;
+        for block in pem_blocks(text, "PUBLIC KEY") {
+            let verifying = ed25519_dalek::VerifyingKey::from_public_key_pem(&block)
+                .map_err(|e| TokenError::Key(format!("not an Ed25519 public key: {e}")))?;
+            let jwk = public_jwk(&verifying)?;
+            let kid = jwk.common.key_id.clone().unwrap_or_default();
+            let key = DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::Key(e.to_string()))?;
+            self.keys.insert(kid, key);
+            found += 1;
+        }
+        if found == 0 {
+            return Err(TokenError::Key("no PUBLIC KEY block found".to_owned()));
+        }
         Ok(self)
     }
 
@@ -253,6 +265,23 @@ pub fn generate_ed25519_pem() -> Result<(String, String), TokenError> {
     Ok((private.to_string(), public))
 }
 
+/// The `-----BEGIN {label}-----` … `-----END {label}-----` blocks of `text`.
+fn pem_blocks(text: &str, label: &str) -> Vec<String> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&begin) {
+        let Some(stop) = rest[start..].find(&end) else {
+            break;
+        };
+        let stop = start + stop + end.len();
+        blocks.push(format!("{}\n", &rest[start..stop]));
+        rest = &rest[stop..];
+    }
+    blocks
+}
+
 /// Base64url of raw bytes (JWK `x` values and the like).
 pub fn b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -290,10 +319,16 @@ mod tests {
     fn public_pem_verifies() {
         let (private, public) = generate_ed25519_pem().unwrap();
         let s = TokenSigner::from_pem(&private, Duration::from_secs(60)).unwrap();
-        let v = TokenVerifier::new()
-            .with_public_pem(s.kid(), &public)
-            .unwrap();
+        let (_, other_public) = generate_ed25519_pem().unwrap();
+        let both = format!("{other_public}\n{public}");
+        let v = TokenVerifier::new().with_public_pems(&both).unwrap();
+        assert_eq!(v.kids().count(), 2);
         assert!(v.verify(&s.sign("u", "e", "n", now()).unwrap()).is_ok());
+        assert!(
+            TokenVerifier::new()
+                .with_public_pems("nothing here")
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,0 +1,69 @@
+//! Bearer-token authentication for axum routes.
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use crate::api_error::ApiError;
+use crate::token::{Claims, TokenError, TokenVerifier};
+
+/// The verified claims of the request's `Authorization: Bearer` token.
+///
+/// Any state `S` from which a [`TokenVerifier`] can be taken works.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Claims);
+
+/// Pulls the token out of an `Authorization` header value.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The 401 answer for a refused token.
+pub fn refusal(error: &TokenError) -> ApiError {
+    match error {
+        TokenError::Expired => ApiError::unauthorized("token expired"),
+        TokenError::UnknownKey => ApiError::unauthorized("token signed by an unknown key"),
+        _ => ApiError::unauthorized("invalid token"),
+    }
+}
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    TokenVerifier: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        let token = bearer(value)
+            .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))?;
+        let verifier = TokenVerifier::from_ref(state);
+        verifier
+            .verify(token)
+            .map(Authenticated)
+            .map_err(|e| refusal(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
+}
