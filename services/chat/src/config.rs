@@ -1,31 +1,84 @@
-//! The user service's configuration, from environment variables.
+//! The chat service's configuration, from environment variables.
+
+use std::time::Duration;
 
 use parley_common::amqp::AmqpConfig;
 use parley_common::cache::RedisConfig;
 use parley_common::config::{ConfigError, Env, ServerConfig};
 use parley_common::mongo::MongoConfig;
+use parley_common::token::TokenVerifier;
 
 /// Everything the chat service reads at start-up.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// HTTP listener and shutdown grace.
     pub server: ServerConfig,
-    /// Chats and messages live here.
+    /// Chats, messages and media live here.
     pub mongo: MongoConfig,
-    /// Presence, rate limits and cross-replica traffic live here.
+    /// Presence, profile cache and cross-replica traffic live here.
     pub redis: RedisConfig,
     /// Events go here.
     pub amqp: AmqpConfig,
+    /// Public keys accepted for tokens (`PARLEY_JWT_PUBLIC_KEYS_FILE`).
+    pub verifier: TokenVerifier,
+    /// Base URL of the user service (`PARLEY_USER_SERVICE_URL`).
+    pub user_service_url: url::Url,
+    /// Largest accepted image (`PARLEY_MEDIA_MAX_BYTES`, default 5 MiB).
+    pub media_max_bytes: usize,
+    /// Presence expiry without heartbeat (`PARLEY_PRESENCE_TTL_SECS`, default 30).
+    pub presence_ttl: Duration,
+    /// Socket events allowed per second per socket (`PARLEY_SOCKET_EVENTS_PER_SEC`, default 10).
+    pub socket_events_per_sec: u32,
+    /// Burst above that rate (`PARLEY_SOCKET_EVENT_BURST`, default 20).
+    pub socket_event_burst: u32,
 }
 
 impl Config {
     /// Reads and validates every variable; the first problem names its variable.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let keys_var = "PARLEY_JWT_PUBLIC_KEYS_FILE";
+        let keys_path = env.required(keys_var)?;
+        let pems = std::fs::read_to_string(&keys_path)
+            .map_err(|e| ConfigError::new(keys_var, format!("cannot read {keys_path}: {e}")))?;
+        let verifier = TokenVerifier::new()
+            .with_public_pems(&pems)
+            .map_err(|e| ConfigError::new(keys_var, format!("{keys_path}: {e}")))?;
+        let media_max_bytes: usize =
+            env.parsed_or("PARLEY_MEDIA_MAX_BYTES", "a size in bytes", 5 * 1024 * 1024)?;
+        if media_max_bytes == 0 {
+            return Err(ConfigError::new(
+                "PARLEY_MEDIA_MAX_BYTES",
+                "must be positive",
+            ));
+        }
+        let presence_ttl = env.seconds_or("PARLEY_PRESENCE_TTL_SECS", Duration::from_secs(30))?;
+        if presence_ttl < Duration::from_secs(3) {
+            return Err(ConfigError::new(
+                "PARLEY_PRESENCE_TTL_SECS",
+                "must be at least 3",
+            ));
+        }
+        let socket_events_per_sec: u32 =
+            env.parsed_or("PARLEY_SOCKET_EVENTS_PER_SEC", "a whole number", 10)?;
+        let socket_event_burst: u32 =
+            env.parsed_or("PARLEY_SOCKET_EVENT_BURST", "a whole number", 20)?;
+        if socket_events_per_sec == 0 || socket_event_burst == 0 {
+            return Err(ConfigError::new(
+                "PARLEY_SOCKET_EVENTS_PER_SEC",
+                "rate and burst must be positive",
+            ));
+        }
         Ok(Self {
             server: ServerConfig::from_env(env)?,
             mongo: MongoConfig::from_env(env)?,
             redis: RedisConfig::from_env(env)?,
             amqp: AmqpConfig::from_env(env)?,
+            verifier,
+            user_service_url: env.required_url("PARLEY_USER_SERVICE_URL", &["http", "https"])?,
+            media_max_bytes,
+            presence_ttl,
+            socket_events_per_sec,
+            socket_event_burst,
         })
     }
 }

@@ -1,54 +1,34 @@
-//! parley-chat: chats, messages and realtime delivery.
+//! parley-chat: chats, messages and realtime delivery across replicas.
 
 pub mod config;
+pub mod domain;
+pub mod http;
+pub mod model;
+pub mod presence;
+pub mod profiles;
+pub mod realtime;
+pub mod service;
+pub mod state;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use parley_common::amqp::Amqp;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use parley_common::amqp::{Amqp, QueueSpec, consume};
 use parley_common::cache::Redis;
+use parley_common::events::{Envelope, Event, UserUpdated};
 use parley_common::health::Readiness;
 use parley_common::mongo::Mongo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-
-/// Connections the service holds.
-#[derive(Clone)]
-pub struct Deps {
-    /// MongoDB.
-    pub mongo: Mongo,
-    /// Redis.
-    pub redis: Redis,
-    /// RabbitMQ.
-    pub amqp: Amqp,
-}
-
-impl Deps {
-    /// Builds every connector; they connect (and reconnect) in the background.
-    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        Ok(Self {
-            mongo: Mongo::connect(&config.mongo, "parley-chat")
-                .await
-                .context("mongodb client")?,
-            redis: Redis::connect(&config.redis).context("redis client")?,
-            amqp: Amqp::start(config.amqp.clone(), "parley-chat"),
-        })
-    }
-
-    /// `/readyz` checks for every dependency.
-    pub fn readiness(&self, draining: CancellationToken) -> Readiness {
-        Readiness::new(draining)
-            .mongodb(&self.mongo)
-            .redis(&self.redis)
-            .rabbitmq(&self.amqp)
-    }
-}
-
-/// The service's HTTP routes, operational ones included.
-pub fn router(deps: &Deps, draining: CancellationToken) -> Router {
-    parley_common::server::with_ops(Router::new(), deps.readiness(draining))
-}
+use crate::presence::Presence;
+use crate::profiles::Profiles;
+use crate::state::AppState;
+use crate::store::Store;
 
 /// Runs the service until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -58,17 +38,142 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     serve(config, listener, shutdown).await
 }
 
+/// Creates indexes, retrying in the background until MongoDB answers.
+fn ensure_indexes(store: Store, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut attempt = 0u32;
+        loop {
+            match store.ensure_indexes().await {
+                Ok(()) => {
+                    tracing::info!("indexes ready");
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, attempt, "cannot create indexes yet"),
+            }
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(parley_common::amqp::reconnect_delay(attempt)) => {}
+            }
+        }
+    });
+}
+
+/// Drops cached profiles when users change (one shared queue: any replica may handle it).
+fn invalidate_profiles(
+    amqp: Amqp,
+    profiles: Profiles,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let spec = QueueSpec {
+        queue: "chat.profile-invalidation".to_owned(),
+        routing_keys: vec![UserUpdated::TYPE.to_owned()],
+        arguments: Default::default(),
+        prefetch: 32,
+    };
+    tokio::spawn(consume(amqp, spec, shutdown, move |delivery| {
+        let profiles = profiles.clone();
+        async move {
+            let parsed: Result<Envelope<UserUpdated>, _> = serde_json::from_slice(&delivery.data);
+            match parsed {
+                Ok(event) => match profiles.invalidate(&event.data.user_id).await {
+                    Ok(()) => {
+                        let _ = delivery.ack(BasicAckOptions::default()).await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "profile not invalidated; retrying");
+                        let _ = delivery
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await;
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "unreadable user.updated event dropped");
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+            }
+        }
+    }))
+}
+
 /// Runs the service on an already bound listener (tests bind port 0).
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let deps = Deps::connect(&config).await?;
-    let app = router(&deps, shutdown.clone());
-    parley_common::server::serve(listener, app, shutdown, config.server.shutdown_grace)
+    let mongo = Mongo::connect(&config.mongo, "parley-chat")
+        .await
+        .context("mongodb client")?;
+    let redis = Redis::connect(&config.redis).context("redis client")?;
+    let amqp = Amqp::start(config.amqp.clone(), "parley-chat");
+    let store = Store::new(mongo.db());
+    ensure_indexes(store.clone(), shutdown.clone());
+    let (socket_routes, io) =
+        realtime::build(&config.redis.url, redis.key("socket.io")).context("socket.io adapter")?;
+    let profiles =
+        Profiles::new(redis.clone(), &config.user_service_url).context("user service URL")?;
+    let presence = Presence::new(redis.clone(), config.presence_ttl);
+    let grace = config.server.shutdown_grace;
+    let state = AppState {
+        config: Arc::new(config),
+        store,
+        redis: redis.clone(),
+        amqp: amqp.clone(),
+        io: io.clone(),
+        presence: presence.clone(),
+        profiles: profiles.clone(),
+    };
+    realtime::register(state.clone())
+        .await
+        .context("socket.io namespace")?;
+
+    let heartbeat = {
+        let presence = presence.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(presence.heartbeat_every());
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(error) = presence.heartbeat().await {
+                            tracing::warn!(%error, "presence heartbeat failed");
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let consumer = invalidate_profiles(amqp.clone(), profiles, shutdown.clone());
+
+    let readiness = Readiness::new(shutdown.clone())
+        .mongodb(&mongo)
+        .redis(&redis)
+        .rabbitmq(&amqp);
+    let routes = http::routes(state.clone()).merge(socket_routes);
+    let app = parley_common::server::with_ops(routes, readiness);
+
+    // On SIGTERM: close every socket first (clients reconnect to another
+    // replica), then let the HTTP server drain.
+    let http_stop = CancellationToken::new();
+    let closer = {
+        let (shutdown, http_stop, io) = (shutdown.clone(), http_stop.clone(), io.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), io.close()).await;
+            http_stop.cancel();
+        })
+    };
+    parley_common::server::serve(listener, app, http_stop, grace)
         .await
         .context("http server")?;
-    deps.amqp.close().await;
+    let _ = closer.await;
+    let _ = heartbeat.await;
+    let _ = consumer.await;
+    amqp.close().await;
     Ok(())
 }

@@ -1,17 +1,17 @@
 //! The chat binary starts on real dependencies, reports them in `/readyz`,
 //! names bad configuration and exits cleanly on SIGTERM.
 
+mod support;
+
 use std::time::Duration;
 
-use parley_testkit::{Namespace, ServiceProcess, assert_config_error};
-
-const BIN: &str = env!("CARGO_BIN_EXE_parley-chat");
+use parley_testkit::assert_config_error;
+use support::{BIN, Stack};
 
 #[tokio::test]
 async fn ready_on_real_dependencies_and_clean_exit() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
-    let mut service = ServiceProcess::spawn(BIN, &ns.env())?;
-    service.wait_ready(Duration::from_secs(30)).await?;
+    let stack = Stack::new().await?;
+    let mut service = stack.replica().await?;
     let (_, body) = service.readyz().await.expect("readyz answers");
     for dep in ["mongodb", "redis", "rabbitmq"] {
         assert_eq!(body["checks"][dep], "ok", "{body}");
@@ -22,14 +22,26 @@ async fn ready_on_real_dependencies_and_clean_exit() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn configuration_errors_name_the_variable() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
-    let env: Vec<(String, String)> = ns
-        .env()
-        .into_iter()
-        .filter(|(k, _)| k != "PARLEY_REDIS_URL")
-        .collect();
-    assert_config_error(BIN, &env, "PARLEY_REDIS_URL").await?;
-    let mut env = ns.env();
-    env.push(("PARLEY_HTTP_ADDR".into(), "abc".into()));
-    assert_config_error(BIN, &env, "PARLEY_HTTP_ADDR").await
+    let stack = Stack::new().await?;
+    for var in [
+        "PARLEY_REDIS_URL",
+        "PARLEY_JWT_PUBLIC_KEYS_FILE",
+        "PARLEY_USER_SERVICE_URL",
+    ] {
+        let env: Vec<(String, String)> =
+            stack.env().into_iter().filter(|(k, _)| k != var).collect();
+        assert_config_error(BIN, &env, var).await?;
+    }
+    for (var, value) in [
+        ("PARLEY_HTTP_ADDR", "abc"),
+        ("PARLEY_JWT_PUBLIC_KEYS_FILE", "/nonexistent/keys.pem"),
+        ("PARLEY_MEDIA_MAX_BYTES", "lots"),
+        ("PARLEY_USER_SERVICE_URL", "ftp://x"),
+    ] {
+        let mut env = stack.env();
+        env.retain(|(k, _)| k != var);
+        env.push((var.into(), value.into()));
+        assert_config_error(BIN, &env, var).await?;
+    }
+    Ok(())
 }

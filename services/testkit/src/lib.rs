@@ -12,6 +12,8 @@
 pub mod process;
 pub mod servers;
 pub mod shared;
+pub mod socketio;
+pub mod tcp_proxy;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -49,6 +49,16 @@ impl ServiceProcess {
         })
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("killing the service")
+    }
+
     /// `http://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)

@@ -1,0 +1,90 @@
+// A real socket.io-client (the official JavaScript client), driven line by
+// line over stdin/stdout by parley's Rust test harness.
+//
+//   node driver.mjs <url> [--token T] [--query k=v] [--transport websocket|polling] [--no-reconnect]
+//
+// stdin, one JSON object per line:
+//   {"op":"emit","event":"e","data":...}            fire and forget
+//   {"op":"emit","event":"e","data":...,"ack":7}     with acknowledgement id 7
+//   {"op":"emit_raw","event":"e","args":[...]}       any arguments, no ack
+//   {"op":"disconnect"} / {"op":"connect"} / {"op":"auth","token":"T"}
+// stdout, one JSON object per line:
+//   {"type":"connect","id":...} {"type":"connect_error","message":...}
+//   {"type":"disconnect","reason":...} {"type":"event","event":...,"data":...}
+//   {"type":"ack","ack":7,"data":...} {"type":"ack_timeout","ack":7}
+import { io } from "socket.io-client";
+import { createInterface } from "node:readline";
+
+const args = process.argv.slice(2);
+const url = args[0];
+const opt = (name) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const token = opt("--token");
+const transport = opt("--transport") ?? "websocket";
+const query = {};
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === "--query") {
+    const [k, v] = args[i + 1].split("=");
+    query[k] = v;
+  }
+}
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+
+const socket = io(url, {
+  transports: [transport],
+  upgrade: false,
+  auth: token ? { token } : {},
+  query,
+  reconnection: !args.includes("--no-reconnect"),
+  reconnectionDelay: 200,
+  reconnectionDelayMax: 1000,
+  timeout: 5000,
+});
+
+socket.on("connect", () => out({ type: "connect", id: socket.id }));
+socket.on("connect_error", (err) => out({ type: "connect_error", message: String(err && err.message) }));
+socket.on("disconnect", (reason) => out({ type: "disconnect", reason }));
+socket.onAny((event, ...data) => out({ type: "event", event, data: data.length <= 1 ? data[0] ?? null : data }));
+
+const rl = createInterface({ input: process.stdin });
+rl.on("line", (line) => {
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch {
+    out({ type: "driver_error", message: "bad command line" });
+    return;
+  }
+  switch (cmd.op) {
+    case "emit":
+      if (cmd.ack !== undefined) {
+        socket.timeout(10000).emit(cmd.event, cmd.data, (err, response) => {
+          if (err) out({ type: "ack_timeout", ack: cmd.ack });
+          else out({ type: "ack", ack: cmd.ack, data: response ?? null });
+        });
+      } else {
+        socket.emit(cmd.event, cmd.data);
+      }
+      break;
+    case "emit_raw":
+      socket.emit(cmd.event, ...(cmd.args ?? []));
+      break;
+    case "auth":
+      socket.auth = { token: cmd.token };
+      break;
+    case "disconnect":
+      socket.disconnect();
+      break;
+    case "connect":
+      socket.connect();
+      break;
+    default:
+      out({ type: "driver_error", message: `unknown op ${cmd.op}` });
+  }
+});
+rl.on("close", () => {
+  socket.disconnect();
+  process.exit(0);
+});

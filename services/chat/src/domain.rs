@@ -1,0 +1,208 @@
+//! Pure rules of chats and messages: ids, validation, pagination, previews.
+
+use mongodb::bson::oid::ObjectId;
+use parley_common::api_error::ApiError;
+
+/// Longest message text, in characters.
+pub const MAX_TEXT_CHARS: usize = 4000;
+/// Longest client message id.
+pub const MAX_CLIENT_ID_LEN: usize = 64;
+/// Default and largest page sizes.
+pub const DEFAULT_PAGE: i64 = 50;
+/// The largest page a client may ask for.
+pub const MAX_PAGE: i64 = 100;
+/// Characters of text in a notification preview.
+pub const PREVIEW_CHARS: usize = 120;
+
+/// Parses a hex ObjectId, naming the field in the 400 answer.
+pub fn parse_id(field: &str, raw: &str) -> Result<ObjectId, ApiError> {
+    ObjectId::parse_str(raw.trim())
+        .map_err(|_| ApiError::bad_request(format!("{field} is not a valid id")))
+}
+
+/// The unique key of the 1:1 chat between two users (order-independent).
+pub fn pair_key(a: &ObjectId, b: &ObjectId) -> String {
+    let (x, y) = if a.to_hex() <= b.to_hex() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    format!("{}:{}", x.to_hex(), y.to_hex())
+}
+
+/// Trims message text and checks its length (1 to [`MAX_TEXT_CHARS`] characters).
+pub fn validate_text(text: &str) -> Result<String, ApiError> {
+    let trimmed = text.trim();
+    let chars = trimmed.chars().count();
+    if chars == 0 {
+        return Err(ApiError::bad_request("text must not be empty"));
+    }
+    if chars > MAX_TEXT_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "text is longer than {MAX_TEXT_CHARS} characters"
+        )));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Text that may be empty (an image caption).
+pub fn validate_caption(text: Option<&str>) -> Result<String, ApiError> {
+    match text.map(str::trim) {
+        None | Some("") => Ok(String::new()),
+        Some(t) => validate_text(t),
+    }
+}
+
+/// Checks a client-chosen idempotency key: 1 to 64 visible ASCII characters.
+pub fn validate_client_id(id: Option<&str>) -> Result<Option<String>, ApiError> {
+    match id {
+        None => Ok(None),
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= MAX_CLIENT_ID_LEN
+                && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(id.to_owned()))
+        }
+        Some(_) => Err(ApiError::bad_request(format!(
+            "clientMessageId must be 1 to {MAX_CLIENT_ID_LEN} visible ASCII characters"
+        ))),
+    }
+}
+
+/// Clamps a requested page size to 1..=[`MAX_PAGE`], default [`DEFAULT_PAGE`].
+pub fn page_size(requested: Option<i64>) -> Result<i64, ApiError> {
+    match requested {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        ))),
+    }
+}
+
+/// Which slice of a chat's history a client asks for (by message `seq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The newest `limit` messages.
+    Latest,
+    /// Messages older than this seq (scrolling back).
+    Before(i64),
+    /// Messages newer than this seq (catching up after a reconnect), oldest first.
+    After(i64),
+}
+
+/// Picks the window from the `before`/`after` query parameters.
+pub fn window(before: Option<i64>, after: Option<i64>) -> Result<Window, ApiError> {
+    match (before, after) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "use either before or after, not both",
+        )),
+        (Some(b), None) if b >= 0 => Ok(Window::Before(b)),
+        (None, Some(a)) if a >= 0 => Ok(Window::After(a)),
+        (None, None) => Ok(Window::Latest),
+        _ => Err(ApiError::bad_request(
+            "before and after must be non-negative",
+        )),
+    }
+}
+
+/// A short preview of a message for notifications and chat lists.
+pub fn preview(text: &str, has_image: bool) -> String {
+    if text.is_empty() && has_image {
+        return "[image]".to_owned();
+    }
+    let mut out: String = text.chars().take(PREVIEW_CHARS).collect();
+    if text.chars().count() > PREVIEW_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// Image types accepted, identified by their bytes (never by the client's claim).
+pub fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
+    let kind = infer::get(bytes)?;
+    match kind.mime_type() {
+        m @ ("image/jpeg" | "image/png" | "image/gif" | "image/webp") => Some(m),
+        _ => None,
+    }
+}
+
+/// The other member of a 1:1 chat.
+pub fn other_member(members: &[ObjectId], me: &ObjectId) -> Option<ObjectId> {
+    members.iter().find(|m| *m != me).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_key_is_order_independent() {
+        let (a, b) = (ObjectId::new(), ObjectId::new());
+        assert_eq!(pair_key(&a, &b), pair_key(&b, &a));
+        assert_ne!(pair_key(&a, &b), pair_key(&a, &ObjectId::new()));
+    }
+
+    #[test]
+    fn text_rules() {
+        assert!(validate_text("   ").is_err());
+        assert_eq!(validate_text("  hi ").unwrap(), "hi");
+        assert!(validate_text(&"é".repeat(4000)).is_ok());
+        assert!(validate_text(&"é".repeat(4001)).is_err());
+        assert_eq!(validate_caption(None).unwrap(), "");
+        assert_eq!(validate_caption(Some(" ")).unwrap(), "");
+    }
+
+    #[test]
+    fn client_ids() {
+        assert_eq!(
+            validate_client_id(Some("abc-1")).unwrap(),
+            Some("abc-1".into())
+        );
+        assert!(validate_client_id(Some("")).is_err());
+        assert!(validate_client_id(Some("has space")).is_err());
+        assert!(validate_client_id(Some(&"x".repeat(65))).is_err());
+        assert_eq!(validate_client_id(None).unwrap(), None);
+    }
+
+    #[test]
+    fn paging() {
+        assert_eq!(page_size(None).unwrap(), 50);
+        assert!(page_size(Some(0)).is_err());
+        assert!(page_size(Some(101)).is_err());
+        assert_eq!(window(None, None).unwrap(), Window::Latest);
+        assert_eq!(window(Some(5), None).unwrap(), Window::Before(5));
+        assert_eq!(window(None, Some(7)).unwrap(), Window::After(7));
+        assert!(window(Some(1), Some(2)).is_err());
+        assert!(window(Some(-1), None).is_err());
+    }
+
+    #[test]
+    fn previews() {
+        assert_eq!(preview("", true), "[image]");
+        assert_eq!(preview("hello", false), "hello");
+        let long = "a".repeat(200);
+        assert_eq!(preview(&long, false).chars().count(), PREVIEW_CHARS + 1);
+    }
+
+    #[test]
+    fn image_sniffing_uses_bytes() {
+        let png = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0];
+        assert_eq!(sniff_image(&png), Some("image/png"));
+        assert_eq!(sniff_image(b"GIF89a......"), Some("image/gif"));
+        assert_eq!(sniff_image(b"%PDF-1.4 not an image"), None);
+        assert_eq!(sniff_image(b""), None);
+    }
+
+    #[test]
+    fn ids() {
+        assert!(parse_id("chatId", "nope").is_err());
+        let id = ObjectId::new();
+        assert_eq!(parse_id("chatId", &id.to_hex()).unwrap(), id);
+        assert_eq!(
+            other_member(&[id, ObjectId::new()], &id).map(|o| o != id),
+            Some(true)
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! Stored documents and the JSON shapes clients see.
+
+use mongodb::bson::DateTime;
+use mongodb::bson::oid::ObjectId;
+use serde::{Deserialize, Serialize};
+
+/// The last message of a chat, kept on the chat for lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatestMessage {
+    /// Preview text.
+    pub text: String,
+    /// Who sent it.
+    pub sender: ObjectId,
+    /// When the server stored it.
+    pub sent_at: DateTime,
+    /// Its sequence number in the chat.
+    pub seq: i64,
+}
+
+/// A chat document (`chats`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatDoc {
+    /// Id.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Member user ids.
+    pub members: Vec<ObjectId>,
+    /// Unique key of a 1:1 chat.
+    pub pair_key: String,
+    /// Highest message sequence number handed out.
+    #[serde(default)]
+    pub last_seq: i64,
+    /// The newest message, if any.
+    #[serde(default)]
+    pub latest_message: Option<LatestMessage>,
+    /// Creation time.
+    pub created_at: DateTime,
+    /// Last activity.
+    pub updated_at: DateTime,
+}
+
+impl ChatDoc {
+    /// True when `user` is a member.
+    pub fn has_member(&self, user: &ObjectId) -> bool {
+        self.members.contains(user)
+    }
+}
+
+/// An image stored in GridFS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRef {
+    /// GridFS file id.
+    pub media_id: ObjectId,
+    /// Sniffed MIME type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: i64,
+}
+
+/// A message document (`messages`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageDoc {
+    /// Id.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// The chat.
+    pub chat_id: ObjectId,
+    /// Position in the chat, 1, 2, 3… (cursor for `before`/`after`).
+    pub seq: i64,
+    /// The sender.
+    pub sender: ObjectId,
+    /// Text (may be empty for an image).
+    pub text: String,
+    /// Attached image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRef>,
+    /// `text` or `image`.
+    pub message_type: String,
+    /// The client's idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<String>,
+    /// When the server stored it.
+    pub sent_at: DateTime,
+    /// When a recipient's device acknowledged it.
+    #[serde(default)]
+    pub delivered_at: Option<DateTime>,
+    /// Whether the recipient opened it.
+    #[serde(default)]
+    pub seen: bool,
+    /// When the recipient opened it.
+    #[serde(default)]
+    pub seen_at: Option<DateTime>,
+}
+
+fn iso(dt: DateTime) -> String {
+    dt.try_to_rfc3339_string().unwrap_or_default()
+}
+
+/// An image as clients see it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageView {
+    /// Authenticated download URL.
+    pub url: String,
+    /// GridFS id.
+    pub media_id: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: i64,
+}
+
+/// A message as clients see it (original field names kept).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    /// Id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Chat id.
+    pub chat_id: String,
+    /// Sequence in the chat.
+    pub seq: i64,
+    /// Sender id.
+    pub sender: String,
+    /// Text.
+    pub text: String,
+    /// Image, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageView>,
+    /// `text` or `image`.
+    pub message_type: String,
+    /// The client's idempotency key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<String>,
+    /// `sent`, `delivered` or `seen`.
+    pub status: &'static str,
+    /// Seen flag (original field).
+    pub seen: bool,
+    /// When seen.
+    pub seen_at: Option<String>,
+    /// When delivered.
+    pub delivered_at: Option<String>,
+    /// When the server stored it.
+    pub sent_at: String,
+    /// Same as sentAt (original field).
+    pub created_at: String,
+}
+
+impl From<&MessageDoc> for MessageView {
+    fn from(m: &MessageDoc) -> Self {
+        let status = if m.seen {
+            "seen"
+        } else if m.delivered_at.is_some() {
+            "delivered"
+        } else {
+            "sent"
+        };
+        Self {
+            id: m.id.to_hex(),
+            chat_id: m.chat_id.to_hex(),
+            seq: m.seq,
+            sender: m.sender.to_hex(),
+            text: m.text.clone(),
+            image: m.image.as_ref().map(|i| ImageView {
+                url: format!("/api/v1/media/{}", i.media_id.to_hex()),
+                media_id: i.media_id.to_hex(),
+                content_type: i.content_type.clone(),
+                size: i.size,
+            }),
+            message_type: m.message_type.clone(),
+            client_message_id: m.client_message_id.clone(),
+            status,
+            seen: m.seen,
+            seen_at: m.seen_at.map(iso),
+            delivered_at: m.delivered_at.map(iso),
+            sent_at: iso(m.sent_at),
+            created_at: iso(m.sent_at),
+        }
+    }
+}
+
+/// A chat's latest message as clients see it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatestView {
+    /// Preview text.
+    pub text: String,
+    /// Sender id.
+    pub sender: String,
+    /// When sent.
+    pub sent_at: String,
+    /// Sequence.
+    pub seq: i64,
+}
+
+/// A chat as clients see it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatView {
+    /// Id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Member ids (original field name).
+    pub users: Vec<String>,
+    /// The newest message.
+    pub latest_message: Option<LatestView>,
+    /// Messages from others the caller has not seen.
+    pub unseen_count: u64,
+    /// Creation time.
+    pub created_at: String,
+    /// Last activity.
+    pub updated_at: String,
+}
+
+impl ChatView {
+    /// The view of `chat` with the caller's unseen count.
+    pub fn new(chat: &ChatDoc, unseen_count: u64) -> Self {
+        Self {
+            id: chat.id.to_hex(),
+            users: chat.members.iter().map(|id| id.to_hex()).collect(),
+            latest_message: chat.latest_message.as_ref().map(|l| LatestView {
+                text: l.text.clone(),
+                sender: l.sender.to_hex(),
+                sent_at: iso(l.sent_at),
+                seq: l.seq,
+            }),
+            unseen_count,
+            created_at: iso(chat.created_at),
+            updated_at: iso(chat.updated_at),
+        }
+    }
+}
+
+/// A user's public profile, as the user service returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Email, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl Profile {
+    /// Shown when the user service cannot be asked.
+    pub fn placeholder(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: "Unknown user".to_owned(),
+            email: None,
+        }
+    }
+}

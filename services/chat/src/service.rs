@@ -1,0 +1,224 @@
+//! What the edges (REST and Socket.IO) share: the rules of sending, reading
+//! and marking messages, with membership checked in one place.
+
+use mongodb::bson::oid::ObjectId;
+use parley_common::api_error::ApiError;
+use parley_common::events::MessageCreated;
+use parley_common::token::Claims;
+
+use crate::domain::{self, Window};
+use crate::model::{ChatDoc, ImageRef, MessageView};
+use crate::state::AppState;
+use crate::store::NewMessage;
+
+/// The caller's id from verified claims.
+pub fn caller(claims: &Claims) -> Result<ObjectId, ApiError> {
+    ObjectId::parse_str(&claims.sub)
+        .map_err(|_| ApiError::unauthorized("token subject is not a user id"))
+}
+
+/// The chat, when `user` is a member: 404 unknown, 403 not a member.
+pub async fn member_chat(
+    state: &AppState,
+    chat_id: &ObjectId,
+    user: &ObjectId,
+) -> Result<ChatDoc, ApiError> {
+    let chat = state
+        .store
+        .chat(chat_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such chat"))?;
+    if !chat.has_member(user) {
+        return Err(ApiError::forbidden("you are not a member of this chat"));
+    }
+    Ok(chat)
+}
+
+/// The user room every socket of `user` joins.
+pub fn user_room(user: &ObjectId) -> String {
+    format!("user:{}", user.to_hex())
+}
+
+/// The room of an open chat (joined through `joinChat`).
+pub fn chat_room(chat: &ObjectId) -> String {
+    format!("chat:{}", chat.to_hex())
+}
+
+/// A send request from either edge.
+#[derive(Debug, Clone)]
+pub struct SendInput {
+    /// Raw chat id.
+    pub chat_id: String,
+    /// Raw text (may be empty with an image).
+    pub text: Option<String>,
+    /// Raw idempotency key.
+    pub client_message_id: Option<String>,
+    /// Image bytes, not yet checked.
+    pub image: Option<Vec<u8>>,
+}
+
+/// Validates, stores and fans out a message. Returns the stored message and
+/// whether it is new (a repeated clientMessageId returns the first one).
+pub async fn send(
+    state: &AppState,
+    claims: &Claims,
+    input: SendInput,
+) -> Result<(MessageView, bool), ApiError> {
+    let sender = caller(claims)?;
+    let chat_id = domain::parse_id("chatId", &input.chat_id)?;
+    let client_message_id = domain::validate_client_id(input.client_message_id.as_deref())?;
+    let text = match &input.image {
+        Some(_) => domain::validate_caption(input.text.as_deref())?,
+        None => domain::validate_text(input.text.as_deref().unwrap_or_default())?,
+    };
+    let image_type = match &input.image {
+        Some(bytes) if bytes.len() > state.config.media_max_bytes => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "image is larger than {} bytes",
+                    state.config.media_max_bytes
+                ),
+            ));
+        }
+        Some(bytes) => Some(domain::sniff_image(bytes).ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "image must be jpeg, png, gif or webp",
+            )
+        })?),
+        None => None,
+    };
+    let chat = member_chat(state, &chat_id, &sender).await?;
+    if let Some(cid) = &client_message_id
+        && let Some(existing) = state.store.by_client_id(&chat_id, &sender, cid).await?
+    {
+        return Ok((MessageView::from(&existing), false));
+    }
+    let image: Option<ImageRef> = match (input.image, image_type) {
+        (Some(bytes), Some(content_type)) => Some(
+            state
+                .store
+                .put_media(&chat_id, content_type, &bytes)
+                .await?,
+        ),
+        _ => None,
+    };
+    let preview = domain::preview(&text, image.is_some());
+    let (message, created) = state
+        .store
+        .insert_message(NewMessage {
+            chat_id,
+            sender,
+            text,
+            image,
+            client_message_id,
+            preview: preview.clone(),
+        })
+        .await?;
+    let view = MessageView::from(&message);
+    if created {
+        metrics::counter!("chat_messages_stored_total").increment(1);
+        let rooms: Vec<String> = chat.members.iter().map(user_room).collect();
+        if let Err(error) = state.io.to(rooms).emit("newMessage", &view).await {
+            tracing::warn!(%error, "newMessage fan-out failed");
+        }
+        let event = MessageCreated {
+            message_id: view.id.clone(),
+            chat_id: view.chat_id.clone(),
+            sender_id: view.sender.clone(),
+            sender_name: claims.name.clone(),
+            recipient_ids: chat
+                .members
+                .iter()
+                .filter(|m| **m != sender)
+                .map(|id| id.to_hex())
+                .collect(),
+            preview,
+            sent_at: chrono::Utc::now(),
+        };
+        if let Err(error) = state.amqp.publish(event).await {
+            metrics::counter!("chat_event_publish_failed_total").increment(1);
+            tracing::error!(%error, message_id = %view.id, "chat.message_created.v1 not published");
+        }
+    }
+    Ok((view, created))
+}
+
+/// Reads a page of history; marks the other side's messages seen and tells
+/// their senders (`messagesSeen`).
+pub async fn read(
+    state: &AppState,
+    claims: &Claims,
+    chat_id: &str,
+    window: Window,
+    limit: i64,
+) -> Result<(ChatDoc, Vec<MessageView>), ApiError> {
+    let reader = caller(claims)?;
+    let chat_id = domain::parse_id("chatId", chat_id)?;
+    let chat = member_chat(state, &chat_id, &reader).await?;
+    let (seen_ids, _) = state.store.mark_seen(&chat_id, &reader).await?;
+    if !seen_ids.is_empty() {
+        let payload = serde_json::json!({
+            "chatId": chat_id.to_hex(),
+            "seenBy": reader.to_hex(),
+            "messageIds": seen_ids.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+            "seenAt": chrono::Utc::now().to_rfc3339(),
+        });
+        let others: Vec<String> = chat
+            .members
+            .iter()
+            .filter(|m| **m != reader)
+            .map(user_room)
+            .collect();
+        if let Err(error) = state.io.to(others).emit("messagesSeen", &payload).await {
+            tracing::warn!(%error, "messagesSeen fan-out failed");
+        }
+    }
+    let messages = state.store.messages(&chat_id, window, limit).await?;
+    Ok((chat, messages.iter().map(MessageView::from).collect()))
+}
+
+/// Marks messages delivered to the caller's device and tells the senders.
+pub async fn delivered(
+    state: &AppState,
+    claims: &Claims,
+    chat_id: &str,
+    message_ids: &[String],
+) -> Result<usize, ApiError> {
+    let recipient = caller(claims)?;
+    let chat_id = domain::parse_id("chatId", chat_id)?;
+    if message_ids.is_empty() || message_ids.len() > 100 {
+        return Err(ApiError::bad_request("messageIds must hold 1 to 100 ids"));
+    }
+    let ids = message_ids
+        .iter()
+        .map(|id| domain::parse_id("messageIds", id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let chat = member_chat(state, &chat_id, &recipient).await?;
+    let at = state
+        .store
+        .mark_delivered(&chat_id, &recipient, &ids)
+        .await?;
+    let payload = serde_json::json!({
+        "chatId": chat_id.to_hex(),
+        "deliveredTo": recipient.to_hex(),
+        "messageIds": message_ids,
+        "deliveredAt": at.try_to_rfc3339_string().unwrap_or_default(),
+    });
+    let others: Vec<String> = chat
+        .members
+        .iter()
+        .filter(|m| **m != recipient)
+        .map(user_room)
+        .collect();
+    if let Err(error) = state
+        .io
+        .to(others)
+        .emit("messagesDelivered", &payload)
+        .await
+    {
+        tracing::warn!(%error, "messagesDelivered fan-out failed");
+    }
+    Ok(ids.len())
+}

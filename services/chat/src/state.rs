@@ -1,0 +1,40 @@
+//! The state every handler shares.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use parley_common::amqp::Amqp;
+use parley_common::cache::Redis;
+use parley_common::token::TokenVerifier;
+use socketioxide::SocketIo;
+
+use crate::config::Config;
+use crate::presence::Presence;
+use crate::profiles::Profiles;
+use crate::realtime::Adapter;
+use crate::store::Store;
+
+/// Shared handles; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// MongoDB collections.
+    pub store: Store,
+    /// Redis.
+    pub redis: Redis,
+    /// RabbitMQ.
+    pub amqp: Amqp,
+    /// Socket.IO server (cross-replica through Redis).
+    pub io: SocketIo<Adapter>,
+    /// Presence.
+    pub presence: Presence,
+    /// Profile cache.
+    pub profiles: Profiles,
+}
+
+impl FromRef<AppState> for TokenVerifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.config.verifier.clone()
+    }
+}

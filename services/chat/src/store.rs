@@ -1,0 +1,466 @@
+//! MongoDB access for chats, messages, media and last-seen times.
+
+use futures::{AsyncReadExt, AsyncWriteExt, TryStreamExt};
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Bson, DateTime, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Collection, Database, IndexModel};
+use parley_common::api_error::ApiError;
+
+use crate::domain::{Window, pair_key};
+use crate::model::{ChatDoc, ImageRef, LatestMessage, MessageDoc};
+
+/// Turns a driver error into an answer: connectivity problems are 503, the rest 500.
+pub fn db_error(error: mongodb::error::Error) -> ApiError {
+    match *error.kind {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. } => ApiError::unavailable("mongodb", error),
+        _ if error.contains_label("RetryableWriteError")
+            || error.contains_label("NetworkError") =>
+        {
+            ApiError::unavailable("mongodb", error)
+        }
+        _ => ApiError::internal(error),
+    }
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    matches!(&*error.kind, ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == 11000)
+        || matches!(&*error.kind, ErrorKind::Command(e) if e.code == 11000)
+        || error.to_string().contains("E11000")
+}
+
+/// A new message before it is stored.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The chat.
+    pub chat_id: ObjectId,
+    /// The sender.
+    pub sender: ObjectId,
+    /// Validated text.
+    pub text: String,
+    /// Stored image.
+    pub image: Option<ImageRef>,
+    /// Idempotency key.
+    pub client_message_id: Option<String>,
+    /// Preview for the chat list.
+    pub preview: String,
+}
+
+/// The chat service's collections.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Database,
+    chats: Collection<ChatDoc>,
+    messages: Collection<MessageDoc>,
+}
+
+impl Store {
+    /// Handles on `db`'s collections.
+    pub fn new(db: &Database) -> Self {
+        Self {
+            db: db.clone(),
+            chats: db.collection("chats"),
+            messages: db.collection("messages"),
+        }
+    }
+
+    /// Creates the indexes every query path needs (idempotent).
+    pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
+        let unique = || IndexOptions::builder().unique(true).build();
+        self.chats
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"pairKey": 1})
+                    .options(unique())
+                    .build(),
+            )
+            .await?;
+        self.chats
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"members": 1, "updatedAt": -1, "_id": -1})
+                    .build(),
+            )
+            .await?;
+        self.messages
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"chatId": 1, "seq": 1})
+                    .options(unique())
+                    .build(),
+            )
+            .await?;
+        self.messages
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"chatId": 1, "sender": 1, "clientMessageId": 1})
+                    .options(
+                        IndexOptions::builder()
+                            .unique(true)
+                            .partial_filter_expression(doc! {"clientMessageId": {"$exists": true}})
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// True when a user with this id exists.
+    pub async fn user_exists(&self, id: &ObjectId) -> Result<bool, ApiError> {
+        let users = self.db.collection::<mongodb::bson::Document>("users");
+        let found = users
+            .find_one(doc! {"_id": id})
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(db_error)?;
+        Ok(found.is_some())
+    }
+
+    /// Stores when the user's last socket closed.
+    pub async fn set_last_seen(&self, user: &ObjectId, at: DateTime) -> Result<(), ApiError> {
+        let users = self.db.collection::<mongodb::bson::Document>("users");
+        users
+            .update_one(doc! {"_id": user}, doc! {"$set": {"lastSeenAt": at}})
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The 1:1 chat of `a` and `b`, created when missing; true when created now.
+    pub async fn find_or_create_pair(
+        &self,
+        a: &ObjectId,
+        b: &ObjectId,
+    ) -> Result<(ChatDoc, bool), ApiError> {
+        let key = pair_key(a, b);
+        if let Some(chat) = self
+            .chats
+            .find_one(doc! {"pairKey": &key})
+            .await
+            .map_err(db_error)?
+        {
+            return Ok((chat, false));
+        }
+        let now = DateTime::now();
+        let chat = ChatDoc {
+            id: ObjectId::new(),
+            members: vec![*a, *b],
+            pair_key: key.clone(),
+            last_seq: 0,
+            latest_message: None,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.chats.insert_one(&chat).await {
+            Ok(_) => Ok((chat, true)),
+            Err(e) if is_duplicate_key(&e) => {
+                // A concurrent create won: answer with its chat.
+                let existing = self
+                    .chats
+                    .find_one(doc! {"pairKey": &key})
+                    .await
+                    .map_err(db_error)?;
+                existing
+                    .map(|c| (c, false))
+                    .ok_or_else(|| ApiError::internal("pair chat vanished after a duplicate key"))
+            }
+            Err(e) => Err(db_error(e)),
+        }
+    }
+
+    /// One chat.
+    pub async fn chat(&self, id: &ObjectId) -> Result<Option<ChatDoc>, ApiError> {
+        self.chats
+            .find_one(doc! {"_id": id})
+            .await
+            .map_err(db_error)
+    }
+
+    /// The member's chats, newest activity first, after the `(updatedAt, id)` cursor.
+    pub async fn chats_of(
+        &self,
+        member: &ObjectId,
+        cursor: Option<(DateTime, ObjectId)>,
+        limit: i64,
+    ) -> Result<Vec<ChatDoc>, ApiError> {
+        let mut filter = doc! {"members": member};
+        if let Some((at, id)) = cursor {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! {"updatedAt": {"$lt": at}},
+                    doc! {"updatedAt": at, "_id": {"$lt": id}},
+                ],
+            );
+        }
+        self.chats
+            .find(filter)
+            .sort(doc! {"updatedAt": -1, "_id": -1})
+            .limit(limit)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
+    }
+
+    /// Every chat partner of `user` (members of chats they share).
+    pub async fn partners_of(&self, user: &ObjectId) -> Result<Vec<ObjectId>, ApiError> {
+        let chats: Vec<ChatDoc> = self
+            .chats
+            .find(doc! {"members": user})
+            .projection(doc! {"members": 1, "_id": 1, "pairKey": 1, "createdAt": 1, "updatedAt": 1})
+            .limit(1000)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        let mut partners: Vec<ObjectId> = chats
+            .iter()
+            .flat_map(|c| c.members.iter().copied())
+            .filter(|m| m != user)
+            .collect();
+        partners.sort();
+        partners.dedup();
+        Ok(partners)
+    }
+
+    /// Messages in `chat` from others that `reader` has not seen.
+    pub async fn unseen_count(&self, chat: &ObjectId, reader: &ObjectId) -> Result<u64, ApiError> {
+        self.messages
+            .count_documents(doc! {"chatId": chat, "seen": false, "sender": {"$ne": reader}})
+            .await
+            .map_err(db_error)
+    }
+
+    /// The message the sender already stored under this idempotency key.
+    pub async fn by_client_id(
+        &self,
+        chat: &ObjectId,
+        sender: &ObjectId,
+        client_id: &str,
+    ) -> Result<Option<MessageDoc>, ApiError> {
+        self.messages
+            .find_one(doc! {"chatId": chat, "sender": sender, "clientMessageId": client_id})
+            .await
+            .map_err(db_error)
+    }
+
+    /// Stores a message: allocates its seq, inserts it, updates the chat's
+    /// latest message. A repeated idempotency key returns the first message
+    /// (`false` = not newly created).
+    pub async fn insert_message(&self, new: NewMessage) -> Result<(MessageDoc, bool), ApiError> {
+        if let Some(cid) = &new.client_message_id
+            && let Some(existing) = self.by_client_id(&new.chat_id, &new.sender, cid).await?
+        {
+            return Ok((existing, false));
+        }
+        let chat = self
+            .chats
+            .find_one_and_update(doc! {"_id": new.chat_id}, doc! {"$inc": {"lastSeq": 1_i64}})
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| ApiError::not_found("no such chat"))?;
+        let now = DateTime::now();
+        let message = MessageDoc {
+            id: ObjectId::new(),
+            chat_id: new.chat_id,
+            seq: chat.last_seq,
+            sender: new.sender,
+            text: new.text,
+            message_type: if new.image.is_some() { "image" } else { "text" }.to_owned(),
+            image: new.image,
+            client_message_id: new.client_message_id.clone(),
+            sent_at: now,
+            delivered_at: None,
+            seen: false,
+            seen_at: None,
+        };
+        if let Err(e) = self.messages.insert_one(&message).await {
+            if is_duplicate_key(&e)
+                && let Some(cid) = &new.client_message_id
+                && let Some(existing) = self.by_client_id(&new.chat_id, &new.sender, cid).await?
+            {
+                return Ok((existing, false));
+            }
+            return Err(db_error(e));
+        }
+        let latest = LatestMessage {
+            text: new.preview,
+            sender: message.sender,
+            sent_at: now,
+            seq: message.seq,
+        };
+        let latest = mongodb::bson::to_bson(&latest).map_err(ApiError::internal)?;
+        // Only move forward: a slower concurrent send must not overwrite a newer one.
+        self.chats
+            .update_one(
+                doc! {"_id": new.chat_id, "$or": [{"latestMessage.seq": {"$lt": message.seq}}, {"latestMessage": Bson::Null}, {"latestMessage": {"$exists": false}}]},
+                doc! {"$set": {"latestMessage": latest, "updatedAt": now}},
+            )
+            .await
+            .map_err(db_error)?;
+        Ok((message, true))
+    }
+
+    /// A page of a chat's messages, oldest first.
+    pub async fn messages(
+        &self,
+        chat: &ObjectId,
+        window: Window,
+        limit: i64,
+    ) -> Result<Vec<MessageDoc>, ApiError> {
+        let (filter, ascending) = match window {
+            Window::Latest => (doc! {"chatId": chat}, false),
+            Window::Before(seq) => (doc! {"chatId": chat, "seq": {"$lt": seq}}, false),
+            Window::After(seq) => (doc! {"chatId": chat, "seq": {"$gt": seq}}, true),
+        };
+        let mut page: Vec<MessageDoc> = self
+            .messages
+            .find(filter)
+            .sort(doc! {"seq": if ascending { 1 } else { -1 }})
+            .limit(limit)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        if !ascending {
+            page.reverse();
+        }
+        Ok(page)
+    }
+
+    /// One message.
+    pub async fn message(&self, id: &ObjectId) -> Result<Option<MessageDoc>, ApiError> {
+        self.messages
+            .find_one(doc! {"_id": id})
+            .await
+            .map_err(db_error)
+    }
+
+    /// Marks every message from others in `chat` seen by `reader`; returns their ids.
+    pub async fn mark_seen(
+        &self,
+        chat: &ObjectId,
+        reader: &ObjectId,
+    ) -> Result<(Vec<ObjectId>, DateTime), ApiError> {
+        let filter = doc! {"chatId": chat, "seen": false, "sender": {"$ne": reader}};
+        let ids: Vec<ObjectId> = self
+            .messages
+            .clone_with_type::<mongodb::bson::Document>()
+            .find(filter.clone())
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(db_error)?
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .filter_map(|d| d.get_object_id("_id").ok())
+            .collect();
+        let now = DateTime::now();
+        if !ids.is_empty() {
+            self.messages
+                .update_many(
+                    doc! {"_id": {"$in": &ids}, "seen": false},
+                    doc! {"$set": {"seen": true, "seenAt": now, "deliveredAt": now}},
+                )
+                .await
+                .map_err(db_error)?;
+        }
+        Ok((ids, now))
+    }
+
+    /// Marks messages delivered to `recipient` (only others' messages in `chat`).
+    pub async fn mark_delivered(
+        &self,
+        chat: &ObjectId,
+        recipient: &ObjectId,
+        ids: &[ObjectId],
+    ) -> Result<DateTime, ApiError> {
+        let now = DateTime::now();
+        self.messages
+            .update_many(
+                doc! {"_id": {"$in": ids}, "chatId": chat, "sender": {"$ne": recipient}, "deliveredAt": Bson::Null},
+                doc! {"$set": {"deliveredAt": now}},
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(now)
+    }
+
+    /// Stores image bytes in the `media` GridFS bucket, tagged with the chat.
+    pub async fn put_media(
+        &self,
+        chat: &ObjectId,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<ImageRef, ApiError> {
+        let bucket = self.db.gridfs_bucket(
+            mongodb::options::GridFsBucketOptions::builder()
+                .bucket_name("media".to_owned())
+                .build(),
+        );
+        let mut upload = bucket
+            .open_upload_stream(format!("chat-{}", chat.to_hex()))
+            .metadata(doc! {"chatId": chat, "contentType": content_type})
+            .await
+            .map_err(db_error)?;
+        let id = upload
+            .id()
+            .as_object_id()
+            .ok_or_else(|| ApiError::internal("gridfs id is not an ObjectId"))?;
+        upload
+            .write_all(bytes)
+            .await
+            .map_err(|e| ApiError::unavailable("mongodb", e))?;
+        upload
+            .close()
+            .await
+            .map_err(|e| ApiError::unavailable("mongodb", e))?;
+        Ok(ImageRef {
+            media_id: id,
+            content_type: content_type.to_owned(),
+            size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// An image's chat id, content type and bytes.
+    pub async fn get_media(
+        &self,
+        id: &ObjectId,
+    ) -> Result<Option<(ObjectId, String, Vec<u8>)>, ApiError> {
+        let bucket = self.db.gridfs_bucket(
+            mongodb::options::GridFsBucketOptions::builder()
+                .bucket_name("media".to_owned())
+                .build(),
+        );
+        let Some(file) = bucket.find_one(doc! {"_id": id}).await.map_err(db_error)? else {
+            return Ok(None);
+        };
+        let meta = file.metadata.unwrap_or_default();
+        let chat = meta.get_object_id("chatId").map_err(ApiError::internal)?;
+        let content_type = meta
+            .get_str("contentType")
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let mut stream = bucket
+            .open_download_stream(Bson::ObjectId(*id))
+            .await
+            .map_err(db_error)?;
+        let mut bytes = Vec::new();
+        stream
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| ApiError::unavailable("mongodb", e))?;
+        Ok(Some((chat, content_type, bytes)))
+    }
+}

@@ -1,0 +1,148 @@
+//! Shared set-up of the chat service's integration tests.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::time::Duration;
+
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{DateTime, doc};
+use parley_common::token::{Claims, TokenSigner, generate_ed25519_pem};
+use parley_testkit::{Namespace, ServiceProcess, free_port};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_parley-chat");
+pub const T: Duration = Duration::from_secs(10);
+
+/// A test user with a valid token.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: ObjectId,
+    pub name: String,
+    pub token: String,
+}
+
+/// One test's world: its namespace, signing key and the env for chat replicas.
+pub struct Stack {
+    pub ns: Namespace,
+    pub signer: TokenSigner,
+    keys: tempfile::NamedTempFile,
+    pub db: mongodb::Database,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Stack {
+    pub async fn new() -> anyhow::Result<Self> {
+        let ns = Namespace::new()?;
+        let (private, public) = generate_ed25519_pem()?;
+        let signer = TokenSigner::from_pem(&private, Duration::from_secs(3600))?;
+        let mut keys = tempfile::NamedTempFile::new()?;
+        keys.write_all(public.as_bytes())?;
+        let db = ns.mongo().await?;
+        Ok(Self {
+            ns,
+            signer,
+            keys,
+            db,
+            extra_env: Vec::new(),
+        })
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.ns.env();
+        env.push((
+            "PARLEY_JWT_PUBLIC_KEYS_FILE".into(),
+            self.keys.path().to_string_lossy().into_owned(),
+        ));
+        // Nothing listens there: profiles fall back to placeholders.
+        let closed = free_port().unwrap_or(1);
+        env.push((
+            "PARLEY_USER_SERVICE_URL".into(),
+            format!("http://127.0.0.1:{closed}"),
+        ));
+        for (k, v) in &self.extra_env {
+            env.retain(|(key, _)| key != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.extra_env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    pub async fn replica(&self) -> anyhow::Result<ServiceProcess> {
+        let service = ServiceProcess::spawn(BIN, &self.env())?;
+        service.wait_ready(Duration::from_secs(30)).await?;
+        Ok(service)
+    }
+
+    pub async fn user(&self, name: &str) -> anyhow::Result<User> {
+        let id = ObjectId::new();
+        let now = DateTime::now();
+        self.db
+            .collection::<mongodb::bson::Document>("users")
+            .insert_one(doc! {"_id": id, "name": name, "email": format!("{name}@example.com"), "createdAt": now, "updatedAt": now})
+            .await?;
+        let token = self.signer.sign(
+            &id.to_hex(),
+            &format!("{name}@example.com"),
+            name,
+            chrono::Utc::now().timestamp(),
+        )?;
+        Ok(User {
+            id,
+            name: name.to_owned(),
+            token,
+        })
+    }
+
+    pub fn expired_token(&self, user: &User) -> anyhow::Result<String> {
+        Ok(self.signer.sign_claims(&Claims {
+            sub: user.id.to_hex(),
+            email: "x@example.com".into(),
+            name: user.name.clone(),
+            iat: 1,
+            exp: 2,
+        })?)
+    }
+}
+
+/// JSON request; returns status and body (Null when not JSON).
+pub async fn call(
+    service: &ServiceProcess,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = service.http().request(method, service.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+/// Opens (or finds) the 1:1 chat between `a` and `b`; returns its id.
+pub async fn open_chat(service: &ServiceProcess, a: &User, b: &User) -> anyhow::Result<String> {
+    let (status, body) = call(
+        service,
+        reqwest::Method::POST,
+        "/api/v1/chat/new",
+        Some(&a.token),
+        Some(serde_json::json!({"otherUserId": b.id.to_hex()})),
+    )
+    .await?;
+    anyhow::ensure!(status == 201 || status == 200, "chat/new: {status} {body}");
+    Ok(body["chatId"].as_str().unwrap_or_default().to_owned())
+}
+
+pub fn socket_url(service: &ServiceProcess) -> String {
+    service.url("")
+}
