@@ -142,6 +142,8 @@ impl MongoServer {
                 dir.path().join("data").to_string_lossy().into_owned(),
                 "--log-level".into(),
                 "WARNING".into(),
+                // Durable like a journaled MongoDB: a kill loses no acknowledged write.
+                "--sync-on-commit".into(),
             ],
             log: dir.path().join("secantusd.log"),
             child: None,
