@@ -49,6 +49,11 @@ impl ServiceProcess {
         })
     }
 
+    /// The OS process id (for resource readings in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
