@@ -26,13 +26,20 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
 fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }
@@ -55,19 +62,39 @@ struct Client {
 }
 
 enum Incoming {
-    NewMessage { chat: String, id: String, text: String },
+    NewMessage {
+        chat: String,
+        id: String,
+        text: String,
+    },
 }
 
-async fn connect(port: u16, token: &str, events: mpsc::UnboundedSender<(usize, Incoming)>, index: usize, acks: AckWaiters) -> anyhow::Result<Client> {
+async fn connect(
+    port: u16,
+    token: &str,
+    events: mpsc::UnboundedSender<(usize, Incoming)>,
+    index: usize,
+    acks: AckWaiters,
+) -> anyhow::Result<Client> {
     let url = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket");
     let (ws, _) = tokio_tungstenite::connect_async(url).await?;
     let (mut sink, mut stream) = ws.split();
     // Open packet, then connect with the token.
-    let open = stream.next().await.ok_or_else(|| anyhow::anyhow!("no open packet"))??;
-    anyhow::ensure!(open.to_text().unwrap_or_default().starts_with('0'), "unexpected {open:?}");
-    sink.send(Message::text(format!("40{}", json!({"token": token})))).await?;
+    let open = stream
+        .next()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no open packet"))??;
+    anyhow::ensure!(
+        open.to_text().unwrap_or_default().starts_with('0'),
+        "unexpected {open:?}"
+    );
+    sink.send(Message::text(format!("40{}", json!({"token": token}))))
+        .await?;
     loop {
-        let frame = stream.next().await.ok_or_else(|| anyhow::anyhow!("closed during connect"))??;
+        let frame = stream
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("closed during connect"))??;
         let text = frame.to_text().unwrap_or_default().to_owned();
         if text.starts_with("40") {
             break;
@@ -91,7 +118,9 @@ async fn connect(port: u16, token: &str, events: mpsc::UnboundedSender<(usize, I
             } else if let Some(rest) = text.strip_prefix("43") {
                 let split = rest.find('[').unwrap_or(rest.len());
                 let (id, body) = rest.split_at(split);
-                if let (Ok(id), Ok(body)) = (id.parse::<usize>(), serde_json::from_str::<Value>(body)) {
+                if let (Ok(id), Ok(body)) =
+                    (id.parse::<usize>(), serde_json::from_str::<Value>(body))
+                {
                     let waiter = acks.lock().await.get_mut(id).and_then(Option::take);
                     if let Some(w) = waiter {
                         let _ = w.send(body[0].clone());
@@ -132,18 +161,37 @@ async fn main() -> anyhow::Result<()> {
     let ids: Vec<ObjectId> = (0..sockets).map(|_| ObjectId::new()).collect();
     let docs: Vec<_> = ids.iter().enumerate().map(|(i, id)| doc! {"_id": id, "name": format!("u{i}"), "email": format!("u{i}@bench"), "createdAt": now, "updatedAt": now}).collect();
     for chunk in docs.chunks(1000) {
-        stack.db.collection("users").insert_many(chunk.to_vec()).await?;
+        stack
+            .db
+            .collection("users")
+            .insert_many(chunk.to_vec())
+            .await?;
     }
     let tokens: Vec<String> = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| stack.signer.sign(&id.to_hex(), &format!("u{i}@bench"), &format!("u{i}"), chrono::Utc::now().timestamp()))
+        .map(|(i, id)| {
+            stack.signer.sign(
+                &id.to_hex(),
+                &format!("u{i}@bench"),
+                &format!("u{i}"),
+                chrono::Utc::now().timestamp(),
+            )
+        })
         .collect::<Result<_, _>>()?;
     let chats_started = Instant::now();
     let mut chats = vec![String::new(); sockets / 2];
     for (pair, slot) in chats.iter_mut().enumerate().take(senders) {
-        let a = support::User { id: ids[2 * pair], name: String::new(), token: tokens[2 * pair].clone() };
-        let b = support::User { id: ids[2 * pair + 1], name: String::new(), token: tokens[2 * pair + 1].clone() };
+        let a = support::User {
+            id: ids[2 * pair],
+            name: String::new(),
+            token: tokens[2 * pair].clone(),
+        };
+        let b = support::User {
+            id: ids[2 * pair + 1],
+            name: String::new(),
+            token: tokens[2 * pair + 1].clone(),
+        };
         *slot = support::open_chat(&replicas[0], &a, &b).await?;
     }
     let chat_secs = chats_started.elapsed().as_secs_f64();
@@ -151,7 +199,9 @@ async fn main() -> anyhow::Result<()> {
     let rss_before: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let started = Instant::now();
-    let acks: Vec<AckWaiters> = (0..sockets).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    let acks: Vec<AckWaiters> = (0..sockets)
+        .map(|_| Arc::new(Mutex::new(Vec::new())))
+        .collect();
     let mut clients = Vec::with_capacity(sockets);
     let connect_started = Instant::now();
     let ports: Vec<u16> = replicas.iter().map(ServiceProcess::port).collect();
@@ -168,17 +218,21 @@ async fn main() -> anyhow::Result<()> {
         clients.push(client?);
     }
     let connect_secs = connect_started.elapsed().as_secs_f64();
-    // Idle memory: wait until connection set-up work (presence fan-out) settles.
+    // Idle: wait until connection set-up work (presence look-ups in the
+    // MongoDB stand-in) has drained: /readyz (a MongoDB ping) answers fast again.
     let settle = Instant::now();
-    let mut last = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now_rss: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
-        if now_rss.abs_diff(last) < 256 || settle.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-        last = now_rss;
+    let mut fast = 0;
+    while fast < 3 && settle.elapsed() < Duration::from_secs(180) {
+        let probe = Instant::now();
+        let _ = replicas[0].readyz().await;
+        fast = if probe.elapsed() < Duration::from_millis(50) {
+            fast + 1
+        } else {
+            0
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let settle_secs = settle.elapsed().as_secs_f64();
     let rss_idle: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
     while events_rx.try_recv().is_ok() {}
 
@@ -200,7 +254,10 @@ async fn main() -> anyhow::Result<()> {
                     a.len() - 1
                 };
                 let text = format!("{}", started.elapsed().as_micros());
-                let packet = format!("42{id}{}", json!(["sendMessage", {"chatId": chat, "text": text}]));
+                let packet = format!(
+                    "42{id}{}",
+                    json!(["sendMessage", {"chatId": chat, "text": text}])
+                );
                 if clients[2 * pair].tx.send(packet).is_err() {
                     break;
                 }
@@ -227,7 +284,10 @@ async fn main() -> anyhow::Result<()> {
                         let _ = latency.record(now.saturating_sub(sent_us).max(1));
                         delivered.fetch_add(1, Ordering::Relaxed);
                     }
-                    let receipt = format!("42{}", json!(["messageDelivered", {"chatId": chat, "messageIds": [id]}]));
+                    let receipt = format!(
+                        "42{}",
+                        json!(["messageDelivered", {"chatId": chat, "messageIds": [id]}])
+                    );
                     let _ = clients[index].tx.send(receipt);
                 }
             }
@@ -249,17 +309,36 @@ async fn main() -> anyhow::Result<()> {
     println!("| sockets (2 replicas, pairs split across them) | {sockets} |");
     println!("| concurrent senders (closed loop) | {senders} |");
     println!("| chats created via REST | {senders} in {chat_secs:.1} s |");
-    println!("| connect {sockets} sockets | {connect_secs:.1} s ({:.0}/s) |", sockets as f64 / connect_secs);
-    println!("| RSS before sockets / idle with sockets (both replicas) | {} MiB / {} MiB |", rss_before / 1024, rss_idle / 1024);
-    println!("| memory per 1,000 idle sockets | {:.1} MiB |", (rss_idle.saturating_sub(rss_before)) as f64 / 1024.0 / (sockets as f64 / 1000.0));
+    println!(
+        "| connect {sockets} sockets | {connect_secs:.1} s ({:.0}/s) |",
+        sockets as f64 / connect_secs
+    );
+    println!("| set-up drained after connecting | {settle_secs:.1} s |");
+    println!(
+        "| RSS before sockets / idle with sockets (both replicas) | {} MiB / {} MiB |",
+        rss_before / 1024,
+        rss_idle / 1024
+    );
+    println!(
+        "| memory per 1,000 idle sockets | {:.1} MiB |",
+        (rss_idle.saturating_sub(rss_before)) as f64 / 1024.0 / (sockets as f64 / 1000.0)
+    );
     println!("| messages acknowledged | {sent} in {send_secs:.0} s |");
-    println!("| delivered to the recipient's socket | {got} ({:.0}/s) |", got as f64 / send_secs);
-    println!("| latency p50 / p99 / p99.9 / max | {:.1} / {:.1} / {:.1} / {:.1} ms |",
+    println!(
+        "| delivered to the recipient's socket | {got} ({:.0}/s) |",
+        got as f64 / send_secs
+    );
+    println!(
+        "| latency p50 / p99 / p99.9 / max | {:.1} / {:.1} / {:.1} / {:.1} ms |",
         latency.value_at_quantile(0.5) as f64 / 1000.0,
         latency.value_at_quantile(0.99) as f64 / 1000.0,
         latency.value_at_quantile(0.999) as f64 / 1000.0,
-        latency.max() as f64 / 1000.0);
-    println!("| chat service CPU per delivered message (both replicas) | {:.2} ms |", (cpu_after - cpu_before) * 1000.0 / got.max(1) as f64);
+        latency.max() as f64 / 1000.0
+    );
+    println!(
+        "| chat service CPU per delivered message (both replicas) | {:.2} ms |",
+        (cpu_after - cpu_before) * 1000.0 / got.max(1) as f64
+    );
     drop(clients);
     Ok(())
 }

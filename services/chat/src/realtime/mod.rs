@@ -298,12 +298,19 @@ async fn connected(state: AppState, socket: SocketRef<Adapter>) {
     };
     socket.on_disconnect(on_disconnect);
 
+    let partners = match state.store.partners_of(&user.id).await {
+        Ok(p) => p,
+        Err(error) => {
+            tracing::warn!(error = %error.message, "chat partners unavailable at connect");
+            Vec::new()
+        }
+    };
     match state.presence.connected(&user.id, socket.id.as_str()).await {
-        Ok(Transition::CameOnline) => presence_changed(&state, &user.id, true).await,
+        Ok(Transition::CameOnline) => presence_changed(&state, &user.id, &partners, true).await,
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "presence unavailable at connect"),
     }
-    send_online_contacts(&state, &user.id).await;
+    send_online_list(&state, &user.id, &partners).await;
 }
 
 /// Registers `event` with validation, rate limiting and replies in one place.
@@ -356,7 +363,10 @@ async fn disconnected(state: AppState, socket: SocketRef<Adapter>) {
             {
                 tracing::warn!(error = %error.message, "lastSeenAt not stored");
             }
-            presence_changed(&state, &user.id, false).await;
+            match state.store.partners_of(&user.id).await {
+                Ok(partners) => presence_changed(&state, &user.id, &partners, false).await,
+                Err(error) => tracing::warn!(error = %error.message, "presence fan-out skipped"),
+            }
         }
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "presence unavailable at disconnect"),
@@ -364,14 +374,7 @@ async fn disconnected(state: AppState, socket: SocketRef<Adapter>) {
 }
 
 /// Tells the user's chat partners (only them) about a change of state.
-async fn presence_changed(state: &AppState, user: &ObjectId, online: bool) {
-    let partners = match state.store.partners_of(user).await {
-        Ok(p) => p,
-        Err(error) => {
-            tracing::warn!(error = %error.message, "presence fan-out skipped");
-            return;
-        }
-    };
+async fn presence_changed(state: &AppState, user: &ObjectId, partners: &[ObjectId], online: bool) {
     if partners.is_empty() {
         return;
     }
@@ -381,19 +384,18 @@ async fn presence_changed(state: &AppState, user: &ObjectId, online: bool) {
     if let Err(error) = state.io.to(rooms).emit("presence", &body).await {
         tracing::warn!(%error, "presence event not sent");
     }
+    // Old clients only read `getOnlineUser`: refresh each partner's list.
     for partner in partners.iter().take(200) {
-        send_online_contacts(state, partner).await;
+        match state.store.partners_of(partner).await {
+            Ok(contacts) => send_online_list(state, partner, &contacts).await,
+            Err(error) => tracing::warn!(error = %error.message, "getOnlineUser refresh skipped"),
+        }
     }
 }
 
-/// Sends `getOnlineUser` (the online people `user` shares chats with) to
-/// every socket of `user`.
-async fn send_online_contacts(state: &AppState, user: &ObjectId) {
-    let contacts = match state.store.partners_of(user).await {
-        Ok(c) => c,
-        Err(_) => return,
-    };
-    let mut online = match state.presence.online(&contacts).await {
+/// Sends `getOnlineUser` (which of `contacts` are online) to every socket of `user`.
+async fn send_online_list(state: &AppState, user: &ObjectId, contacts: &[ObjectId]) {
+    let mut online = match state.presence.online(contacts).await {
         Ok(o) => o.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
         Err(error) => {
             tracing::warn!(%error, "presence unavailable");
