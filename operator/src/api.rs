@@ -1,0 +1,522 @@
+//! The `ChatCluster` custom resource (group `parley.dev`, version `v1alpha1`).
+//!
+//! Every field carries a doc comment (it becomes `kubectl explain` text) and a
+//! default, so `spec: {}` describes a complete, runnable chat stack.
+
+// kube's `printcolumn(...)` attributes repeat `type_ = ...`, which clippy flags.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every parley resource.
+pub const GROUP: &str = "parley.dev";
+
+/// Desired state of a parley chat stack: the user, chat and mail services,
+/// their data stores, ingress, SMTP and token signing.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "parley.dev",
+    version = "v1alpha1",
+    kind = "ChatCluster",
+    namespaced,
+    shortname = "cc",
+    status = "ChatClusterStatus",
+    derive = "PartialEq",
+    doc = "A parley chat stack: user, chat and mail services with their data stores.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Chat",
+        type_ = "integer",
+        description = "ready chat replicas",
+        json_path = ".status.components.chat.readyReplicas"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ChatClusterSpec {
+    /// The container image holding every parley binary (parley-user, parley-chat, parley-mail).
+    pub image: ImageSpec,
+    /// The user service: login by one-time code, profiles, token issuing.
+    pub user: ComponentSpec,
+    /// The chat service: REST and Socket.IO messaging.
+    pub chat: ComponentSpec,
+    /// The mail service: one-time codes and message notifications by e-mail.
+    pub mail: ComponentSpec,
+    /// Optional Ingress routing the public API to user and chat.
+    pub ingress: IngressSpec,
+    /// Redis (caches, rate limits, presence, Socket.IO fan-out).
+    pub redis: StoreSpec,
+    /// RabbitMQ (the `parley.events` exchange).
+    pub rabbitmq: StoreSpec,
+    /// MongoDB (users, chats, messages, media).
+    pub mongodb: StoreSpec,
+    /// Outgoing mail server used by the mail service.
+    pub smtp: SmtpSpec,
+    /// Token signing.
+    pub auth: AuthSpec,
+    /// Public base URL of the application, used in e-mail links. Defaults to
+    /// `https://<ingress.host>` when an ingress host is set, else `http://localhost`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_base_url: Option<String>,
+    /// Log filter for every service (PARLEY_LOG), e.g. `info` or `parley_chat=debug,info`.
+    pub log: String,
+    /// When true the operator changes nothing (status is still reported).
+    pub paused: bool,
+}
+
+/// Which image to run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ImageSpec {
+    /// Image repository, without tag.
+    pub repository: String,
+    /// Image tag.
+    pub tag: String,
+    /// Kubernetes image pull policy: Always, IfNotPresent or Never.
+    pub pull_policy: String,
+    /// Names of Secrets (type kubernetes.io/dockerconfigjson) used to pull the image.
+    pub pull_secrets: Vec<String>,
+}
+
+impl Default for ImageSpec {
+    fn default() -> Self {
+        Self {
+            repository: "ghcr.io/parley-chat/parley".into(),
+            tag: "latest".into(),
+            pull_policy: "IfNotPresent".into(),
+            pull_secrets: Vec::new(),
+        }
+    }
+}
+
+/// Per-component image override; unset fields fall back to `spec.image`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ImageOverride {
+    /// Image repository for this component only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Image tag for this component only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+/// Settings of one service (user, chat or mail).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ComponentSpec {
+    /// Number of pods when autoscaling is off. Defaults to 2 (user, chat) or 1 (mail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Image override for this component.
+    pub image: ImageOverride,
+    /// CPU and memory requests and limits of the service container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Horizontal pod autoscaling on CPU (needs autoscaling/v2 on the cluster).
+    pub autoscaling: AutoscalingSpec,
+    /// Pod disruption budget (needs policy/v1 on the cluster).
+    pub pod_disruption_budget: PdbSpec,
+    /// Where the pods may run.
+    pub scheduling: SchedulingSpec,
+    /// Extra environment variables, appended after the operator's own.
+    pub env: Vec<EnvVar>,
+}
+
+/// Horizontal pod autoscaling settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AutoscalingSpec {
+    /// Create a HorizontalPodAutoscaler; the Deployment's replicas are then left to it.
+    pub enabled: bool,
+    /// Lowest number of pods.
+    pub min_replicas: i32,
+    /// Highest number of pods.
+    pub max_replicas: i32,
+    /// Average CPU utilisation (percent of requests) the autoscaler aims at.
+    pub target_cpu_utilization: i32,
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_replicas: 2,
+            max_replicas: 10,
+            target_cpu_utilization: 75,
+        }
+    }
+}
+
+/// Pod disruption budget settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PdbSpec {
+    /// Create a PodDisruptionBudget for the component.
+    pub enabled: bool,
+    /// Pods that may be unavailable at once during voluntary disruptions.
+    pub max_unavailable: i32,
+}
+
+impl Default for PdbSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_unavailable: 1,
+        }
+    }
+}
+
+/// Pod placement.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SchedulingSpec {
+    /// Node labels the pods must match.
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    pub tolerations: Vec<Toleration>,
+    /// Node and pod (anti-)affinity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// How the pods spread across topology domains.
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+}
+
+/// Public entry point.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct IngressSpec {
+    /// Create an Ingress routing `/api/v1/(login|verify|me|users…)` to user and
+    /// `/socket.io` plus the chat routes to chat (websocket transport needs no
+    /// sticky sessions; long-polling does).
+    pub enabled: bool,
+    /// IngressClass name; the cluster default when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// Host name the Ingress answers for; all hosts when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Secret holding the TLS certificate for `host`; plain HTTP when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+    /// Extra annotations for the Ingress (controller-specific settings).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A data store: exactly one of `managed` or `external`; managed with defaults when neither is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct StoreSpec {
+    /// Run the store inside the cluster as a StatefulSet the operator owns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedStore>,
+    /// Use a store running elsewhere; its connection URL comes from a Secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalStore>,
+}
+
+/// A store the operator runs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ManagedStore {
+    /// Image; defaults to redis:7-alpine, rabbitmq:3.13-management-alpine or mongo:7.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Size of the data volume, e.g. `1Gi`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_size: Option<String>,
+    /// StorageClass of the data volume; the cluster default when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// CPU and memory of the store container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// What happens to the data volume when the ChatCluster is deleted: Retain (default) or Delete.
+    pub volume_reclaim: VolumeReclaim,
+}
+
+/// Fate of a managed store's volume when its ChatCluster is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VolumeReclaim {
+    /// Keep the PersistentVolumeClaim (and data).
+    #[default]
+    Retain,
+    /// Delete the PersistentVolumeClaim with the ChatCluster.
+    Delete,
+}
+
+/// A store run elsewhere.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExternalStore {
+    /// Secret (in the ChatCluster's namespace) holding the connection URL,
+    /// e.g. `rediss://…`, `amqps://…`, `mongodb+srv://…` (TLS is chosen by the URL scheme or its options).
+    pub url_secret: SecretKeyRef,
+}
+
+/// A key of a Secret in the ChatCluster's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key inside the Secret.
+    pub key: String,
+}
+
+impl Default for SecretKeyRef {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            key: "url".into(),
+        }
+    }
+}
+
+/// Outgoing mail.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SmtpSpec {
+    /// SMTP server host.
+    pub host: String,
+    /// SMTP server port.
+    pub port: i32,
+    /// Transport security: `none`, `starttls` or `tls`.
+    pub tls: String,
+    /// Secret with keys `username` and `password`; no authentication when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// Sender address of every e-mail.
+    pub from: String,
+}
+
+impl Default for SmtpSpec {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 587,
+            tls: "starttls".into(),
+            credentials_secret: None,
+            from: "parley@localhost.localdomain".into(),
+        }
+    }
+}
+
+/// Token signing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AuthSpec {
+    /// Secret with keys `private.pem` (Ed25519 PKCS#8) and `public.pem`. When
+    /// unset the operator creates `<name>-jwt` once and never replaces it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key_secret: Option<String>,
+    /// Lifetime of issued tokens in seconds.
+    pub token_ttl_seconds: i64,
+}
+
+impl Default for AuthSpec {
+    fn default() -> Self {
+        Self {
+            signing_key_secret: None,
+            token_ttl_seconds: 86_400,
+        }
+    }
+}
+
+/// Observed state of a ChatCluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ChatClusterStatus {
+    /// The spec generation this status describes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pending, Progressing, Ready or Degraded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Ready, Progressing, DependenciesReady, Degraded and APIsAvailable.
+    pub conditions: Vec<Condition>,
+    /// Per component (user, chat, mail, redis, rabbitmq, mongodb): replicas and image.
+    pub components: BTreeMap<String, ComponentStatus>,
+    /// Where the services answer.
+    pub endpoints: Endpoints,
+}
+
+/// Coarse state of a ChatCluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Nothing reconciled yet.
+    Pending,
+    /// Children exist but not all are ready.
+    Progressing,
+    /// Every component has its desired ready replicas.
+    Ready,
+    /// The spec is invalid or applying it failed.
+    Degraded,
+}
+
+/// One condition, as in metav1.Condition.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Condition {
+    /// Condition type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// One-word CamelCase reason.
+    pub reason: String,
+    /// Human-readable details.
+    pub message: String,
+    /// When the status last changed (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    /// The generation this condition was computed for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Replica counts and image of one component.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ComponentStatus {
+    /// Pods that are ready.
+    pub ready_replicas: i32,
+    /// Pods wanted.
+    pub desired_replicas: i32,
+    /// Image running.
+    pub image: String,
+}
+
+/// Service addresses.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Endpoints {
+    /// In-cluster URL of the user service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// In-cluster URL of the chat service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat: Option<String>,
+    /// Public URL through the Ingress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public: Option<String>,
+}
+
+/// The three parley services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    /// parley-user
+    User,
+    /// parley-chat
+    Chat,
+    /// parley-mail
+    Mail,
+}
+
+impl Component {
+    /// Every component, in a stable order.
+    pub const ALL: [Component; 3] = [Component::User, Component::Chat, Component::Mail];
+
+    /// Short name: `user`, `chat`, `mail`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::User => "user",
+            Component::Chat => "chat",
+            Component::Mail => "mail",
+        }
+    }
+
+    /// Default replicas when the spec names none.
+    pub fn default_replicas(self) -> i32 {
+        match self {
+            Component::User | Component::Chat => 2,
+            Component::Mail => 1,
+        }
+    }
+
+    /// This component's part of the spec.
+    pub fn spec(self, spec: &ChatClusterSpec) -> &ComponentSpec {
+        match self {
+            Component::User => &spec.user,
+            Component::Chat => &spec.chat,
+            Component::Mail => &spec.mail,
+        }
+    }
+}
+
+/// The three data stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Store {
+    /// Redis.
+    Redis,
+    /// RabbitMQ.
+    Rabbitmq,
+    /// MongoDB.
+    Mongodb,
+}
+
+impl Store {
+    /// Every store, in a stable order.
+    pub const ALL: [Store; 3] = [Store::Redis, Store::Rabbitmq, Store::Mongodb];
+
+    /// Short name: `redis`, `rabbitmq`, `mongodb`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Redis => "redis",
+            Store::Rabbitmq => "rabbitmq",
+            Store::Mongodb => "mongodb",
+        }
+    }
+
+    /// This store's part of the spec.
+    pub fn spec(self, spec: &ChatClusterSpec) -> &StoreSpec {
+        match self {
+            Store::Redis => &spec.redis,
+            Store::Rabbitmq => &spec.rabbitmq,
+            Store::Mongodb => &spec.mongodb,
+        }
+    }
+
+    /// Default image of the managed store.
+    pub fn default_image(self) -> &'static str {
+        match self {
+            Store::Redis => "redis:7.4-alpine",
+            Store::Rabbitmq => "rabbitmq:3.13-alpine",
+            Store::Mongodb => "mongo:7.0",
+        }
+    }
+
+    /// The port the store listens on.
+    pub fn port(self) -> i32 {
+        match self {
+            Store::Redis => 6379,
+            Store::Rabbitmq => 5672,
+            Store::Mongodb => 27017,
+        }
+    }
+
+    /// The environment variable carrying its URL to the services.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            Store::Redis => "PARLEY_REDIS_URL",
+            Store::Rabbitmq => "PARLEY_AMQP_URL",
+            Store::Mongodb => "PARLEY_MONGODB_URI",
+        }
+    }
+}

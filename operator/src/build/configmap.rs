@@ -1,0 +1,79 @@
+//! The shared ConfigMap: every non-secret setting the services read.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+
+use super::{HTTP_PORT, child_name, meta};
+use crate::api::ChatCluster;
+
+/// Name of the shared ConfigMap.
+pub fn config_map_name(cc: &ChatCluster) -> String {
+    child_name(cc, "config")
+}
+
+/// Public base URL used in e-mail links.
+pub fn app_base_url(cc: &ChatCluster) -> String {
+    if let Some(url) = &cc.spec.app_base_url {
+        return url.clone();
+    }
+    match (&cc.spec.ingress.host, &cc.spec.ingress.tls_secret_name) {
+        (Some(host), Some(_)) => format!("https://{host}"),
+        (Some(host), None) => format!("http://{host}"),
+        _ => "http://localhost".into(),
+    }
+}
+
+/// In-cluster URL of the user service.
+pub fn user_service_url(cc: &ChatCluster) -> String {
+    format!("http://{}:{HTTP_PORT}", child_name(cc, "user"))
+}
+
+/// The ConfigMap's data, keyed by env var name.
+pub fn config_data(cc: &ChatCluster) -> BTreeMap<String, String> {
+    let s = &cc.spec;
+    let log = if s.log.trim().is_empty() {
+        "info".to_owned()
+    } else {
+        s.log.clone()
+    };
+    BTreeMap::from([
+        ("PARLEY_LOG".into(), log),
+        (
+            "PARLEY_TOKEN_TTL_SECS".into(),
+            s.auth.token_ttl_seconds.to_string(),
+        ),
+        ("PARLEY_SMTP_HOST".into(), s.smtp.host.clone()),
+        ("PARLEY_SMTP_PORT".into(), s.smtp.port.to_string()),
+        ("PARLEY_SMTP_TLS".into(), s.smtp.tls.clone()),
+        ("PARLEY_MAIL_FROM".into(), s.smtp.from.clone()),
+        ("PARLEY_APP_BASE_URL".into(), app_base_url(cc)),
+        ("PARLEY_USER_SERVICE_URL".into(), user_service_url(cc)),
+    ])
+}
+
+/// The shared ConfigMap.
+pub fn config_map(cc: &ChatCluster) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(cc, config_map_name(cc), "config"),
+        data: Some(config_data(cc)),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::cluster;
+
+    #[test]
+    fn defaults_give_a_complete_config() {
+        let cm = config_map(&cluster(Default::default()));
+        let data = cm.data.unwrap();
+        assert_eq!(data["PARLEY_USER_SERVICE_URL"], "http://demo-user:8080");
+        assert_eq!(data["PARLEY_LOG"], "info");
+        assert_eq!(data["PARLEY_SMTP_TLS"], "starttls");
+        assert_eq!(data["PARLEY_APP_BASE_URL"], "http://localhost");
+        assert_eq!(cm.metadata.name.as_deref(), Some("demo-config"));
+    }
+}

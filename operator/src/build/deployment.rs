@@ -1,0 +1,511 @@
+//! Component Deployments: env wiring, probes, security context, volumes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::configmap::config_map_name;
+use super::secret::{
+    OTP_SECRET, PRIVATE_KEY, PUBLIC_KEY, RABBITMQ_PASSWORD, generated_secret_name, jwt_secret_name,
+};
+use super::serviceaccount::service_account_name;
+use super::{CONFIG_HASH_ANNOTATION, Context, HTTP_PORT, child_name, labels, managed, meta};
+use crate::api::{ChatCluster, Component, Store};
+
+/// Where the signing keys are mounted.
+pub const JWT_DIR: &str = "/etc/parley/jwt";
+/// The UID the services run as.
+pub const RUN_AS_USER: i64 = 10001;
+
+/// The image reference of a component.
+pub fn image(cc: &ChatCluster, c: Component) -> String {
+    let o = &c.spec(&cc.spec).image;
+    let repo = o.repository.as_deref().unwrap_or(&cc.spec.image.repository);
+    let tag = o.tag.as_deref().unwrap_or(&cc.spec.image.tag);
+    format!("{repo}:{tag}")
+}
+
+/// Desired replicas: `None` when an autoscaler owns the count.
+pub fn replicas(cc: &ChatCluster, c: Component, ctx: &Context) -> Option<i32> {
+    let spec = c.spec(&cc.spec);
+    if spec.autoscaling.enabled && ctx.apis.autoscaling_v2 {
+        None
+    } else {
+        Some(spec.replicas.unwrap_or_else(|| c.default_replicas()))
+    }
+}
+
+fn literal(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn from_secret(name: &str, secret: String, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret,
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn from_config(cc: &ChatCluster, name: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(ConfigMapKeySelector {
+                name: config_map_name(cc),
+                key: name.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Env vars carrying one store's URL (a managed store's in-cluster address, or
+/// the external Secret's key).
+fn store_env(cc: &ChatCluster, s: Store) -> Vec<EnvVar> {
+    let host = child_name(cc, s.name());
+    let port = s.port();
+    if managed(cc, s).is_none() {
+        let ext = s.spec(&cc.spec).external.clone().unwrap_or_default();
+        return vec![from_secret(
+            s.env_var(),
+            ext.url_secret.name,
+            &ext.url_secret.key,
+        )];
+    }
+    match s {
+        Store::Redis => vec![literal(s.env_var(), format!("redis://{host}:{port}"))],
+        Store::Mongodb => vec![literal(
+            s.env_var(),
+            format!("mongodb://{host}:{port}/?directConnection=true"),
+        )],
+        // Kubernetes expands $(VAR) from variables defined earlier in the list.
+        Store::Rabbitmq => vec![
+            from_secret(
+                "RABBITMQ_PASSWORD",
+                generated_secret_name(cc),
+                RABBITMQ_PASSWORD,
+            ),
+            literal(
+                s.env_var(),
+                format!("amqp://parley:$(RABBITMQ_PASSWORD)@{host}:{port}/%2f"),
+            ),
+        ],
+    }
+}
+
+/// The complete env of a component's container, in a stable order.
+pub fn env(cc: &ChatCluster, c: Component) -> Vec<EnvVar> {
+    let mut env = vec![
+        literal("PARLEY_HTTP_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
+        from_config(cc, "PARLEY_LOG"),
+    ];
+    let stores: &[Store] = match c {
+        Component::User | Component::Chat | Component::Mail => &Store::ALL,
+    };
+    for s in stores {
+        env.extend(store_env(cc, *s));
+    }
+    match c {
+        Component::User => {
+            env.push(literal(
+                "PARLEY_JWT_PRIVATE_KEY_FILE",
+                format!("{JWT_DIR}/{PRIVATE_KEY}"),
+            ));
+            env.push(from_secret(
+                "PARLEY_OTP_SECRET",
+                generated_secret_name(cc),
+                OTP_SECRET,
+            ));
+            env.push(from_config(cc, "PARLEY_TOKEN_TTL_SECS"));
+        }
+        Component::Chat => {
+            env.push(literal(
+                "PARLEY_JWT_PUBLIC_KEYS_FILE",
+                format!("{JWT_DIR}/{PUBLIC_KEY}"),
+            ));
+            env.push(from_config(cc, "PARLEY_USER_SERVICE_URL"));
+        }
+        Component::Mail => {
+            for var in ["PARLEY_SMTP_HOST", "PARLEY_SMTP_PORT", "PARLEY_SMTP_TLS"] {
+                env.push(from_config(cc, var));
+            }
+            if let Some(secret) = &cc.spec.smtp.credentials_secret {
+                env.push(from_secret(
+                    "PARLEY_SMTP_USERNAME",
+                    secret.clone(),
+                    "username",
+                ));
+                env.push(from_secret(
+                    "PARLEY_SMTP_PASSWORD",
+                    secret.clone(),
+                    "password",
+                ));
+            }
+            env.push(from_config(cc, "PARLEY_MAIL_FROM"));
+            env.push(from_config(cc, "PARLEY_APP_BASE_URL"));
+        }
+    }
+    env.extend(c.spec(&cc.spec).env.iter().cloned());
+    env
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+/// A restricted security context: non-root, read-only root, no capabilities.
+pub fn container_security() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn volumes(cc: &ChatCluster, c: Component) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    // user gets the private key, chat only the public one.
+    let key = match c {
+        Component::User => Some(PRIVATE_KEY),
+        Component::Chat => Some(PUBLIC_KEY),
+        Component::Mail => None,
+    };
+    if let Some(key) = key {
+        volumes.push(Volume {
+            name: "jwt".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(jwt_secret_name(cc)),
+                items: Some(vec![KeyToPath {
+                    key: key.into(),
+                    path: key.into(),
+                    mode: Some(0o440),
+                }]),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "jwt".into(),
+            mount_path: JWT_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    (volumes, mounts)
+}
+
+/// The Deployment of one component.
+pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
+    let spec = c.spec(&cc.spec);
+    let name = child_name(cc, c.name());
+    let (volumes, mounts) = volumes(cc, c);
+    let sched = &spec.scheduling;
+    let container = Container {
+        name: c.name().into(),
+        image: Some(image(cc, c)),
+        image_pull_policy: Some(cc.spec.image.pull_policy.clone()),
+        command: Some(vec![format!("parley-{}", c.name())]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: HTTP_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        env: Some(env(cc, c)),
+        resources: spec.resources.clone(),
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        readiness_probe: Some(probe("/readyz", 5, 2)),
+        security_context: Some(container_security()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let pull_secrets: Vec<_> = cc
+        .spec
+        .image
+        .pull_secrets
+        .iter()
+        .map(|n| LocalObjectReference { name: n.clone() })
+        .collect();
+    Deployment {
+        metadata: meta(cc, name, c.name()),
+        spec: Some(DeploymentSpec {
+            replicas: replicas(cc, c, ctx),
+            selector: LabelSelector {
+                match_labels: Some(super::selector_labels(cc, c.name())),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(cc, c.name())),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_owned(),
+                        ctx.config_hash.clone(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(service_account_name(cc)),
+                    automount_service_account_token: Some(false),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        run_as_group: Some(RUN_AS_USER),
+                        fs_group: Some(RUN_AS_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    node_selector: (!sched.node_selector.is_empty())
+                        .then(|| sched.node_selector.clone()),
+                    tolerations: (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone()),
+                    affinity: sched.affinity.clone(),
+                    topology_spread_constraints: (!sched.topology_spread_constraints.is_empty())
+                        .then(|| sched.topology_spread_constraints.clone()),
+                    termination_grace_period_seconds: Some(30),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ExternalStore, SecretKeyRef};
+    use crate::build::fixtures::{cluster, ctx};
+
+    fn env_of(d: &Deployment) -> BTreeMap<String, EnvVar> {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect()
+    }
+
+    fn secret_ref(e: &EnvVar) -> (String, String) {
+        let r = e
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        (r.name.clone(), r.key.clone())
+    }
+
+    #[test]
+    fn every_component_gets_the_common_contract() {
+        let cc = cluster(Default::default());
+        for c in Component::ALL {
+            let d = deployment(&cc, c, &ctx());
+            let env = env_of(&d);
+            assert_eq!(
+                env["PARLEY_HTTP_ADDR"].value.as_deref(),
+                Some("0.0.0.0:8080")
+            );
+            assert_eq!(
+                env["PARLEY_REDIS_URL"].value.as_deref(),
+                Some("redis://demo-redis:6379")
+            );
+            assert!(
+                env["PARLEY_MONGODB_URI"]
+                    .value
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("mongodb://demo-mongodb:27017")
+            );
+            assert_eq!(
+                env["PARLEY_AMQP_URL"].value.as_deref(),
+                Some("amqp://parley:$(RABBITMQ_PASSWORD)@demo-rabbitmq:5672/%2f")
+            );
+            assert!(env.contains_key("PARLEY_LOG"));
+            let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            let ctr = &pod.containers[0];
+            assert_eq!(
+                ctr.command.as_ref().unwrap(),
+                &[format!("parley-{}", c.name())]
+            );
+            assert_eq!(
+                ctr.image.as_deref(),
+                Some("ghcr.io/parley-chat/parley:latest")
+            );
+            let sc = ctr.security_context.as_ref().unwrap();
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            assert_eq!(sc.run_as_non_root, Some(true));
+            let live = ctr
+                .liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap();
+            assert_eq!(live.path.as_deref(), Some("/healthz"));
+            let ready = ctr
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap();
+            assert_eq!(ready.path.as_deref(), Some("/readyz"));
+            let ann = d
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap();
+            assert_eq!(ann[CONFIG_HASH_ANNOTATION], "abc123");
+        }
+    }
+
+    #[test]
+    fn user_chat_and_mail_get_their_own_wiring() {
+        let mut spec = crate::api::ChatClusterSpec::default();
+        spec.smtp.credentials_secret = Some("smtp".into());
+        spec.redis.external = Some(ExternalStore {
+            url_secret: SecretKeyRef {
+                name: "cache".into(),
+                key: "uri".into(),
+            },
+        });
+        let cc = cluster(spec);
+        let user = env_of(&deployment(&cc, Component::User, &ctx()));
+        assert_eq!(
+            user["PARLEY_JWT_PRIVATE_KEY_FILE"].value.as_deref(),
+            Some("/etc/parley/jwt/private.pem")
+        );
+        assert_eq!(
+            secret_ref(&user["PARLEY_OTP_SECRET"]),
+            ("demo-generated".into(), "otp-secret".into())
+        );
+        assert_eq!(
+            secret_ref(&user["PARLEY_REDIS_URL"]),
+            ("cache".into(), "uri".into())
+        );
+        assert!(user.contains_key("PARLEY_TOKEN_TTL_SECS"));
+        let chat = env_of(&deployment(&cc, Component::Chat, &ctx()));
+        assert_eq!(
+            chat["PARLEY_JWT_PUBLIC_KEYS_FILE"].value.as_deref(),
+            Some("/etc/parley/jwt/public.pem")
+        );
+        assert!(!chat.contains_key("PARLEY_JWT_PRIVATE_KEY_FILE"));
+        let mail = env_of(&deployment(&cc, Component::Mail, &ctx()));
+        assert_eq!(
+            secret_ref(&mail["PARLEY_SMTP_PASSWORD"]),
+            ("smtp".into(), "password".into())
+        );
+        for var in [
+            "PARLEY_SMTP_HOST",
+            "PARLEY_SMTP_PORT",
+            "PARLEY_SMTP_TLS",
+            "PARLEY_MAIL_FROM",
+            "PARLEY_APP_BASE_URL",
+        ] {
+            assert!(mail.contains_key(var), "{var}");
+        }
+    }
+
+    #[test]
+    fn user_mounts_only_the_private_key_and_chat_only_the_public_one() {
+        let cc = cluster(Default::default());
+        for (c, key) in [
+            (Component::User, PRIVATE_KEY),
+            (Component::Chat, PUBLIC_KEY),
+        ] {
+            let d = deployment(&cc, c, &ctx());
+            let pod = d.spec.unwrap().template.spec.unwrap();
+            let jwt = pod
+                .volumes
+                .unwrap()
+                .into_iter()
+                .find(|v| v.name == "jwt")
+                .unwrap();
+            let items = jwt.secret.unwrap().items.unwrap();
+            assert_eq!(items.len(), 1);
+            assert_eq!(items[0].key, key);
+        }
+    }
+
+    #[test]
+    fn autoscaling_leaves_replicas_to_the_hpa_only_when_served() {
+        let mut spec = crate::api::ChatClusterSpec::default();
+        spec.chat.autoscaling.enabled = true;
+        spec.chat.replicas = Some(3);
+        let cc = cluster(spec);
+        let mut c = ctx();
+        assert_eq!(replicas(&cc, Component::Chat, &c), None);
+        c.apis.autoscaling_v2 = false;
+        assert_eq!(replicas(&cc, Component::Chat, &c), Some(3));
+        assert_eq!(replicas(&cc, Component::Mail, &c), Some(1));
+    }
+}

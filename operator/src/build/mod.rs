@@ -1,0 +1,208 @@
+//! Pure builders: a validated ChatCluster (plus what `dereference` read)
+//! becomes the desired objects. One file per kind; no I/O here.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::api::{ChatCluster, Component, Store};
+
+pub mod configmap;
+pub mod deployment;
+pub mod hpa;
+pub mod ingress;
+pub mod networkpolicy;
+pub mod pdb;
+pub mod secret;
+pub mod service;
+pub mod serviceaccount;
+pub mod statefulset;
+
+pub use configmap::config_map;
+pub use deployment::deployment;
+pub use hpa::hpa;
+pub use ingress::ingress;
+pub use networkpolicy::store_network_policy;
+pub use pdb::pdb;
+pub use secret::{generated_secret, jwt_secret};
+pub use service::{component_service, store_service};
+pub use serviceaccount::service_account;
+pub use statefulset::statefulset;
+
+/// Annotation on pod templates carrying the hash of config and secrets they read.
+pub const CONFIG_HASH_ANNOTATION: &str = "parley.dev/config-hash";
+/// Label naming the owning ChatCluster.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+/// Label naming the component (user, chat, mail, redis, rabbitmq, mongodb).
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// Label every parley object carries.
+pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
+/// The HTTP port every service listens on.
+pub const HTTP_PORT: i32 = 8080;
+
+/// Which optional APIs the cluster serves (from discovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiSupport {
+    /// `autoscaling/v2` HorizontalPodAutoscaler.
+    pub autoscaling_v2: bool,
+    /// `policy/v1` PodDisruptionBudget.
+    pub policy_v1: bool,
+}
+
+impl Default for ApiSupport {
+    fn default() -> Self {
+        Self {
+            autoscaling_v2: true,
+            policy_v1: true,
+        }
+    }
+}
+
+/// Everything the builders need beyond the spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    /// Hash over the ConfigMap data and every Secret the pods read.
+    pub config_hash: String,
+    /// Optional APIs served.
+    pub apis: ApiSupport,
+}
+
+/// The desired children of one ChatCluster.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    /// ServiceAccount of the parley pods.
+    pub service_accounts: Vec<k8s_openapi::api::core::v1::ServiceAccount>,
+    /// The shared ConfigMap.
+    pub config_maps: Vec<k8s_openapi::api::core::v1::ConfigMap>,
+    /// Services (components and headless store Services).
+    pub services: Vec<k8s_openapi::api::core::v1::Service>,
+    /// Component Deployments.
+    pub deployments: Vec<k8s_openapi::api::apps::v1::Deployment>,
+    /// Managed store StatefulSets.
+    pub statefulsets: Vec<k8s_openapi::api::apps::v1::StatefulSet>,
+    /// HorizontalPodAutoscalers (only when autoscaling/v2 is served).
+    pub hpas: Vec<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
+    /// PodDisruptionBudgets (only when policy/v1 is served).
+    pub pdbs: Vec<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
+    /// NetworkPolicies guarding the managed stores.
+    pub network_policies: Vec<k8s_openapi::api::networking::v1::NetworkPolicy>,
+    /// The Ingress, when enabled.
+    pub ingresses: Vec<k8s_openapi::api::networking::v1::Ingress>,
+}
+
+/// Builds every desired child of `cc` (generated Secrets excepted: see [`secret`]).
+pub fn desired(cc: &ChatCluster, ctx: &Context) -> Desired {
+    let mut d = Desired {
+        service_accounts: vec![service_account(cc)],
+        config_maps: vec![config_map(cc)],
+        ..Default::default()
+    };
+    for c in Component::ALL {
+        d.deployments.push(deployment(cc, c, ctx));
+        d.services.push(component_service(cc, c));
+        let spec = c.spec(&cc.spec);
+        if ctx.apis.autoscaling_v2 && spec.autoscaling.enabled {
+            d.hpas.push(hpa(cc, c));
+        }
+        if ctx.apis.policy_v1 && spec.pod_disruption_budget.enabled {
+            d.pdbs.push(pdb(cc, c));
+        }
+    }
+    for s in Store::ALL {
+        if let Some(managed) = managed(cc, s) {
+            d.statefulsets.push(statefulset(cc, s, &managed, ctx));
+            d.services.push(store_service(cc, s));
+            d.network_policies.push(store_network_policy(cc, s));
+        }
+    }
+    if cc.spec.ingress.enabled {
+        d.ingresses.push(ingress(cc));
+    }
+    d
+}
+
+/// The managed settings of `store`, or `None` when it is external.
+/// Neither set means managed with defaults.
+pub fn managed(cc: &ChatCluster, store: Store) -> Option<crate::api::ManagedStore> {
+    let s = store.spec(&cc.spec);
+    match (&s.managed, &s.external) {
+        (Some(m), _) => Some(m.clone()),
+        (None, None) => Some(Default::default()),
+        (None, Some(_)) => None,
+    }
+}
+
+/// The ChatCluster's name.
+pub fn instance(cc: &ChatCluster) -> String {
+    cc.name_any()
+}
+
+/// `<instance>-<suffix>`.
+pub fn child_name(cc: &ChatCluster, suffix: &str) -> String {
+    format!("{}-{suffix}", instance(cc))
+}
+
+/// Labels selecting the pods of one component.
+pub fn selector_labels(cc: &ChatCluster, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (INSTANCE_LABEL.to_owned(), instance(cc)),
+        (COMPONENT_LABEL.to_owned(), component.to_owned()),
+    ])
+}
+
+/// Full label set of a child object.
+pub fn labels(cc: &ChatCluster, component: &str) -> BTreeMap<String, String> {
+    let mut l = selector_labels(cc, component);
+    l.insert("app.kubernetes.io/name".into(), "parley".into());
+    l.insert(PART_OF_LABEL.into(), "parley".into());
+    l.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "parley-operator".into(),
+    );
+    l
+}
+
+/// Owner reference making the ChatCluster the controller of a child.
+pub fn owner_ref(cc: &ChatCluster) -> OwnerReference {
+    OwnerReference {
+        api_version: ChatCluster::api_version(&()).into_owned(),
+        kind: ChatCluster::kind(&()).into_owned(),
+        name: instance(cc),
+        uid: cc.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Metadata of a child object: name, namespace, labels, owner.
+pub fn meta(cc: &ChatCluster, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: cc.namespace(),
+        labels: Some(labels(cc, component)),
+        owner_references: Some(vec![owner_ref(cc)]),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::api::{ChatCluster, ChatClusterSpec};
+
+    /// A ChatCluster as the API server would hand it over.
+    pub fn cluster(spec: ChatClusterSpec) -> ChatCluster {
+        let mut cc = ChatCluster::new("demo", spec);
+        cc.metadata.namespace = Some("team".into());
+        cc.metadata.uid = Some("0000-uid".into());
+        cc.metadata.generation = Some(1);
+        cc
+    }
+
+    pub fn ctx() -> super::Context {
+        super::Context {
+            config_hash: "abc123".into(),
+            apis: Default::default(),
+        }
+    }
+}

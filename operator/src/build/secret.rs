@@ -1,0 +1,81 @@
+//! Generated Secrets: created once, never replaced (the apply step only
+//! creates them when absent). Random material is passed in, so these stay pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+
+use super::{child_name, meta};
+use crate::api::ChatCluster;
+
+/// Key of the private signing key in the signing-key Secret.
+pub const PRIVATE_KEY: &str = "private.pem";
+/// Key of the public key in the signing-key Secret.
+pub const PUBLIC_KEY: &str = "public.pem";
+/// Key of the one-time-code secret in the generated Secret.
+pub const OTP_SECRET: &str = "otp-secret";
+/// Key of the managed RabbitMQ password in the generated Secret.
+pub const RABBITMQ_PASSWORD: &str = "rabbitmq-password";
+
+/// Name of the Secret holding the signing key pair (named or generated).
+pub fn jwt_secret_name(cc: &ChatCluster) -> String {
+    cc.spec
+        .auth
+        .signing_key_secret
+        .clone()
+        .unwrap_or_else(|| child_name(cc, "jwt"))
+}
+
+/// Name of the Secret of generated credentials (OTP secret, RabbitMQ password).
+pub fn generated_secret_name(cc: &ChatCluster) -> String {
+    child_name(cc, "generated")
+}
+
+/// The generated signing-key Secret, or `None` when the spec names one.
+pub fn jwt_secret(cc: &ChatCluster, private_pem: &str, public_pem: &str) -> Option<Secret> {
+    if cc.spec.auth.signing_key_secret.is_some() {
+        return None;
+    }
+    Some(Secret {
+        metadata: meta(cc, jwt_secret_name(cc), "auth"),
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([
+            (PRIVATE_KEY.into(), private_pem.into()),
+            (PUBLIC_KEY.into(), public_pem.into()),
+        ])),
+        ..Default::default()
+    })
+}
+
+/// The generated credentials Secret.
+pub fn generated_secret(cc: &ChatCluster, otp_secret: &str, rabbitmq_password: &str) -> Secret {
+    Secret {
+        metadata: meta(cc, generated_secret_name(cc), "auth"),
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([
+            (OTP_SECRET.into(), otp_secret.into()),
+            (RABBITMQ_PASSWORD.into(), rabbitmq_password.into()),
+        ])),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::cluster;
+
+    #[test]
+    fn named_signing_key_means_no_generated_one() {
+        let mut cc = cluster(Default::default());
+        assert_eq!(
+            jwt_secret(&cc, "priv", "pub")
+                .and_then(|s| s.metadata.name)
+                .as_deref(),
+            Some("demo-jwt")
+        );
+        cc.spec.auth.signing_key_secret = Some("mine".into());
+        assert!(jwt_secret(&cc, "priv", "pub").is_none());
+        assert_eq!(jwt_secret_name(&cc), "mine");
+    }
+}

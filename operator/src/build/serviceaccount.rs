@@ -1,0 +1,20 @@
+//! The ServiceAccount of the parley pods (no API access, token not mounted).
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+
+use super::{child_name, meta};
+use crate::api::ChatCluster;
+
+/// Name of the pods' ServiceAccount.
+pub fn service_account_name(cc: &ChatCluster) -> String {
+    child_name(cc, "parley")
+}
+
+/// The pods' ServiceAccount.
+pub fn service_account(cc: &ChatCluster) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(cc, service_account_name(cc), "serviceaccount"),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    }
+}

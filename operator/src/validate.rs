@@ -1,0 +1,215 @@
+//! Spec validation: every error names the field it is about.
+
+use crate::api::{ChatClusterSpec, Component, Store};
+
+/// One problem with a spec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spec.{field}: {problem}")]
+pub struct SpecError {
+    /// Dotted path below `spec`, e.g. `redis` or `chat.autoscaling.minReplicas`.
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn err(field: impl Into<String>, problem: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Checks what the CRD schema cannot express; returns every problem found.
+pub fn validate(spec: &ChatClusterSpec) -> Result<(), Vec<SpecError>> {
+    let mut errors = Vec::new();
+    if spec.image.repository.trim().is_empty() {
+        errors.push(err("image.repository", "must not be empty"));
+    }
+    if spec.image.tag.trim().is_empty() {
+        errors.push(err("image.tag", "must not be empty"));
+    }
+    if !["Always", "IfNotPresent", "Never"].contains(&spec.image.pull_policy.as_str()) {
+        errors.push(err(
+            "image.pullPolicy",
+            "must be Always, IfNotPresent or Never",
+        ));
+    }
+    for component in Component::ALL {
+        let c = component.spec(spec);
+        let at = component.name();
+        if let Some(r) = c.replicas
+            && r < 0
+        {
+            errors.push(err(format!("{at}.replicas"), "must not be negative"));
+        }
+        let a = &c.autoscaling;
+        if a.enabled {
+            if a.min_replicas < 1 {
+                errors.push(err(
+                    format!("{at}.autoscaling.minReplicas"),
+                    "must be at least 1",
+                ));
+            }
+            if a.min_replicas > a.max_replicas {
+                errors.push(err(
+                    format!("{at}.autoscaling.minReplicas"),
+                    format!(
+                        "must not exceed maxReplicas ({} > {})",
+                        a.min_replicas, a.max_replicas
+                    ),
+                ));
+            }
+            if !(1..=100).contains(&a.target_cpu_utilization) {
+                errors.push(err(
+                    format!("{at}.autoscaling.targetCpuUtilization"),
+                    "must be between 1 and 100",
+                ));
+            }
+        }
+        if c.pod_disruption_budget.enabled && c.pod_disruption_budget.max_unavailable < 1 {
+            errors.push(err(
+                format!("{at}.podDisruptionBudget.maxUnavailable"),
+                "must be at least 1",
+            ));
+        }
+        for (i, e) in c.env.iter().enumerate() {
+            if e.name.starts_with("PARLEY_") && OWNED_ENV.contains(&e.name.as_str()) {
+                errors.push(err(
+                    format!("{at}.env[{i}].name"),
+                    format!("{} is set by the operator", e.name),
+                ));
+            }
+        }
+    }
+    for store in Store::ALL {
+        let s = store.spec(spec);
+        let at = store.name();
+        match (&s.managed, &s.external) {
+            (Some(_), Some(_)) => {
+                errors.push(err(at, "set exactly one of managed or external, not both"))
+            }
+            (None, Some(ext)) if ext.url_secret.name.trim().is_empty() => errors.push(err(
+                format!("{at}.external.urlSecret.name"),
+                "must name a Secret",
+            )),
+            (Some(m), None) => {
+                if let Some(size) = &m.storage_size
+                    && !looks_like_quantity(size)
+                {
+                    errors.push(err(
+                        format!("{at}.managed.storageSize"),
+                        format!("{size:?} is not a quantity such as 1Gi"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    if !["none", "starttls", "tls"].contains(&spec.smtp.tls.as_str()) {
+        errors.push(err("smtp.tls", "must be none, starttls or tls"));
+    }
+    if !(1..=65535).contains(&spec.smtp.port) {
+        errors.push(err("smtp.port", "must be between 1 and 65535"));
+    }
+    if spec.smtp.host.trim().is_empty() {
+        errors.push(err("smtp.host", "must not be empty"));
+    }
+    if !spec.smtp.from.contains('@') {
+        errors.push(err("smtp.from", "must be an e-mail address"));
+    }
+    if spec.auth.token_ttl_seconds < 60 {
+        errors.push(err("auth.tokenTtlSeconds", "must be at least 60"));
+    }
+    if spec.ingress.tls_secret_name.is_some() && spec.ingress.host.is_none() {
+        errors.push(err("ingress.host", "is required when tlsSecretName is set"));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Env vars the operator sets itself; `env` overrides of these are refused.
+pub const OWNED_ENV: &[&str] = &[
+    "PARLEY_HTTP_ADDR",
+    "PARLEY_MONGODB_URI",
+    "PARLEY_REDIS_URL",
+    "PARLEY_AMQP_URL",
+    "PARLEY_JWT_PRIVATE_KEY_FILE",
+    "PARLEY_JWT_PUBLIC_KEYS_FILE",
+    "PARLEY_OTP_SECRET",
+];
+
+fn looks_like_quantity(s: &str) -> bool {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &s[digits.len()..];
+    !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && ["", "Ki", "Mi", "Gi", "Ti", "Pi", "k", "M", "G", "T", "P"].contains(&suffix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ExternalStore, ManagedStore};
+
+    #[test]
+    fn empty_spec_is_valid() {
+        assert_eq!(validate(&ChatClusterSpec::default()), Ok(()));
+    }
+
+    #[test]
+    fn both_managed_and_external_names_the_store() {
+        let mut spec = ChatClusterSpec::default();
+        spec.redis.managed = Some(ManagedStore::default());
+        spec.redis.external = Some(ExternalStore::default());
+        let errors = validate(&spec).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "redis");
+    }
+
+    #[test]
+    fn min_above_max_names_the_field() {
+        let mut spec = ChatClusterSpec::default();
+        spec.chat.autoscaling.enabled = true;
+        spec.chat.autoscaling.min_replicas = 5;
+        spec.chat.autoscaling.max_replicas = 3;
+        let errors = validate(&spec).unwrap_err();
+        assert_eq!(errors[0].field, "chat.autoscaling.minReplicas");
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("spec.chat.autoscaling.minReplicas")
+        );
+    }
+
+    #[test]
+    fn bad_values_are_each_reported() {
+        let mut spec = ChatClusterSpec::default();
+        spec.smtp.tls = "sometimes".into();
+        spec.mongodb.external = Some(ExternalStore::default());
+        spec.rabbitmq.managed = Some(ManagedStore {
+            storage_size: Some("lots".into()),
+            ..Default::default()
+        });
+        spec.user.env.push(k8s_openapi::api::core::v1::EnvVar {
+            name: "PARLEY_REDIS_URL".into(),
+            ..Default::default()
+        });
+        let fields: Vec<_> = validate(&spec)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "user.env[0].name",
+                "rabbitmq.managed.storageSize",
+                "mongodb.external.urlSecret.name",
+                "smtp.tls"
+            ]
+        );
+    }
+}
