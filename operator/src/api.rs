@@ -74,8 +74,10 @@ pub struct ChatClusterSpec {
     /// `https://<ingress.host>` when an ingress host is set, else `http://localhost`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_base_url: Option<String>,
-    /// Log filter for every service (PARLEY_LOG), e.g. `info` or `parley_chat=debug,info`.
-    pub log: String,
+    /// Log filter for every service (PARLEY_LOG), e.g. `info` or
+    /// `parley_chat=debug,info`; `info` when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
     /// When true the operator changes nothing (status is still reported).
     pub paused: bool,
 }
@@ -275,6 +277,8 @@ pub struct ExternalStore {
 #[serde(rename_all = "camelCase", default)]
 pub struct SecretKeyRef {
     /// Secret name.
+    // Empty strings are never sent: some API servers read them as null.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// Key inside the Secret.
     pub key: String,
@@ -400,6 +404,7 @@ pub struct ComponentStatus {
     /// Pods wanted.
     pub desired_replicas: i32,
     /// Image running.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub image: String,
 }
 

@@ -4,9 +4,21 @@
 //! errors naming the field) → [`dereference`] (referenced Secrets, discovered
 //! APIs) → [`build`] (pure: desired objects) → [`apply`] (server-side apply,
 //! owned) → [`status`] (conditions from what exists). [`reconcile`] strings
-//! them together; [`leader`] and [`ops`] run around it.
+//! them together; [`leader`] elects one active process.
 
 pub mod api;
+pub mod apply;
 pub mod build;
 pub mod crd;
+pub mod dereference;
+pub mod leader;
+pub mod reconcile;
+pub mod status;
 pub mod validate;
+
+/// Installs the process-wide TLS crypto provider (ring) the Kubernetes client
+/// needs; several providers are compiled in, so rustls cannot pick one itself.
+/// Calling it again is harmless.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,1 +1,121 @@
-fn main() {}
+//! parley-operator: reconciles ChatClusters into running parley stacks.
+//!
+//! Environment (all optional):
+//! - `PARLEY_HTTP_ADDR` (default `0.0.0.0:8080`): `/healthz`, `/readyz`, `/metrics`
+//! - `PARLEY_LOG` (default `info`)
+//! - `PARLEY_WATCH_NAMESPACE`: only this namespace (default: all)
+//! - `PARLEY_LEADER_ELECTION` (default `true`)
+//! - `PARLEY_LEASE_NAMESPACE` (default: `POD_NAMESPACE`, else the watch namespace, else `default`)
+//! - `PARLEY_LEASE_NAME` (default `parley-operator`)
+//! - `PARLEY_IDENTITY` (default: `HOSTNAME`-pid)
+//! - `PARLEY_RESYNC_SECS` (default 300): re-check of converged clusters
+//! - `KUBECONFIG` or the in-cluster service account: the API server
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use parley_common::config::Env;
+use parley_common::health::Readiness;
+use parley_operator::leader::{self, LeaseConfig};
+use parley_operator::reconcile::{self, Context};
+
+struct Settings {
+    addr: SocketAddr,
+    namespace: Option<String>,
+    leader_election: bool,
+    lease: LeaseConfig,
+    resync: Duration,
+}
+
+fn settings(env: &Env) -> anyhow::Result<Settings> {
+    let namespace = env.raw("PARLEY_WATCH_NAMESPACE").filter(|s| !s.is_empty());
+    let lease_ns = env
+        .raw("PARLEY_LEASE_NAMESPACE")
+        .or_else(|| env.raw("POD_NAMESPACE"))
+        .or_else(|| namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let identity = env.raw("PARLEY_IDENTITY").unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "parley-operator".into()),
+            std::process::id()
+        )
+    });
+    Ok(Settings {
+        addr: env.parsed_or(
+            "PARLEY_HTTP_ADDR",
+            "a socket address such as 0.0.0.0:8080",
+            "0.0.0.0:8080".parse()?,
+        )?,
+        namespace,
+        leader_election: env.parsed_or("PARLEY_LEADER_ELECTION", "true or false", true)?,
+        lease: LeaseConfig {
+            namespace: lease_ns,
+            name: env.string_or("PARLEY_LEASE_NAME", "parley-operator"),
+            identity,
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(2),
+        },
+        resync: env.seconds_or("PARLEY_RESYNC_SECS", Duration::from_secs(300))?,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    parley_common::telemetry::init("parley-operator");
+    parley_operator::install_crypto();
+    let settings = settings(&Env::process())?;
+    let shutdown = parley_common::shutdown::on_signal();
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster)")?;
+
+    let app =
+        parley_common::server::with_ops(axum::Router::new(), Readiness::new(shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind(settings.addr)
+        .await
+        .with_context(|| format!("binding {}", settings.addr))?;
+    let server = tokio::spawn(parley_common::server::serve(
+        listener,
+        app,
+        shutdown.clone(),
+        Duration::from_secs(5),
+    ));
+
+    let lost = tokio_util::sync::CancellationToken::new();
+    if settings.leader_election {
+        tracing::info!(identity = %settings.lease.identity, lease = %settings.lease.name, "waiting for leadership");
+        if !leader::acquire(&client, &settings.lease, &shutdown).await {
+            return Ok(());
+        }
+        metrics::gauge!("parley_operator_leader").set(1.0);
+        tokio::spawn(leader::keep(
+            client.clone(),
+            settings.lease.clone(),
+            shutdown.clone(),
+            lost.clone(),
+        ));
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    {
+        let (stop, shutdown, lost) = (stop.clone(), shutdown.clone(), lost.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = lost.cancelled() => {}
+            }
+            stop.cancel();
+        });
+    }
+    let ctx = Arc::new(Context::new(client, settings.resync));
+    tracing::info!(namespace = ?settings.namespace, "controller starting");
+    reconcile::run(ctx, settings.namespace, stop).await;
+    if lost.is_cancelled() {
+        anyhow::bail!("leadership lost; exiting so a fresh process can campaign again");
+    }
+    shutdown.cancel();
+    let _ = server.await;
+    Ok(())
+}

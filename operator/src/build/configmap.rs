@@ -32,11 +32,11 @@ pub fn user_service_url(cc: &ChatCluster) -> String {
 /// The ConfigMap's data, keyed by env var name.
 pub fn config_data(cc: &ChatCluster) -> BTreeMap<String, String> {
     let s = &cc.spec;
-    let log = if s.log.trim().is_empty() {
-        "info".to_owned()
-    } else {
-        s.log.clone()
-    };
+    let log = s
+        .log
+        .clone()
+        .filter(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| "info".to_owned());
     BTreeMap::from([
         ("PARLEY_LOG".into(), log),
         (

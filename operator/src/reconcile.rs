@@ -1,0 +1,196 @@
+//! The reconcile loop: validate → ensure generated Secrets → dereference →
+//! build → apply → status. Each step lives in its own module; this file only
+//! strings them together and runs the kube-runtime controller.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ChatCluster;
+use crate::dereference::{DiscoveryCache, dereference};
+use crate::status::{Observed, compute, observe_workloads};
+use crate::{apply, build, status, validate};
+
+/// Label selector for the children the controller watches.
+pub const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=parley-operator";
+
+/// Shared state of the reconciler.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Discovery results.
+    pub discovery: DiscoveryCache,
+    /// How often a converged ChatCluster is checked again without any event.
+    pub resync: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A reconciler context.
+    pub fn new(client: Client, resync: Duration) -> Self {
+        Self {
+            client,
+            discovery: DiscoveryCache::default(),
+            resync,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// A failed reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API refused or failed.
+    #[error("kubernetes api: {0}")]
+    Kube(#[from] kube::Error),
+    /// Anything else, with context.
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+/// Reconciles one ChatCluster.
+pub async fn reconcile(cc: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&cc, &ctx).await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::counter!("parley_operator_reconciles_total", "result" => outcome).increment(1);
+    metrics::histogram!("parley_operator_reconcile_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    if result.is_ok()
+        && let Ok(mut f) = ctx.failures.lock()
+    {
+        f.remove(&cc.uid().unwrap_or_default());
+    }
+    result
+}
+
+async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Error> {
+    let client = &ctx.client;
+    let ns = cc.namespace().unwrap_or_else(|| "default".into());
+    if cc.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    tracing::debug!(name = %cc.name_any(), namespace = %ns, "reconciling");
+    if cc.spec.paused {
+        let observed = Observed {
+            paused: true,
+            components: observe_workloads(client, cc, &ns).await?,
+            ..Default::default()
+        };
+        status::write(client, cc, &ns, compute(cc, &observed, &now())).await?;
+        return Ok(Action::requeue(ctx.resync));
+    }
+    if let Err(errors) = validate::validate(&cc.spec) {
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        tracing::warn!(name = %cc.name_any(), namespace = %ns, errors = %messages.join("; "), "invalid spec; nothing changed");
+        let observed = Observed {
+            spec_errors: messages,
+            ..Default::default()
+        };
+        status::write(client, cc, &ns, compute(cc, &observed, &now())).await?;
+        // A spec change (a watch event) is the only thing that can fix it.
+        return Ok(Action::await_change());
+    }
+    apply::ensure_generated_secrets(client, cc, &ns).await?;
+    let deref = dereference(client, cc, &ns, &ctx.discovery).await?;
+    let desired = build::desired(
+        cc,
+        &build::Context {
+            config_hash: deref.config_hash.clone(),
+            apis: deref.apis,
+        },
+    );
+    let applied = apply::apply_desired(client, cc, &ns, &desired, deref.apis).await;
+    let apply_error = applied.as_ref().err().map(ToString::to_string);
+    if applied.is_ok() {
+        apply::own_deletable_volumes(client, cc, &ns).await?;
+    }
+    let observed = Observed {
+        apply_error: apply_error.clone(),
+        missing: deref.missing,
+        apis: Some(deref.apis),
+        components: observe_workloads(client, cc, &ns).await?,
+        ..Default::default()
+    };
+    status::write(client, cc, &ns, compute(cc, &observed, &now())).await?;
+    match applied {
+        Ok(_) => Ok(Action::requeue(ctx.resync)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Backoff after failures: 1 s, 2 s, 4 s … capped at 60 s.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))
+}
+
+/// Requeues a failed ChatCluster with exponential backoff.
+pub fn error_policy(cc: Arc<ChatCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    metrics::counter!("parley_operator_reconcile_errors_total").increment(1);
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(cc.uid().unwrap_or_default()).or_insert(0);
+            *n += 1;
+            *n
+        })
+        .unwrap_or(1);
+    tracing::warn!(name = %cc.name_any(), error = %error, failures = n, "reconcile failed");
+    Action::requeue(backoff(n - 1))
+}
+
+/// Runs the controller until `shutdown` is cancelled. `namespace` limits it to one namespace.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
+    let client = ctx.client.clone();
+    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let children = watcher::Config::default().labels(CHILD_SELECTOR);
+    Controller::new(
+        api::<ChatCluster>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .owns(api::<Deployment>(&client, &namespace), children.clone())
+    .owns(api::<StatefulSet>(&client, &namespace), children.clone())
+    .owns(api::<Service>(&client, &namespace), children.clone())
+    .owns(api::<ConfigMap>(&client, &namespace), children)
+    .graceful_shutdown_on(async move { shutdown.cancelled().await })
+    .run(reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "controller event");
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(20), Duration::from_secs(60));
+    }
+}

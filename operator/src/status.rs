@@ -1,0 +1,348 @@
+//! Status from what exists: pure computation of phase and conditions, and a
+//! thin writer that patches the status subresource only when it changed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::{ChatCluster, ChatClusterStatus, ComponentStatus, Condition, Endpoints, Phase};
+use crate::apply::MANAGER;
+use crate::build::{ApiSupport, child_name, configmap::user_service_url};
+
+/// Everything the status is computed from.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Spec errors (Degraded, nothing applied).
+    pub spec_errors: Vec<String>,
+    /// Failure while applying (Degraded).
+    pub apply_error: Option<String>,
+    /// Referenced Secrets missing.
+    pub missing: Vec<String>,
+    /// APIs served, when discovery ran.
+    pub apis: Option<ApiSupport>,
+    /// Per component and store: replicas and image as the cluster reports them.
+    pub components: BTreeMap<String, ComponentStatus>,
+    /// The spec is paused.
+    pub paused: bool,
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        ..Default::default()
+    }
+}
+
+/// Computes the new status; conditions keep their transition time while unchanged.
+pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterStatus {
+    let generation = cc.metadata.generation;
+    let previous = cc.status.clone().unwrap_or_default();
+    let not_ready: Vec<String> = observed
+        .components
+        .iter()
+        .filter(|(_, c)| c.ready_replicas < c.desired_replicas)
+        .map(|(name, c)| format!("{name} {}/{}", c.ready_replicas, c.desired_replicas))
+        .collect();
+    let degraded_message = if !observed.spec_errors.is_empty() {
+        Some(("InvalidSpec", observed.spec_errors.join("; ")))
+    } else {
+        observed
+            .apply_error
+            .as_ref()
+            .map(|e| ("ApplyFailed", e.clone()))
+    };
+    let deps_ok = observed.missing.is_empty();
+    let all_ready = degraded_message.is_none()
+        && deps_ok
+        && not_ready.is_empty()
+        && !observed.components.is_empty();
+    let mut conditions = vec![
+        match &degraded_message {
+            Some((reason, msg)) => condition("Degraded", true, reason, msg.clone()),
+            None => condition("Degraded", false, "AsExpected", "spec applied"),
+        },
+        if deps_ok {
+            condition(
+                "DependenciesReady",
+                true,
+                "SecretsFound",
+                "every referenced Secret exists",
+            )
+        } else {
+            condition(
+                "DependenciesReady",
+                false,
+                "SecretMissing",
+                format!("missing: {}", observed.missing.join(", ")),
+            )
+        },
+        if observed.paused {
+            condition(
+                "Progressing",
+                false,
+                "Paused",
+                "spec.paused is true; no changes are made",
+            )
+        } else if all_ready {
+            condition("Progressing", false, "Complete", "every component is ready")
+        } else if degraded_message.is_some() {
+            condition("Progressing", false, "Blocked", "see Degraded")
+        } else {
+            condition(
+                "Progressing",
+                true,
+                "RollingOut",
+                format!("waiting for {}", not_ready.join(", ")),
+            )
+        },
+        if all_ready {
+            condition(
+                "Ready",
+                true,
+                "AllReady",
+                "every component has its ready replicas",
+            )
+        } else {
+            condition(
+                "Ready",
+                false,
+                "NotReady",
+                format!("not ready: {}", not_ready.join(", ")),
+            )
+        },
+    ];
+    if let Some(apis) = observed.apis {
+        let mut missing = Vec::new();
+        if !apis.autoscaling_v2 {
+            missing.push(
+                "autoscaling/v2 (no HorizontalPodAutoscalers; Deployments keep spec replicas)",
+            );
+        }
+        if !apis.policy_v1 {
+            missing.push("policy/v1 (no PodDisruptionBudgets)");
+        }
+        conditions.push(if missing.is_empty() {
+            condition(
+                "APIsAvailable",
+                true,
+                "AllServed",
+                "autoscaling/v2 and policy/v1 are served",
+            )
+        } else {
+            condition(
+                "APIsAvailable",
+                false,
+                "APIMissing",
+                format!("not served, skipped: {}", missing.join("; ")),
+            )
+        });
+    }
+    for c in &mut conditions {
+        c.observed_generation = generation;
+        let kept = previous
+            .conditions
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status == c.status)
+            .and_then(|p| p.last_transition_time.clone());
+        c.last_transition_time = Some(kept.unwrap_or_else(|| now.to_owned()));
+    }
+    let phase = if degraded_message.is_some() {
+        Phase::Degraded
+    } else if all_ready {
+        Phase::Ready
+    } else if observed.components.is_empty() {
+        Phase::Pending
+    } else {
+        Phase::Progressing
+    };
+    let public = cc
+        .spec
+        .ingress
+        .enabled
+        .then(|| crate::build::configmap::app_base_url(cc));
+    ChatClusterStatus {
+        observed_generation: generation,
+        phase: Some(phase),
+        conditions,
+        components: if observed.components.is_empty() {
+            previous.components
+        } else {
+            observed.components.clone()
+        },
+        endpoints: Endpoints {
+            user: Some(user_service_url(cc)),
+            chat: Some(format!("http://{}:8080", child_name(cc, "chat"))),
+            public,
+        },
+    }
+}
+
+/// Reads the component Deployments and store StatefulSets of `cc`.
+pub async fn observe_workloads(
+    client: &Client,
+    cc: &ChatCluster,
+    namespace: &str,
+) -> Result<BTreeMap<String, ComponentStatus>, kube::Error> {
+    let mut out = BTreeMap::new();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    for c in crate::api::Component::ALL {
+        if let Some(d) = deployments.get_opt(&child_name(cc, c.name())).await? {
+            let spec = d.spec.as_ref();
+            out.insert(
+                c.name().to_owned(),
+                ComponentStatus {
+                    ready_replicas: d
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.ready_replicas)
+                        .unwrap_or(0),
+                    desired_replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+                    image: spec
+                        .and_then(|s| s.template.spec.as_ref())
+                        .and_then(|p| p.containers.first())
+                        .and_then(|c| c.image.clone())
+                        .unwrap_or_default(),
+                },
+            );
+        }
+    }
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    for s in crate::api::Store::ALL {
+        if crate::build::managed(cc, s).is_none() {
+            continue;
+        }
+        if let Some(set) = sets.get_opt(&child_name(cc, s.name())).await? {
+            let spec = set.spec.as_ref();
+            out.insert(
+                s.name().to_owned(),
+                ComponentStatus {
+                    ready_replicas: set
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.ready_replicas)
+                        .unwrap_or(0),
+                    desired_replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+                    image: spec
+                        .and_then(|s| s.template.spec.as_ref())
+                        .and_then(|p| p.containers.first())
+                        .and_then(|c| c.image.clone())
+                        .unwrap_or_default(),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `status` when it differs from what the object carries. Returns
+/// whether it wrote.
+pub async fn write(
+    client: &Client,
+    cc: &ChatCluster,
+    namespace: &str,
+    status: ChatClusterStatus,
+) -> Result<bool, kube::Error> {
+    if cc.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": "parley.dev/v1alpha1",
+        "kind": "ChatCluster",
+        "status": status,
+    });
+    api.patch_status(
+        &cc.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::cluster;
+
+    fn comp(ready: i32, desired: i32) -> ComponentStatus {
+        ComponentStatus {
+            ready_replicas: ready,
+            desired_replicas: desired,
+            image: "img".into(),
+        }
+    }
+
+    fn cond<'a>(s: &'a ChatClusterStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn progressing_then_ready() {
+        let mut cc = cluster(Default::default());
+        let mut obs = Observed {
+            components: BTreeMap::from([("chat".into(), comp(0, 2)), ("user".into(), comp(2, 2))]),
+            apis: Some(ApiSupport::default()),
+            ..Default::default()
+        };
+        let s = compute(&cc, &obs, "t1");
+        assert_eq!(s.phase, Some(Phase::Progressing));
+        assert_eq!(cond(&s, "Progressing").status, "True");
+        assert!(cond(&s, "Ready").message.contains("chat 0/2"));
+        cc.status = Some(s);
+        obs.components.insert("chat".into(), comp(2, 2));
+        let s = compute(&cc, &obs, "t2");
+        assert_eq!(s.phase, Some(Phase::Ready));
+        assert_eq!(cond(&s, "Ready").status, "True");
+        assert_eq!(
+            cond(&s, "Ready").last_transition_time.as_deref(),
+            Some("t2")
+        );
+        // unchanged condition keeps its time
+        assert_eq!(
+            cond(&s, "Degraded").last_transition_time.as_deref(),
+            Some("t1")
+        );
+    }
+
+    #[test]
+    fn spec_errors_degrade_and_missing_apis_are_named() {
+        let cc = cluster(Default::default());
+        let obs = Observed {
+            spec_errors: vec!["spec.redis: set exactly one".into()],
+            apis: Some(ApiSupport {
+                autoscaling_v2: false,
+                policy_v1: false,
+            }),
+            ..Default::default()
+        };
+        let s = compute(&cc, &obs, "t");
+        assert_eq!(s.phase, Some(Phase::Degraded));
+        let d = cond(&s, "Degraded");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "InvalidSpec")
+        );
+        assert!(d.message.contains("spec.redis"));
+        let a = cond(&s, "APIsAvailable");
+        assert_eq!(a.status, "False");
+        assert!(a.message.contains("autoscaling/v2") && a.message.contains("policy/v1"));
+    }
+
+    #[test]
+    fn computing_twice_is_a_fixpoint() {
+        let mut cc = cluster(Default::default());
+        let obs = Observed {
+            components: BTreeMap::from([("chat".into(), comp(1, 2))]),
+            ..Default::default()
+        };
+        let first = compute(&cc, &obs, "t1");
+        cc.status = Some(first.clone());
+        assert_eq!(compute(&cc, &obs, "t2"), first);
+    }
+}

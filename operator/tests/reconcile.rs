@@ -1,0 +1,469 @@
+//! The operator against a real control plane: children, env wiring, status,
+//! drift repair, minimal changes, deletion, invalid specs.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, EnvVar, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use parley_operator::api::{ChatCluster, Phase};
+use serde::de::DeserializeOwned;
+use support::{admin, mark_ready, namespace, operator, plane, wait_for};
+
+const FIVE: Duration = Duration::from_secs(5);
+
+async fn create(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> anyhow::Result<()> {
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), ns);
+    let cc: ChatCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "parley.dev/v1alpha1", "kind": "ChatCluster",
+        "metadata": {"name": name}, "spec": spec,
+    }))?;
+    api.create(&PostParams::default(), &cc).await?;
+    Ok(())
+}
+
+async fn exists<K>(client: &Client, ns: &str, name: &str) -> bool
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    matches!(api.get_opt(name).await, Ok(Some(_)))
+}
+
+async fn get<K>(client: &Client, ns: &str, name: &str) -> anyhow::Result<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    Ok(api.get(name).await?)
+}
+
+/// Every child a default ChatCluster named `name` must have.
+async fn all_children(client: &Client, ns: &str, name: &str) -> bool {
+    for c in ["user", "chat", "mail"] {
+        if !exists::<Deployment>(client, ns, &format!("{name}-{c}")).await
+            || !exists::<Service>(client, ns, &format!("{name}-{c}")).await
+        {
+            return false;
+        }
+    }
+    for s in ["redis", "rabbitmq", "mongodb"] {
+        if !exists::<StatefulSet>(client, ns, &format!("{name}-{s}")).await
+            || !exists::<Service>(client, ns, &format!("{name}-{s}")).await
+            || !exists::<NetworkPolicy>(client, ns, &format!("{name}-{s}")).await
+        {
+            return false;
+        }
+    }
+    exists::<ConfigMap>(client, ns, &format!("{name}-config")).await
+        && exists::<Secret>(client, ns, &format!("{name}-jwt")).await
+        && exists::<Secret>(client, ns, &format!("{name}-generated")).await
+        && exists::<ServiceAccount>(client, ns, &format!("{name}-parley")).await
+}
+
+fn env_of(d: &Deployment) -> BTreeMap<String, EnvVar> {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name.clone(), e))
+        .collect()
+}
+
+async fn cluster(client: &Client, ns: &str, name: &str) -> anyhow::Result<ChatCluster> {
+    get::<ChatCluster>(client, ns, name).await
+}
+
+fn condition(cc: &ChatCluster, t: &str) -> Option<(String, String, String)> {
+    cc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn phase(client: &Client, ns: &str, name: &str) -> Option<Phase> {
+    cluster(client, ns, name).await.ok()?.status?.phase
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_cluster_gets_wired_children_then_ready() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(&client, &ns, "demo", serde_json::json!({
+        "image": {"repository": "registry.example/parley", "tag": "1.2.3"},
+        "chat": {"replicas": 3},
+        "smtp": {"credentialsSecret": "smtp-creds", "host": "mail.example", "port": 465, "tls": "tls"},
+    })).await?;
+    let took = wait_for("every child", FIVE, || all_children(&client, &ns, "demo")).await?;
+    println!("children of one ChatCluster after {took:?}");
+
+    let chat: Deployment = get(&client, &ns, "demo-chat").await?;
+    assert_eq!(chat.spec.as_ref().unwrap().replicas, Some(3));
+    let ctr = &chat
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(ctr.image.as_deref(), Some("registry.example/parley:1.2.3"));
+    assert_eq!(
+        ctr.command.as_deref(),
+        Some(&["parley-chat".to_owned()][..])
+    );
+    let env = env_of(&chat);
+    assert_eq!(
+        env["PARLEY_HTTP_ADDR"].value.as_deref(),
+        Some("0.0.0.0:8080")
+    );
+    assert_eq!(
+        env["PARLEY_REDIS_URL"].value.as_deref(),
+        Some("redis://demo-redis:6379")
+    );
+    assert_eq!(
+        env["PARLEY_JWT_PUBLIC_KEYS_FILE"].value.as_deref(),
+        Some("/etc/parley/jwt/public.pem")
+    );
+    let cm: ConfigMap = get(&client, &ns, "demo-config").await?;
+    let data = cm.data.unwrap_or_default();
+    assert_eq!(data["PARLEY_USER_SERVICE_URL"], "http://demo-user:8080");
+    assert_eq!(data["PARLEY_SMTP_PORT"], "465");
+    let mail: Deployment = get(&client, &ns, "demo-mail").await?;
+    let mail_env = env_of(&mail);
+    let pw = mail_env["PARLEY_SMTP_PASSWORD"]
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (pw.name.as_str(), pw.key.as_str()),
+        ("smtp-creds", "password")
+    );
+    let user: Deployment = get(&client, &ns, "demo-user").await?;
+    assert_eq!(user.spec.as_ref().unwrap().replicas, Some(2));
+    let otp = env_of(&user)["PARLEY_OTP_SECRET"]
+        .value_from
+        .clone()
+        .unwrap()
+        .secret_key_ref
+        .unwrap();
+    assert_eq!(otp.name, "demo-generated");
+    // the generated key pair is a real Ed25519 PEM
+    let jwt: Secret = get(&client, &ns, "demo-jwt").await?;
+    let private = String::from_utf8(jwt.data.unwrap()["private.pem"].0.clone())?;
+    assert!(private.starts_with("-----BEGIN PRIVATE KEY-----"));
+    // owned by the ChatCluster
+    let owner = &chat.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("ChatCluster", Some(true))
+    );
+
+    // Progressing, with the missing smtp Secret and the 1.20 API gaps named
+    wait_for("Progressing", FIVE, || async {
+        phase(&client, &ns, "demo").await == Some(Phase::Progressing)
+    })
+    .await?;
+    let cc = cluster(&client, &ns, "demo").await?;
+    let deps = condition(&cc, "DependenciesReady").unwrap();
+    assert_eq!(deps.0, "False");
+    assert!(deps.2.contains("smtp-creds"), "{deps:?}");
+    let apis = condition(&cc, "APIsAvailable").unwrap();
+    assert_eq!(apis.0, "False");
+    assert!(
+        apis.2.contains("autoscaling/v2") && apis.2.contains("policy/v1"),
+        "{apis:?}"
+    );
+
+    // once the Secret exists and the pods are ready: Ready
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let smtp: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "smtp-creds"}, "stringData": {"username": "u", "password": "p"}
+    }))?;
+    secrets.create(&PostParams::default(), &smtp).await?;
+    // the Secret is not watched: nudge with a harmless spec change
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"log": "info"}})),
+    )
+    .await?;
+    wait_for("Ready", Duration::from_secs(30), || async {
+        let _ = mark_ready(&client, &ns).await;
+        phase(&client, &ns, "demo").await == Some(Phase::Ready)
+    })
+    .await?;
+    let cc = cluster(&client, &ns, "demo").await?;
+    assert_eq!(condition(&cc, "Ready").unwrap().0, "True");
+    let status = cc.status.unwrap();
+    assert_eq!(status.components["chat"].ready_replicas, 3);
+    assert_eq!(status.observed_generation, cc.metadata.generation);
+    Ok(())
+}
+
+async fn resource_versions(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for c in ["user", "chat", "mail"] {
+        let d: Deployment = get(client, ns, &format!("{name}-{c}")).await?;
+        out.insert(
+            format!("deployment/{c}"),
+            d.resource_version().unwrap_or_default(),
+        );
+        let s: Service = get(client, ns, &format!("{name}-{c}")).await?;
+        out.insert(
+            format!("service/{c}"),
+            s.resource_version().unwrap_or_default(),
+        );
+    }
+    for s in ["redis", "rabbitmq", "mongodb"] {
+        let set: StatefulSet = get(client, ns, &format!("{name}-{s}")).await?;
+        out.insert(
+            format!("statefulset/{s}"),
+            set.resource_version().unwrap_or_default(),
+        );
+    }
+    for (kind, n) in [("configmap", "config")] {
+        let cm: ConfigMap = get(client, ns, &format!("{name}-{n}")).await?;
+        out.insert(kind.to_owned(), cm.resource_version().unwrap_or_default());
+    }
+    for n in ["jwt", "generated"] {
+        let s: Secret = get(client, ns, &format!("{name}-{n}")).await?;
+        out.insert(
+            format!("secret/{n}"),
+            s.resource_version().unwrap_or_default(),
+        );
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_repaired_and_a_change_touches_only_what_it_must() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(&client, &ns, "drift", serde_json::json!({})).await?;
+    wait_for("every child", FIVE, || all_children(&client, &ns, "drift")).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+
+    deployments
+        .delete("drift-user", &DeleteParams::default())
+        .await?;
+    wait_for("deleted Deployment restored", FIVE, || async {
+        deployments
+            .get_opt("drift-user")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|d| d.metadata.deletion_timestamp.is_none())
+    })
+    .await?;
+
+    deployments
+        .patch(
+            "drift-chat",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 7}})),
+        )
+        .await?;
+    wait_for("edited replicas restored", FIVE, || async {
+        deployments
+            .get("drift-chat")
+            .await
+            .ok()
+            .and_then(|d| d.spec?.replicas)
+            == Some(2)
+    })
+    .await?;
+
+    // let the controllers settle, then change one component's replicas
+    let before = wait_stable(&client, &ns, "drift").await?;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        "drift",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"mail": {"replicas": 4}}})),
+    )
+    .await?;
+    wait_for("mail scaled", FIVE, || async {
+        deployments
+            .get("drift-mail")
+            .await
+            .ok()
+            .and_then(|d| d.spec?.replicas)
+            == Some(4)
+    })
+    .await?;
+    let after = resource_versions(&client, &ns, "drift").await?;
+    let changed: Vec<_> = before.keys().filter(|k| before[*k] != after[*k]).collect();
+    assert_eq!(
+        changed,
+        ["deployment/mail"],
+        "before {before:?} after {after:?}"
+    );
+    Ok(())
+}
+
+/// Resource versions once nothing (controller-manager included) writes for a second.
+async fn wait_stable(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut last = resource_versions(client, ns, name).await?;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = resource_versions(client, ns, name).await?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    anyhow::bail!("children kept changing: {last:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_cluster_collects_children_and_honours_the_volume_policy() -> anyhow::Result<()>
+{
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(
+        &client,
+        &ns,
+        "gone",
+        serde_json::json!({
+            "redis": {"managed": {"volumeReclaim": "Delete"}},
+            "mongodb": {"managed": {"volumeReclaim": "Retain", "storageSize": "2Gi"}},
+        }),
+    )
+    .await?;
+    wait_for("every child", FIVE, || all_children(&client, &ns, "gone")).await?;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    wait_for(
+        "redis volume owned by the ChatCluster",
+        Duration::from_secs(20),
+        || async {
+            pvcs.get_opt("data-gone-redis-0")
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|p| !p.owner_references().is_empty())
+        },
+    )
+    .await?;
+    let mongo_pvc = pvcs.get("data-gone-mongodb-0").await?;
+    assert!(mongo_pvc.owner_references().is_empty());
+
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    api.delete("gone", &DeleteParams::background()).await?;
+    wait_for(
+        "children garbage-collected",
+        Duration::from_secs(60),
+        || async {
+            !exists::<Deployment>(&client, &ns, "gone-chat").await
+                && !exists::<StatefulSet>(&client, &ns, "gone-redis").await
+                && !exists::<ConfigMap>(&client, &ns, "gone-config").await
+                && !exists::<Secret>(&client, &ns, "gone-jwt").await
+        },
+    )
+    .await?;
+    wait_for("redis volume deleted", Duration::from_secs(60), || async {
+        pvcs.get_opt("data-gone-redis-0")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    })
+    .await?;
+    assert!(
+        pvcs.get_opt("data-gone-mongodb-0").await?.is_some(),
+        "retained volume was deleted"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_spec_is_degraded_naming_the_field_and_changes_nothing() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(
+        &client,
+        &ns,
+        "bad",
+        serde_json::json!({
+            "redis": {"managed": {}, "external": {"urlSecret": {"name": "r"}}},
+        }),
+    )
+    .await?;
+    wait_for("Degraded", FIVE, || async {
+        phase(&client, &ns, "bad").await == Some(Phase::Degraded)
+    })
+    .await?;
+    let cc = cluster(&client, &ns, "bad").await?;
+    let (status, reason, message) = condition(&cc, "Degraded").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"));
+    assert!(message.contains("spec.redis"), "{message}");
+    assert!(!exists::<Deployment>(&client, &ns, "bad-user").await);
+    assert!(!exists::<Secret>(&client, &ns, "bad-generated").await);
+
+    // a valid cluster turned invalid keeps its children untouched
+    create(&client, &ns, "good", serde_json::json!({})).await?;
+    wait_for("every child", FIVE, || all_children(&client, &ns, "good")).await?;
+    let before = wait_stable(&client, &ns, "good").await?;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    api.patch("good", &PatchParams::default(), &Patch::Merge(serde_json::json!({
+        "spec": {"chat": {"replicas": 5, "autoscaling": {"enabled": true, "minReplicas": 4, "maxReplicas": 3}}}
+    }))).await?;
+    wait_for("Degraded", FIVE, || async {
+        phase(&client, &ns, "good").await == Some(Phase::Degraded)
+    })
+    .await?;
+    let cc = cluster(&client, &ns, "good").await?;
+    assert!(
+        condition(&cc, "Degraded")
+            .unwrap()
+            .2
+            .contains("spec.chat.autoscaling.minReplicas")
+    );
+    assert_eq!(resource_versions(&client, &ns, "good").await?, before);
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! A real Kubernetes control plane for the operator's integration tests.
+//!
+//! `e2e/controlplane/start.sh` (which builds or finds the binaries through
+//! `ensure.sh`) runs etcd, kube-apiserver and kube-controller-manager once per
+//! test binary; it stops them when this process exits. Each test gets its own
+//! namespace and its own operator process watching only that namespace.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use parley_testkit::ServiceProcess;
+
+/// The running control plane.
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    _child: Child,
+}
+
+static PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+fn start() -> anyhow::Result<ControlPlane> {
+    let root = parley_testkit::workspace_root();
+    let script = root.join("e2e/controlplane/start.sh");
+    let dir = PathBuf::from(format!(
+        "/var/tmp/parley/operator-tests/cp-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let log = std::fs::File::create(dir.with_extension("log"))?;
+    let mut child = Command::new(&script)
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("running {}", script.display()))?;
+    // A first run may build kube-apiserver from source (about 7 minutes).
+    let deadline = Instant::now() + Duration::from_secs(20 * 60);
+    while !dir.join("ready").exists() {
+        if let Some(status) = child.try_wait()? {
+            let out = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+            bail!("control plane failed to start ({status}):\n{out}");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "control plane not ready after 20 minutes; see {}",
+                dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(ControlPlane { dir, _child: child })
+}
+
+/// The shared control plane, started on first use. Fails (never skips) with the reason.
+pub fn plane() -> anyhow::Result<&'static ControlPlane> {
+    match PLANE.get_or_init(|| start().map_err(|e| format!("{e:#}"))) {
+        Ok(p) => Ok(p),
+        Err(e) => bail!("no Kubernetes control plane: {e}"),
+    }
+}
+
+impl ControlPlane {
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// A kubeconfig authenticating with the plain user's token.
+    pub fn user_kubeconfig(&self) -> anyhow::Result<PathBuf> {
+        let admin = std::fs::read_to_string(self.kubeconfig())?;
+        let admin_token = std::fs::read_to_string(self.dir.join("admin-token"))?;
+        let user_token = std::fs::read_to_string(self.dir.join("user-token"))?;
+        let path = self.dir.join("user-kubeconfig");
+        std::fs::write(&path, admin.replace(admin_token.trim(), user_token.trim()))?;
+        Ok(path)
+    }
+}
+
+/// A client for `kubeconfig`.
+pub async fn client_for(kubeconfig: &Path) -> anyhow::Result<Client> {
+    parley_operator::install_crypto();
+    let kc = Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// An admin client, with the CRD installed and established.
+pub async fn admin() -> anyhow::Result<Client> {
+    let plane = plane()?;
+    let client = client_for(&plane.kubeconfig()).await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "chatclusters.parley.dev",
+        &PatchParams::apply("parley-tests").force(),
+        &Patch::Apply(parley_operator::crd::crd()),
+    )
+    .await
+    .context("installing the ChatCluster CRD")?;
+    wait_for("CRD established", Duration::from_secs(30), || {
+        let crds = crds.clone();
+        async move {
+            crds.get_opt("chatclusters.parley.dev")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        }
+    })
+    .await?;
+    Ok(client)
+}
+
+/// A fresh namespace.
+pub async fn namespace(client: &Client) -> anyhow::Result<String> {
+    let name = format!("t-{}", parley_testkit::short_id().to_lowercase());
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name }
+    }))?;
+    api.create(&PostParams::default(), &ns).await?;
+    Ok(name)
+}
+
+/// Starts the operator binary watching `namespace` with `kubeconfig`.
+pub async fn operator(
+    kubeconfig: &Path,
+    namespace: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<ServiceProcess> {
+    let mut env = vec![
+        ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
+        ("PARLEY_WATCH_NAMESPACE".to_owned(), namespace.to_owned()),
+        ("PARLEY_LEASE_NAMESPACE".to_owned(), namespace.to_owned()),
+        (
+            "PARLEY_LOG".to_owned(),
+            "info,parley_operator=debug".to_owned(),
+        ),
+    ];
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let op = ServiceProcess::spawn(env!("CARGO_BIN_EXE_parley-operator"), &env)?;
+    op.wait_ready(Duration::from_secs(20)).await?;
+    Ok(op)
+}
+
+/// Polls until `probe` holds (50 ms steps).
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, probe: F) -> anyhow::Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    parley_testkit::wait_until(what, timeout, probe).await
+}
+
+/// Marks every pod in `ns` running and ready, as a kubelet would; the real
+/// ReplicaSet, Deployment and StatefulSet controllers then count them ready.
+/// Returns how many pods it marked.
+pub async fn mark_ready(client: &Client, ns: &str) -> anyhow::Result<usize> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut marked = 0;
+    for pod in pods.list(&Default::default()).await? {
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready {
+            continue;
+        }
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let status = serde_json::json!({"status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}],
+        }});
+        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+        marked += 1;
+    }
+    Ok(marked)
+}
