@@ -7,77 +7,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, EnvVar, PersistentVolumeClaim, Secret, Service, ServiceAccount,
-};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, PersistentVolumeClaim, Secret, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use parley_operator::api::{ChatCluster, Phase};
-use serde::de::DeserializeOwned;
-use support::{admin, mark_ready, namespace, operator, plane, wait_for};
+use support::{
+    admin, all_children, create, exists, get, mark_ready, namespace, operator, plane, wait_for,
+};
 
 const FIVE: Duration = Duration::from_secs(5);
-
-async fn create(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    spec: serde_json::Value,
-) -> anyhow::Result<()> {
-    let api: Api<ChatCluster> = Api::namespaced(client.clone(), ns);
-    let cc: ChatCluster = serde_json::from_value(serde_json::json!({
-        "apiVersion": "parley.dev/v1alpha1", "kind": "ChatCluster",
-        "metadata": {"name": name}, "spec": spec,
-    }))?;
-    api.create(&PostParams::default(), &cc).await?;
-    Ok(())
-}
-
-async fn exists<K>(client: &Client, ns: &str, name: &str) -> bool
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    matches!(api.get_opt(name).await, Ok(Some(_)))
-}
-
-async fn get<K>(client: &Client, ns: &str, name: &str) -> anyhow::Result<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    Ok(api.get(name).await?)
-}
-
-/// Every child a default ChatCluster named `name` must have.
-async fn all_children(client: &Client, ns: &str, name: &str) -> bool {
-    for c in ["user", "chat", "mail"] {
-        if !exists::<Deployment>(client, ns, &format!("{name}-{c}")).await
-            || !exists::<Service>(client, ns, &format!("{name}-{c}")).await
-        {
-            return false;
-        }
-    }
-    for s in ["redis", "rabbitmq", "mongodb"] {
-        if !exists::<StatefulSet>(client, ns, &format!("{name}-{s}")).await
-            || !exists::<Service>(client, ns, &format!("{name}-{s}")).await
-            || !exists::<NetworkPolicy>(client, ns, &format!("{name}-{s}")).await
-        {
-            return false;
-        }
-    }
-    exists::<ConfigMap>(client, ns, &format!("{name}-config")).await
-        && exists::<Secret>(client, ns, &format!("{name}-jwt")).await
-        && exists::<Secret>(client, ns, &format!("{name}-generated")).await
-        && exists::<ServiceAccount>(client, ns, &format!("{name}-parley")).await
-}
 
 fn env_of(d: &Deployment) -> BTreeMap<String, EnvVar> {
     d.spec

@@ -13,12 +13,17 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
+use parley_operator::api::ChatCluster;
 use parley_testkit::ServiceProcess;
+use serde::de::DeserializeOwned;
 
 /// The running control plane.
 pub struct ControlPlane {
@@ -28,8 +33,24 @@ pub struct ControlPlane {
 
 static PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 
+/// Removes the state of earlier test runs whose process is gone.
+fn remove_stale_state(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.trim_start_matches("cp-").trim_end_matches(".log");
+        if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+}
+
 fn start() -> anyhow::Result<ControlPlane> {
     let root = parley_testkit::workspace_root();
+    remove_stale_state(Path::new("/var/tmp/parley/operator-tests"));
     let script = root.join("e2e/controlplane/start.sh");
     let dir = PathBuf::from(format!(
         "/var/tmp/parley/operator-tests/cp-{}",
@@ -196,4 +217,67 @@ pub async fn mark_ready(client: &Client, ns: &str) -> anyhow::Result<usize> {
         marked += 1;
     }
     Ok(marked)
+}
+
+/// Creates a ChatCluster `name` with `spec` (JSON).
+pub async fn create(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> anyhow::Result<()> {
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), ns);
+    let cc: ChatCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "parley.dev/v1alpha1", "kind": "ChatCluster",
+        "metadata": {"name": name}, "spec": spec,
+    }))?;
+    api.create(&PostParams::default(), &cc).await?;
+    Ok(())
+}
+
+/// Whether the object exists.
+pub async fn exists<K>(client: &Client, ns: &str, name: &str) -> bool
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    matches!(api.get_opt(name).await, Ok(Some(_)))
+}
+
+/// Reads an object.
+pub async fn get<K>(client: &Client, ns: &str, name: &str) -> anyhow::Result<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    Ok(api.get(name).await?)
+}
+
+/// Every child a default ChatCluster named `name` must have.
+pub async fn all_children(client: &Client, ns: &str, name: &str) -> bool {
+    for c in ["user", "chat", "mail"] {
+        if !exists::<Deployment>(client, ns, &format!("{name}-{c}")).await
+            || !exists::<Service>(client, ns, &format!("{name}-{c}")).await
+        {
+            return false;
+        }
+    }
+    for s in ["redis", "rabbitmq", "mongodb"] {
+        if !exists::<StatefulSet>(client, ns, &format!("{name}-{s}")).await
+            || !exists::<Service>(client, ns, &format!("{name}-{s}")).await
+            || !exists::<NetworkPolicy>(client, ns, &format!("{name}-{s}")).await
+        {
+            return false;
+        }
+    }
+    exists::<ConfigMap>(client, ns, &format!("{name}-config")).await
+        && exists::<Secret>(client, ns, &format!("{name}-jwt")).await
+        && exists::<Secret>(client, ns, &format!("{name}-generated")).await
+        && exists::<ServiceAccount>(client, ns, &format!("{name}-parley")).await
 }
