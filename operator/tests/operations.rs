@@ -84,8 +84,16 @@ async fn operator_under_the_chart_clusterrole_converges() -> anyhow::Result<()> 
         || all_children(&client, &ns, "rbac"),
     )
     .await?;
-    let cc = support::get::<parley_operator::api::ChatCluster>(&client, &ns, "rbac").await?;
-    assert!(cc.status.is_some(), "status not written");
+    wait_for(
+        "status written under restricted RBAC",
+        Duration::from_secs(5),
+        || async {
+            support::get::<parley_operator::api::ChatCluster>(&client, &ns, "rbac")
+                .await
+                .is_ok_and(|cc| cc.status.is_some())
+        },
+    )
+    .await?;
     let out = op.output();
     assert!(
         !out.contains("forbidden"),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use parley_operator::api::{ChatCluster, Phase};
@@ -60,8 +61,12 @@ async fn applied_cluster_gets_wired_children_then_ready() -> anyhow::Result<()> 
         "image": {"repository": "registry.example/parley", "tag": "1.2.3"},
         "chat": {"replicas": 3},
         "smtp": {"credentialsSecret": "smtp-creds", "host": "mail.example", "port": 465, "tls": "tls"},
+        "ingress": {"enabled": true, "host": "chat.example"},
     })).await?;
-    let took = wait_for("every child", FIVE, || all_children(&client, &ns, "demo")).await?;
+    let took = wait_for("every child", FIVE, || async {
+        all_children(&client, &ns, "demo").await && exists::<Ingress>(&client, &ns, "demo").await
+    })
+    .await?;
     println!("children of one ChatCluster after {took:?}");
 
     let chat: Deployment = get(&client, &ns, "demo-chat").await?;

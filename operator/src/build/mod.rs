@@ -206,3 +206,94 @@ pub(crate) mod fixtures {
         }
     }
 }
+
+#[cfg(test)]
+mod snapshot {
+    use super::fixtures::{cluster, ctx};
+    use super::*;
+    use crate::api::{ChatClusterSpec, ExternalStore, SecretKeyRef};
+
+    /// Every desired object as one multi-document YAML text.
+    fn render(d: &Desired) -> String {
+        fn docs<T: serde::Serialize>(out: &mut String, items: &[T]) {
+            for item in items {
+                out.push_str("---\n");
+                out.push_str(&serde_yaml::to_string(item).unwrap());
+            }
+        }
+        let mut out = String::new();
+        docs(&mut out, &d.service_accounts);
+        docs(&mut out, &d.config_maps);
+        docs(&mut out, &d.services);
+        docs(&mut out, &d.deployments);
+        docs(&mut out, &d.statefulsets);
+        docs(&mut out, &d.hpas);
+        docs(&mut out, &d.pdbs);
+        docs(&mut out, &d.network_policies);
+        docs(&mut out, &d.ingresses);
+        out
+    }
+
+    fn check(name: &str, actual: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/build/snapshots")
+            .join(format!("{name}.yaml"));
+        if std::env::var_os("PARLEY_UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&path, actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            expected == actual,
+            "{} differs from the builders' output; review and rerun with PARLEY_UPDATE_SNAPSHOTS=1",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn default_cluster_matches_snapshot() {
+        check(
+            "default",
+            &render(&desired(&cluster(ChatClusterSpec::default()), &ctx())),
+        );
+    }
+
+    #[test]
+    fn full_featured_cluster_matches_snapshot() {
+        let spec: ChatClusterSpec = serde_json::from_value(serde_json::json!({
+            "image": {"repository": "registry.example/parley", "tag": "2.0.0", "pullSecrets": ["regcred"]},
+            "chat": {"autoscaling": {"enabled": true, "minReplicas": 3, "maxReplicas": 12},
+                     "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}},
+                     "scheduling": {"nodeSelector": {"pool": "chat"}}},
+            "ingress": {"enabled": true, "className": "nginx", "host": "chat.example", "tlsSecretName": "chat-tls"},
+            "mongodb": {"external": {"urlSecret": {"name": "atlas", "key": "uri"}}},
+            "smtp": {"host": "smtp.example", "credentialsSecret": "smtp"},
+        }))
+        .unwrap();
+        let d = desired(&cluster(spec), &ctx());
+        assert_eq!(d.hpas.len(), 1);
+        assert_eq!(d.pdbs.len(), 3);
+        assert_eq!(
+            d.statefulsets.len(),
+            2,
+            "external mongodb has no StatefulSet"
+        );
+        check("full", &render(&d));
+        // without autoscaling/v2 and policy/v1: no HPA, no PDB, fixed replicas
+        let mut old = ctx();
+        old.apis = ApiSupport {
+            autoscaling_v2: false,
+            policy_v1: false,
+        };
+        let mut spec = ChatClusterSpec::default();
+        spec.chat.autoscaling.enabled = true;
+        spec.mongodb.external = Some(ExternalStore {
+            url_secret: SecretKeyRef {
+                name: "m".into(),
+                key: "url".into(),
+            },
+        });
+        let d = desired(&cluster(spec), &old);
+        assert!(d.hpas.is_empty() && d.pdbs.is_empty());
+        assert_eq!(d.deployments[1].spec.as_ref().unwrap().replicas, Some(2));
+    }
+}
