@@ -83,6 +83,8 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "http server listening");
     let stop = shutdown.clone();
+    // Peer addresses reach handlers (`ConnectInfo`) for per-client limits.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server =
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
     let server = std::pin::pin!(server.into_future());

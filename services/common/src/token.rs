@@ -97,7 +97,9 @@ impl TokenSigner {
     pub fn from_pem(pem: &str, lifetime: Duration) -> Result<Self, TokenError> {
         // ed25519-dalek reads both PKCS#8 v1 and v2 and names the problem
         // clearly; the signing key is then handed over as plain v1 DER.
-        let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
+        // Secrets often gain stray whitespace; the PEM parser is strict.
+        let pem = format!("{}\n", pem.trim());
+        let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem)
             .map_err(|e| TokenError::Key(format!("not an Ed25519 PKCS#8 private key: {e}")))?;
         let key = EncodingKey::from_ed_der(v1_der(&signing)?.as_bytes());
         let jwk = public_jwk(&signing.verifying_key())?;
@@ -263,6 +265,19 @@ pub fn generate_ed25519_pem() -> Result<(String, String), TokenError> {
         .to_public_key_pem(Default::default())
         .map_err(|e| TokenError::Key(e.to_string()))?;
     Ok((private.to_string(), public))
+}
+
+/// The public JWKs (with derived kids) of every Ed25519 public key in `text`.
+pub fn jwks_from_public_pems(text: &str) -> Result<Vec<Jwk>, TokenError> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    pem_blocks(text, "PUBLIC KEY")
+        .iter()
+        .map(|block| {
+            let verifying = ed25519_dalek::VerifyingKey::from_public_key_pem(block)
+                .map_err(|e| TokenError::Key(format!("not an Ed25519 public key: {e}")))?;
+            public_jwk(&verifying)
+        })
+        .collect()
 }
 
 /// The `-----BEGIN {label}-----` … `-----END {label}-----` blocks of `text`.

@@ -1,9 +1,28 @@
 //! The user service's configuration, from environment variables.
 
+use std::time::Duration;
+
+use jsonwebtoken::jwk::Jwk;
 use parley_common::amqp::AmqpConfig;
 use parley_common::cache::RedisConfig;
 use parley_common::config::{ConfigError, Env, ServerConfig};
 use parley_common::mongo::MongoConfig;
+use parley_common::token::{TokenSigner, TokenVerifier, jwks_from_public_pems};
+
+/// Limits on issuing login codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Life of a code (`PARLEY_OTP_TTL_SECS`, default 300).
+    pub otp_ttl: Duration,
+    /// Minimum gap between two codes for one email (`PARLEY_OTP_RESEND_SECS`, default 60).
+    pub resend_cooldown: Duration,
+    /// Tries per code before it is burned (`PARLEY_OTP_MAX_ATTEMPTS`, default 5).
+    pub max_attempts: u32,
+    /// Codes one client address may request per hour (`PARLEY_LOGIN_PER_IP_PER_HOUR`, default 20).
+    pub per_ip_per_hour: u32,
+    /// Codes the whole service issues per minute (`PARLEY_LOGIN_GLOBAL_PER_MINUTE`, default 600).
+    pub global_per_minute: u32,
+}
 
 /// Everything the user service reads at start-up.
 #[derive(Debug, Clone)]
@@ -16,16 +35,108 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Events go here.
     pub amqp: AmqpConfig,
+    /// Signs tokens (`PARLEY_JWT_PRIVATE_KEY_FILE`, lifetime `PARLEY_TOKEN_TTL_SECS`, default 86400).
+    pub signer: TokenSigner,
+    /// Accepts the signer's key and the rotation keys.
+    pub verifier: TokenVerifier,
+    /// Public keys served at `/.well-known/jwks.json`.
+    pub jwks: Vec<Jwk>,
+    /// HMAC key for stored codes (`PARLEY_OTP_SECRET`, at least 32 characters).
+    pub otp_secret: Vec<u8>,
+    /// Code limits.
+    pub limits: Limits,
+    /// X-Forwarded-For hops to trust for the client address (`PARLEY_TRUSTED_PROXY_HOPS`, default 0).
+    pub trusted_proxy_hops: usize,
+    /// Largest request body (`PARLEY_MAX_BODY_BYTES`, default 16384).
+    pub max_body_bytes: usize,
+}
+
+fn read_file(env: &Env, var: &str) -> Result<String, ConfigError> {
+    let path = env.required(var)?;
+    std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError::new(var, format!("cannot read {path}: {e}")))
+}
+
+fn positive(var: &str, value: u32) -> Result<u32, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(var, "must be at least 1"));
+    }
+    Ok(value)
 }
 
 impl Config {
     /// Reads and validates every variable; the first problem names its variable.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let server = ServerConfig::from_env(env)?;
+        let mongo = MongoConfig::from_env(env)?;
+        let redis = RedisConfig::from_env(env)?;
+        let amqp = AmqpConfig::from_env(env)?;
+        let lifetime = env.seconds_or("PARLEY_TOKEN_TTL_SECS", Duration::from_secs(86_400))?;
+        if lifetime < Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "PARLEY_TOKEN_TTL_SECS",
+                "must be at least 60",
+            ));
+        }
+        let key_var = "PARLEY_JWT_PRIVATE_KEY_FILE";
+        let signer = TokenSigner::from_pem(&read_file(env, key_var)?, lifetime)
+            .map_err(|e| ConfigError::new(key_var, e.to_string()))?;
+        let mut verifier = TokenVerifier::new()
+            .with_signer(&signer)
+            .map_err(|e| ConfigError::new(key_var, e.to_string()))?;
+        let mut jwks = vec![signer.public_jwk().clone()];
+        let extra_var = "PARLEY_JWT_EXTRA_PUBLIC_KEYS_FILE";
+        if env.raw(extra_var).is_some() {
+            let pems = read_file(env, extra_var)?;
+            verifier = verifier
+                .with_public_pems(&pems)
+                .map_err(|e| ConfigError::new(extra_var, e.to_string()))?;
+            jwks.extend(
+                jwks_from_public_pems(&pems)
+                    .map_err(|e| ConfigError::new(extra_var, e.to_string()))?,
+            );
+        }
+        let otp_secret = env.required("PARLEY_OTP_SECRET")?;
+        if otp_secret.len() < 32 {
+            return Err(ConfigError::new(
+                "PARLEY_OTP_SECRET",
+                "must be at least 32 characters",
+            ));
+        }
+        let limits = Limits {
+            otp_ttl: env.seconds_or("PARLEY_OTP_TTL_SECS", Duration::from_secs(300))?,
+            resend_cooldown: env.seconds_or("PARLEY_OTP_RESEND_SECS", Duration::from_secs(60))?,
+            max_attempts: positive(
+                "PARLEY_OTP_MAX_ATTEMPTS",
+                env.parsed_or("PARLEY_OTP_MAX_ATTEMPTS", "a whole number", 5)?,
+            )?,
+            per_ip_per_hour: positive(
+                "PARLEY_LOGIN_PER_IP_PER_HOUR",
+                env.parsed_or("PARLEY_LOGIN_PER_IP_PER_HOUR", "a whole number", 20)?,
+            )?,
+            global_per_minute: positive(
+                "PARLEY_LOGIN_GLOBAL_PER_MINUTE",
+                env.parsed_or("PARLEY_LOGIN_GLOBAL_PER_MINUTE", "a whole number", 600)?,
+            )?,
+        };
+        if limits.otp_ttl < Duration::from_secs(30) {
+            return Err(ConfigError::new(
+                "PARLEY_OTP_TTL_SECS",
+                "must be at least 30",
+            ));
+        }
         Ok(Self {
-            server: ServerConfig::from_env(env)?,
-            mongo: MongoConfig::from_env(env)?,
-            redis: RedisConfig::from_env(env)?,
-            amqp: AmqpConfig::from_env(env)?,
+            server,
+            mongo,
+            redis,
+            amqp,
+            signer,
+            verifier,
+            jwks,
+            otp_secret: otp_secret.into_bytes(),
+            limits,
+            trusted_proxy_hops: env.parsed_or("PARLEY_TRUSTED_PROXY_HOPS", "a whole number", 0)?,
+            max_body_bytes: env.parsed_or("PARLEY_MAX_BODY_BYTES", "a size in bytes", 16 * 1024)?,
         })
     }
 }

@@ -1,6 +1,12 @@
 //! parley-user: passwordless login by one-time code, tokens and profiles.
 
+pub mod codes;
 pub mod config;
+pub mod domain;
+pub mod http;
+pub mod store;
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
@@ -11,44 +17,11 @@ use parley_common::mongo::Mongo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::codes::Codes;
 use crate::config::Config;
-
-/// Connections the service holds.
-#[derive(Clone)]
-pub struct Deps {
-    /// MongoDB.
-    pub mongo: Mongo,
-    /// Redis.
-    pub redis: Redis,
-    /// RabbitMQ.
-    pub amqp: Amqp,
-}
-
-impl Deps {
-    /// Builds every connector; they connect (and reconnect) in the background.
-    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        Ok(Self {
-            mongo: Mongo::connect(&config.mongo, "parley-user")
-                .await
-                .context("mongodb client")?,
-            redis: Redis::connect(&config.redis).context("redis client")?,
-            amqp: Amqp::start(config.amqp.clone(), "parley-user"),
-        })
-    }
-
-    /// `/readyz` checks for every dependency.
-    pub fn readiness(&self, draining: CancellationToken) -> Readiness {
-        Readiness::new(draining)
-            .mongodb(&self.mongo)
-            .redis(&self.redis)
-            .rabbitmq(&self.amqp)
-    }
-}
-
-/// The service's HTTP routes, operational ones included.
-pub fn router(deps: &Deps, draining: CancellationToken) -> Router {
-    parley_common::server::with_ops(Router::new(), deps.readiness(draining))
-}
+use crate::domain::CodeHasher;
+use crate::http::AppState;
+use crate::store::Users;
 
 /// Runs the service until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -58,17 +31,62 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     serve(config, listener, shutdown).await
 }
 
+/// Creates the unique email index, retrying in the background until MongoDB answers.
+fn ensure_indexes(users: Users, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut attempt = 0u32;
+        loop {
+            match users.ensure_indexes().await {
+                Ok(()) => return tracing::info!("indexes ready"),
+                Err(error) => tracing::warn!(%error, attempt, "cannot create indexes yet"),
+            }
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(parley_common::amqp::reconnect_delay(attempt)) => {}
+            }
+        }
+    });
+}
+
+/// The service's router and the handles it needs closed at shutdown.
+pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<(Router, Amqp)> {
+    let mongo = Mongo::connect(&config.mongo, "parley-user")
+        .await
+        .context("mongodb client")?;
+    let redis = Redis::connect(&config.redis).context("redis client")?;
+    let amqp = Amqp::start(config.amqp.clone(), "parley-user");
+    let users = Users::new(mongo.db());
+    ensure_indexes(users.clone(), shutdown.clone());
+    let hasher = CodeHasher::new(&config.otp_secret).context("PARLEY_OTP_SECRET")?;
+    let readiness = Readiness::new(shutdown)
+        .mongodb(&mongo)
+        .redis(&redis)
+        .rabbitmq(&amqp);
+    let state = AppState {
+        codes: Codes::new(redis, config.limits.clone()),
+        config: Arc::new(config),
+        users,
+        hasher,
+        amqp: amqp.clone(),
+    };
+    Ok((
+        parley_common::server::with_ops(http::routes(state), readiness),
+        amqp,
+    ))
+}
+
 /// Runs the service on an already bound listener (tests bind port 0).
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let deps = Deps::connect(&config).await?;
-    let app = router(&deps, shutdown.clone());
-    parley_common::server::serve(listener, app, shutdown, config.server.shutdown_grace)
+    let grace = config.server.shutdown_grace;
+    let (app, amqp) = app(config, shutdown.clone()).await?;
+    parley_common::server::serve(listener, app, shutdown, grace)
         .await
         .context("http server")?;
-    deps.amqp.close().await;
+    amqp.close().await;
     Ok(())
 }

@@ -10,8 +10,28 @@ use parley_testkit::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_parley-user");
 
-fn env_with(ns: &Namespace, overrides: &[(&str, String)]) -> Vec<(String, String)> {
+fn base_env(ns: &Namespace) -> Vec<(String, String)> {
+    let dir = std::env::temp_dir().join(format!("parley-user-key-{}", ns.id));
+    let _ = std::fs::create_dir_all(&dir);
+    let key = dir.join("jwt.pem");
+    if !key.exists() {
+        let (private, _) = parley_common::token::generate_ed25519_pem().unwrap_or_default();
+        let _ = std::fs::write(&key, private);
+    }
     let mut env = ns.env();
+    env.push((
+        "PARLEY_JWT_PRIVATE_KEY_FILE".into(),
+        key.to_string_lossy().into_owned(),
+    ));
+    env.push((
+        "PARLEY_OTP_SECRET".into(),
+        "operability-secret-operability-secret".into(),
+    ));
+    env
+}
+
+fn env_with(ns: &Namespace, overrides: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut env = base_env(ns);
     for (key, value) in overrides {
         env.retain(|(k, _)| k != key);
         env.push(((*key).to_owned(), value.clone()));
@@ -99,7 +119,7 @@ async fn starts_before_its_dependencies_and_becomes_ready_when_they_come() -> an
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() -> anyhow::Result<()> {
     let ns = Namespace::new()?;
-    let mut service = ServiceProcess::spawn(BIN, &ns.env())?;
+    let mut service = ServiceProcess::spawn(BIN, &base_env(&ns))?;
     service.wait_ready(Duration::from_secs(30)).await?;
     let code = service.terminate(Duration::from_secs(15)).await?;
     assert_eq!(code, Some(0), "output:\n{}", service.output());
@@ -110,7 +130,7 @@ async fn sigterm_drains_and_exits_zero() -> anyhow::Result<()> {
 #[tokio::test]
 async fn metrics_and_json_errors() -> anyhow::Result<()> {
     let ns = Namespace::new()?;
-    let service = ServiceProcess::spawn(BIN, &ns.env())?;
+    let service = ServiceProcess::spawn(BIN, &base_env(&ns))?;
     service.wait_ready(Duration::from_secs(30)).await?;
     let missing = service
         .http()
@@ -141,9 +161,18 @@ async fn metrics_and_json_errors() -> anyhow::Result<()> {
 async fn configuration_errors_name_the_variable() -> anyhow::Result<()> {
     let ns = Namespace::new()?;
     let without = |var: &str| -> Vec<(String, String)> {
-        ns.env().into_iter().filter(|(k, _)| k != var).collect()
+        base_env(&ns)
+            .into_iter()
+            .filter(|(k, _)| k != var)
+            .collect()
     };
-    for var in ["PARLEY_MONGODB_URI", "PARLEY_REDIS_URL", "PARLEY_AMQP_URL"] {
+    for var in [
+        "PARLEY_MONGODB_URI",
+        "PARLEY_REDIS_URL",
+        "PARLEY_AMQP_URL",
+        "PARLEY_JWT_PRIVATE_KEY_FILE",
+        "PARLEY_OTP_SECRET",
+    ] {
         assert_config_error(BIN, &without(var), var).await?;
     }
     for (var, value) in [
@@ -152,6 +181,9 @@ async fn configuration_errors_name_the_variable() -> anyhow::Result<()> {
         ("PARLEY_AMQP_URL", "not a url"),
         ("PARLEY_MONGODB_URI", "mongodb://"),
         ("PARLEY_SHUTDOWN_GRACE_SECS", "soon"),
+        ("PARLEY_OTP_SECRET", "too short"),
+        ("PARLEY_JWT_PRIVATE_KEY_FILE", "/nonexistent/key.pem"),
+        ("PARLEY_OTP_MAX_ATTEMPTS", "0"),
     ] {
         assert_config_error(BIN, &env_with(&ns, &[(var, value.to_owned())]), var).await?;
     }

@@ -1,0 +1,199 @@
+//! Users in MongoDB (`users`, unique by email).
+
+use futures::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{DateTime, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Collection, IndexModel};
+use parley_common::api_error::ApiError;
+use serde::{Deserialize, Serialize};
+
+/// A user document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDoc {
+    /// Id.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Lowercased email, unique.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Created.
+    pub created_at: DateTime,
+    /// Last change.
+    pub updated_at: DateTime,
+    /// When the user's last socket closed (written by the chat service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<DateTime>,
+}
+
+/// A user as clients see it (the original's field names).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    /// Id (hex).
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Email.
+    pub email: String,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+    /// Last seen (RFC 3339), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<String>,
+}
+
+fn iso(dt: DateTime) -> String {
+    dt.try_to_rfc3339_string().unwrap_or_default()
+}
+
+impl From<&UserDoc> for UserView {
+    fn from(u: &UserDoc) -> Self {
+        Self {
+            id: u.id.to_hex(),
+            name: u.name.clone(),
+            email: u.email.clone(),
+            created_at: iso(u.created_at),
+            updated_at: iso(u.updated_at),
+            last_seen_at: u.last_seen_at.map(iso),
+        }
+    }
+}
+
+/// Connectivity problems are 503; anything else is a 500.
+pub fn db_error(error: mongodb::error::Error) -> ApiError {
+    match *error.kind {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. } => ApiError::unavailable("mongodb", error),
+        _ if error.contains_label("RetryableWriteError")
+            || error.contains_label("NetworkError") =>
+        {
+            ApiError::unavailable("mongodb", error)
+        }
+        _ => ApiError::internal(error),
+    }
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    matches!(&*error.kind, ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == 11000)
+        || matches!(&*error.kind, ErrorKind::Command(e) if e.code == 11000)
+}
+
+/// The `users` collection.
+#[derive(Clone, Debug)]
+pub struct Users {
+    users: Collection<UserDoc>,
+}
+
+impl Users {
+    /// Handle on `db.users`.
+    pub fn new(db: &mongodb::Database) -> Self {
+        Self {
+            users: db.collection("users"),
+        }
+    }
+
+    /// The unique email index (idempotent).
+    pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
+        self.users
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"email": 1})
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The user with this email, created on first login (exactly one, even
+    /// when logins race: the unique index decides, the loser reads).
+    pub async fn find_or_create(&self, email: &str, name: &str) -> Result<UserDoc, ApiError> {
+        if let Some(user) = self
+            .users
+            .find_one(doc! {"email": email})
+            .await
+            .map_err(db_error)?
+        {
+            return Ok(user);
+        }
+        let now = DateTime::now();
+        let user = UserDoc {
+            id: ObjectId::new(),
+            email: email.to_owned(),
+            name: name.to_owned(),
+            created_at: now,
+            updated_at: now,
+            last_seen_at: None,
+        };
+        match self.users.insert_one(&user).await {
+            Ok(_) => Ok(user),
+            Err(e) if is_duplicate_key(&e) => self
+                .users
+                .find_one(doc! {"email": email})
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| ApiError::internal("user vanished after a duplicate key")),
+            Err(e) => Err(db_error(e)),
+        }
+    }
+
+    /// One user.
+    pub async fn get(&self, id: &ObjectId) -> Result<Option<UserDoc>, ApiError> {
+        self.users
+            .find_one(doc! {"_id": id})
+            .await
+            .map_err(db_error)
+    }
+
+    /// A page of users in id order, after `cursor`.
+    pub async fn page(
+        &self,
+        cursor: Option<ObjectId>,
+        limit: i64,
+    ) -> Result<Vec<UserDoc>, ApiError> {
+        let filter = match cursor {
+            Some(after) => doc! {"_id": {"$gt": after}},
+            None => doc! {},
+        };
+        self.users
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(limit)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
+    }
+
+    /// The users among `ids` that exist.
+    pub async fn many(&self, ids: &[ObjectId]) -> Result<Vec<UserDoc>, ApiError> {
+        self.users
+            .find(doc! {"_id": {"$in": ids}})
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
+    }
+
+    /// Renames a user; returns the updated document.
+    pub async fn rename(&self, id: &ObjectId, name: &str) -> Result<Option<UserDoc>, ApiError> {
+        self.users
+            .find_one_and_update(
+                doc! {"_id": id},
+                doc! {"$set": {"name": name, "updatedAt": DateTime::now()}},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)
+    }
+}

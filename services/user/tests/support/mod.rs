@@ -1,0 +1,214 @@
+//! Shared set-up of the user service's integration tests.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use parley_common::events::{Envelope, Event, OtpRequested};
+use parley_common::token::generate_ed25519_pem;
+use parley_testkit::{Namespace, ServiceProcess};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_parley-user");
+pub const T: Duration = Duration::from_secs(10);
+
+/// One test's world: namespace, signing key, OTP secret.
+pub struct Stack {
+    pub ns: Namespace,
+    pub key: tempfile::NamedTempFile,
+    pub public_pem: String,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Stack {
+    pub fn new() -> anyhow::Result<Self> {
+        let ns = Namespace::new()?;
+        let (private, public_pem) = generate_ed25519_pem()?;
+        let mut key = tempfile::NamedTempFile::new()?;
+        key.write_all(private.as_bytes())?;
+        Ok(Self {
+            ns,
+            key,
+            public_pem,
+            extra: Vec::new(),
+        })
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.extra.push((key.to_owned(), value.into()));
+        self
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.ns.env();
+        env.extend([
+            (
+                "PARLEY_JWT_PRIVATE_KEY_FILE".to_owned(),
+                self.key.path().to_string_lossy().into_owned(),
+            ),
+            (
+                "PARLEY_OTP_SECRET".to_owned(),
+                "test-secret-test-secret-test-secret-0123".to_owned(),
+            ),
+            ("PARLEY_OTP_RESEND_SECS".to_owned(), "1".to_owned()),
+            (
+                "PARLEY_LOGIN_PER_IP_PER_HOUR".to_owned(),
+                "100000".to_owned(),
+            ),
+        ]);
+        for (k, v) in &self.extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env
+    }
+
+    pub async fn service(&self) -> anyhow::Result<ServiceProcess> {
+        let service = ServiceProcess::spawn(BIN, &self.env())?;
+        service.wait_ready(Duration::from_secs(30)).await?;
+        Ok(service)
+    }
+
+    /// A queue receiving what the mail service would: the code events.
+    pub async fn mailbox(&self) -> anyhow::Result<Mailbox> {
+        let connection = self.ns.amqp().await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .exchange_declare(
+                "parley.events".into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for key in [OtpRequested::TYPE, parley_common::events::UserUpdated::TYPE] {
+            channel
+                .queue_bind(
+                    queue.name().clone(),
+                    "parley.events".into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "test".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Mailbox {
+            _connection: connection,
+            consumer,
+        })
+    }
+}
+
+pub struct Mailbox {
+    _connection: lapin::Connection,
+    consumer: lapin::Consumer,
+}
+
+impl Mailbox {
+    /// The next event's envelope as JSON.
+    pub async fn next(&mut self) -> anyhow::Result<Value> {
+        let delivery = tokio::time::timeout(T, self.consumer.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("no event within {T:?}"))?
+            .ok_or_else(|| anyhow::anyhow!("consumer closed"))??;
+        delivery.ack(BasicAckOptions::default()).await?;
+        Ok(serde_json::from_slice(&delivery.data)?)
+    }
+
+    /// The code mailed to `email` (skipping other events).
+    pub async fn code_for(&mut self, email: &str) -> anyhow::Result<String> {
+        loop {
+            let event = self.next().await?;
+            if event["type"] == OtpRequested::TYPE {
+                let otp: Envelope<OtpRequested> = serde_json::from_value(event)?;
+                if otp.data.email == email {
+                    return Ok(otp.data.code);
+                }
+            }
+        }
+    }
+}
+
+pub async fn call(
+    service: &ServiceProcess,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = service.http().request(method, service.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+/// Logs `email` in through the real flow; returns (user, token).
+pub async fn login(
+    service: &ServiceProcess,
+    mailbox: &mut Mailbox,
+    email: &str,
+) -> anyhow::Result<(Value, String)> {
+    // A repeated login may meet the (short, in tests) resend cooldown.
+    parley_testkit::wait_until("login accepted", Duration::from_secs(5), || async {
+        matches!(
+            call(
+                service,
+                reqwest::Method::POST,
+                "/api/v1/login",
+                None,
+                Some(serde_json::json!({"email": email}))
+            )
+            .await,
+            Ok((200, _))
+        )
+    })
+    .await?;
+    let code = mailbox.code_for(&email.trim().to_lowercase()).await?;
+    let (status, body) = call(
+        service,
+        reqwest::Method::POST,
+        "/api/v1/verify",
+        None,
+        Some(serde_json::json!({"email": email, "otp": code})),
+    )
+    .await?;
+    anyhow::ensure!(status == 200, "verify: {status} {body}");
+    Ok((
+        body["user"].clone(),
+        body["token"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
