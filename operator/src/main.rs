@@ -109,7 +109,11 @@ async fn main() -> anyhow::Result<()> {
             stop.cancel();
         });
     }
-    let ctx = Arc::new(Context::new(client, settings.resync));
+    let ctx = Arc::new(Context::new(
+        client,
+        settings.resync,
+        &settings.lease.identity,
+    ));
     tracing::info!(namespace = ?settings.namespace, "controller starting");
     reconcile::run(ctx, settings.namespace, stop).await;
     if lost.is_cancelled() {

@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ChatCluster;
@@ -30,17 +33,42 @@ pub struct Context {
     pub discovery: DiscoveryCache,
     /// How often a converged ChatCluster is checked again without any event.
     pub resync: Duration,
+    /// Publishes Kubernetes Events about ChatClusters.
+    pub recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
     /// A reconciler context.
-    pub fn new(client: Client, resync: Duration) -> Self {
+    pub fn new(client: Client, resync: Duration, identity: &str) -> Self {
+        let reporter = Reporter {
+            controller: "parley-operator".into(),
+            instance: Some(identity.to_owned()),
+        };
         Self {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             discovery: DiscoveryCache::default(),
             resync,
             failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes an Event about `cc`; failures are logged, never fatal.
+    pub async fn event(&self, cc: &ChatCluster, warning: bool, reason: &str, note: String) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &cc.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
         }
     }
 }
@@ -89,7 +117,7 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
             components: observe_workloads(client, cc, &ns).await?,
             ..Default::default()
         };
-        status::write(client, cc, &ns, compute(cc, &observed, &now())).await?;
+        write_status(ctx, cc, &ns, &observed).await?;
         return Ok(Action::requeue(ctx.resync));
     }
     if let Err(errors) = validate::validate(&cc.spec) {
@@ -99,11 +127,17 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
             spec_errors: messages,
             ..Default::default()
         };
-        status::write(client, cc, &ns, compute(cc, &observed, &now())).await?;
+        ctx.event(cc, true, "InvalidSpec", observed.spec_errors.join("; "))
+            .await;
+        write_status(ctx, cc, &ns, &observed).await?;
         // A spec change (a watch event) is the only thing that can fix it.
         return Ok(Action::await_change());
     }
-    apply::ensure_generated_secrets(client, cc, &ns).await?;
+    let generated = apply::ensure_generated_secrets(client, cc, &ns).await?;
+    if generated > 0 {
+        let note = format!("created {generated} generated Secret(s); they are never replaced");
+        ctx.event(cc, false, "SecretsGenerated", note).await;
+    }
     let deref = dereference(client, cc, &ns, &ctx.discovery).await?;
     let desired = build::desired(
         cc,
@@ -114,6 +148,9 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
     );
     let applied = apply::apply_desired(client, cc, &ns, &desired, deref.apis).await;
     let apply_error = applied.as_ref().err().map(ToString::to_string);
+    if let Some(e) = &apply_error {
+        ctx.event(cc, true, "ApplyFailed", e.clone()).await;
+    }
     if applied.is_ok() {
         apply::own_deletable_volumes(client, cc, &ns).await?;
     }
@@ -124,11 +161,46 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
         components: observe_workloads(client, cc, &ns).await?,
         ..Default::default()
     };
-    status::write(client, cc, &ns, compute(cc, &observed, &now())).await?;
+    write_status(ctx, cc, &ns, &observed).await?;
     match applied {
         Ok(_) => Ok(Action::requeue(ctx.resync)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Computes and writes the status; publishes an Event when the phase changes.
+async fn write_status(
+    ctx: &Context,
+    cc: &ChatCluster,
+    ns: &str,
+    observed: &Observed,
+) -> Result<(), kube::Error> {
+    let new = compute(cc, observed, &now());
+    let before = cc.status.as_ref().and_then(|s| s.phase);
+    let after = new.phase;
+    if status::write(&ctx.client, cc, ns, new).await? && before != after {
+        let note = format!("phase {before:?} -> {after:?}");
+        ctx.event(cc, false, "PhaseChanged", note).await;
+    }
+    Ok(())
+}
+
+/// The ChatClusters in `secret`'s namespace that read it.
+pub fn clusters_reading(
+    secret: &Secret,
+    clusters: &[Arc<ChatCluster>],
+) -> Vec<ObjectRef<ChatCluster>> {
+    let name = secret.name_any();
+    clusters
+        .iter()
+        .filter(|cc| cc.namespace() == secret.namespace())
+        .filter(|cc| {
+            crate::dereference::secret_refs(cc)
+                .iter()
+                .any(|(n, _)| *n == name)
+        })
+        .map(|cc| ObjectRef::from_obj(cc.as_ref()))
+        .collect()
 }
 
 /// Backoff after failures: 1 s, 2 s, 4 s … capped at 60 s.
