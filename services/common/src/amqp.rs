@@ -57,6 +57,9 @@ pub enum PublishError {
     /// No confirm within the deadline.
     #[error("rabbitmq did not confirm within {0:?}")]
     Timeout(Duration),
+    /// No queue took the (mandatory) message.
+    #[error("no queue is bound for this message")]
+    Unroutable,
     /// The payload could not be serialised.
     #[error("cannot serialise event: {0}")]
     Encode(#[from] serde_json::Error),
@@ -148,16 +151,42 @@ impl Amqp {
         kind: &str,
         payload: &[u8],
     ) -> Result<(), PublishError> {
-        let live = self
-            .live
-            .borrow()
-            .clone()
-            .ok_or(PublishError::NotConnected)?;
         let properties = BasicProperties::default()
             .with_message_id(message_id.to_string().into())
             .with_type(kind.into())
             .with_content_type("application/json".into())
             .with_delivery_mode(2);
+        self.publish_inner(exchange, routing_key, properties, payload, false)
+            .await
+    }
+
+    /// Publishes bytes with the given properties (headers included) and
+    /// waits for the broker's confirm. Unlike [`Amqp::publish_raw`] the
+    /// publish is mandatory: a message no queue takes is an error, not a loss.
+    pub async fn publish_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        properties: BasicProperties,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        self.publish_inner(exchange, routing_key, properties, payload, true)
+            .await
+    }
+
+    async fn publish_inner(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        properties: BasicProperties,
+        payload: &[u8],
+        mandatory: bool,
+    ) -> Result<(), PublishError> {
+        let live = self
+            .live
+            .borrow()
+            .clone()
+            .ok_or(PublishError::NotConnected)?;
         let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(self.confirm_timeout, async {
             let confirm = live
@@ -165,7 +194,10 @@ impl Amqp {
                 .basic_publish(
                     exchange.into(),
                     routing_key.into(),
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..Default::default()
+                    },
                     payload,
                     properties,
                 )
@@ -176,6 +208,7 @@ impl Amqp {
         let result = match outcome {
             Err(_) => Err(PublishError::Timeout(self.confirm_timeout)),
             Ok(Err(e)) => Err(PublishError::Broker(e)),
+            Ok(Ok(lapin::Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable),
             Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
             Ok(Ok(_)) => Err(PublishError::Nacked),
         };

@@ -2,7 +2,10 @@
 
 use parley_common::amqp::AmqpConfig;
 use parley_common::cache::RedisConfig;
+use std::time::Duration;
+
 use parley_common::config::{ConfigError, Env, ServerConfig};
+use parley_common::mongo::MongoConfig;
 
 /// How to talk to the SMTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +78,71 @@ impl SmtpConfig {
     }
 }
 
+/// Delivery policy: concurrency, retries, notification pacing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Deliveries in flight per queue (`PARLEY_MAIL_PREFETCH`, default 16).
+    pub prefetch: u16,
+    /// Sends tried before a mail is parked (`PARLEY_MAIL_MAX_ATTEMPTS`, default 5).
+    pub max_attempts: u32,
+    /// Waits before retry 1, 2, … (`PARLEY_MAIL_RETRY_DELAYS_MS`, default
+    /// `5000,30000,120000,600000`); the last repeats.
+    pub retry_delays: Vec<Duration>,
+    /// Wait before notifying about an unseen message (`PARLEY_NOTIFY_GRACE_SECS`, default 120).
+    pub notify_grace: Duration,
+    /// At most one notification per chat and recipient per window (`PARLEY_NOTIFY_WINDOW_SECS`, default 900).
+    pub notify_window: Duration,
+    /// Base of links in notifications (`PARLEY_APP_BASE_URL`, default `http://localhost:3000`).
+    pub app_base_url: url::Url,
+}
+
+impl Delivery {
+    /// Reads the `PARLEY_MAIL_*`, `PARLEY_NOTIFY_*` and `PARLEY_APP_BASE_URL` variables.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let delays_var = "PARLEY_MAIL_RETRY_DELAYS_MS";
+        let retry_delays = env
+            .string_or(delays_var, "5000,30000,120000,600000")
+            .split(',')
+            .map(|part| part.trim().parse::<u64>().map(Duration::from_millis))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                ConfigError::new(
+                    delays_var,
+                    "expected comma-separated milliseconds such as 5000,30000",
+                )
+            })?;
+        if retry_delays.is_empty() || retry_delays.iter().any(Duration::is_zero) {
+            return Err(ConfigError::new(delays_var, "every delay must be positive"));
+        }
+        let prefetch: u16 =
+            env.parsed_or("PARLEY_MAIL_PREFETCH", "a number between 1 and 1000", 16)?;
+        if !(1..=1000).contains(&prefetch) {
+            return Err(ConfigError::new(
+                "PARLEY_MAIL_PREFETCH",
+                "must be between 1 and 1000",
+            ));
+        }
+        let max_attempts: u32 = env.parsed_or("PARLEY_MAIL_MAX_ATTEMPTS", "a whole number", 5)?;
+        if max_attempts == 0 {
+            return Err(ConfigError::new(
+                "PARLEY_MAIL_MAX_ATTEMPTS",
+                "must be at least 1",
+            ));
+        }
+        let base = env.string_or("PARLEY_APP_BASE_URL", "http://localhost:3000");
+        let app_base_url =
+            parley_common::config::parse_url("PARLEY_APP_BASE_URL", &base, &["http", "https"])?;
+        Ok(Self {
+            prefetch,
+            max_attempts,
+            retry_delays,
+            notify_grace: env.seconds_or("PARLEY_NOTIFY_GRACE_SECS", Duration::from_secs(120))?,
+            notify_window: env.seconds_or("PARLEY_NOTIFY_WINDOW_SECS", Duration::from_secs(900))?,
+            app_base_url,
+        })
+    }
+}
+
 /// Everything the mail service reads at start-up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -86,6 +154,10 @@ pub struct Config {
     pub amqp: AmqpConfig,
     /// Mail goes out here.
     pub smtp: SmtpConfig,
+    /// Recipients and seen-state of messages are read here.
+    pub mongo: MongoConfig,
+    /// Delivery policy.
+    pub delivery: Delivery,
 }
 
 impl Config {
@@ -96,6 +168,8 @@ impl Config {
             redis: RedisConfig::from_env(env)?,
             amqp: AmqpConfig::from_env(env)?,
             smtp: SmtpConfig::from_env(env)?,
+            mongo: MongoConfig::from_env(env)?,
+            delivery: Delivery::from_env(env)?,
         })
     }
 }
@@ -110,6 +184,7 @@ mod tests {
             ("PARLEY_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             ("PARLEY_SMTP_HOST", "127.0.0.1"),
             ("PARLEY_MAIL_FROM", "parley@example.com"),
+            ("PARLEY_MONGODB_URI", "mongodb://127.0.0.1:27017"),
         ]
     }
 
@@ -118,6 +193,8 @@ mod tests {
         let cfg = Config::from_env(&Env::from_pairs(base())).unwrap();
         assert_eq!(cfg.smtp.port, 587);
         assert_eq!(cfg.smtp.tls, TlsMode::StartTls);
+        assert_eq!(cfg.delivery.retry_delays.len(), 4);
+        assert_eq!(cfg.delivery.max_attempts, 5);
     }
 
     #[test]
@@ -127,6 +204,9 @@ mod tests {
             ("PARLEY_SMTP_TLS", "sometimes"),
             ("PARLEY_MAIL_FROM", "not an address"),
             ("PARLEY_SMTP_PASSWORD", ""),
+            ("PARLEY_MAIL_RETRY_DELAYS_MS", "100,soon"),
+            ("PARLEY_MAIL_PREFETCH", "0"),
+            ("PARLEY_APP_BASE_URL", "ftp://x"),
         ] {
             let mut pairs = base();
             pairs.push((var, value));

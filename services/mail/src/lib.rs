@@ -1,51 +1,34 @@
 //! parley-mail: mails login codes and notifications from RabbitMQ events.
+//!
+//! Work queues `mail.otp` and `mail.notifications` are bound to the events
+//! exchange. Each delivery is acked only after the SMTP server accepted the
+//! mail; transient failures wait in delay queues and come back, permanent
+//! ones (and unreadable events) are parked in `*.dead` with the reason.
+//! Redeliveries are deduplicated on the event id in Redis.
 
 pub mod config;
+pub mod policy;
 pub mod smtp;
+pub mod templates;
+pub mod topology;
+pub mod worker;
+
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use parley_common::amqp::Amqp;
+use lettre::message::Mailbox;
+use parley_common::amqp::{Amqp, QueueSpec, consume};
 use parley_common::cache::Redis;
+use parley_common::events::{Event, MessageCreated, OtpRequested};
 use parley_common::health::Readiness;
+use parley_common::mongo::Mongo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-
-/// Connections the service holds.
-#[derive(Clone)]
-pub struct Deps {
-    /// Redis (deduplication).
-    pub redis: Redis,
-    /// RabbitMQ.
-    pub amqp: Amqp,
-    /// SMTP.
-    pub smtp: smtp::Transport,
-}
-
-impl Deps {
-    /// Builds every connector; they connect (and reconnect) in the background.
-    pub fn connect(config: &Config) -> anyhow::Result<Self> {
-        Ok(Self {
-            redis: Redis::connect(&config.redis).context("redis client")?,
-            amqp: Amqp::start(config.amqp.clone(), "parley-mail"),
-            smtp: smtp::transport(&config.smtp).context("smtp transport")?,
-        })
-    }
-
-    /// `/readyz` checks for every dependency.
-    pub fn readiness(&self, draining: CancellationToken) -> Readiness {
-        let smtp = self.smtp.clone();
-        Readiness::new(draining)
-            .redis(&self.redis)
-            .rabbitmq(&self.amqp)
-            .check("smtp", move || {
-                let smtp = smtp.clone();
-                async move { smtp::ping(&smtp).await }
-            })
-    }
-}
+use crate::worker::Worker;
 
 /// Runs the service until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -55,17 +38,122 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     serve(config, listener, shutdown).await
 }
 
+/// Declares the delay, dead and grace queues after every (re)connection.
+fn keep_topology(amqp: Amqp, policy: config::Delivery, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if !amqp.wait_connected(Duration::from_secs(1)).await {
+                continue;
+            }
+            let declared = async {
+                let channel = amqp.channel().await.map_err(|e| e.to_string())?;
+                for queue in [topology::OTP, topology::DUE] {
+                    topology::declare_around(&channel, queue, &policy.retry_delays)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                topology::declare_around(&channel, topology::NOTIFICATIONS, &policy.retry_delays)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                topology::declare_grace(&channel, policy.notify_grace)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = channel.close(200, "topology declared".into()).await;
+                Ok::<(), String>(())
+            }
+            .await;
+            match declared {
+                Ok(()) => {
+                    tracing::info!("mail queues declared");
+                    // Until this connection drops.
+                    while amqp.is_connected() && !shutdown.is_cancelled() {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot declare mail queues yet");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+}
+
 /// Runs the service on an already bound listener (tests bind port 0).
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let deps = Deps::connect(&config)?;
-    let app = parley_common::server::with_ops(Router::new(), deps.readiness(shutdown.clone()));
+    let redis = Redis::connect(&config.redis).context("redis client")?;
+    let amqp = Amqp::start(config.amqp.clone(), "parley-mail");
+    let mongo = Mongo::connect(&config.mongo, "parley-mail")
+        .await
+        .context("mongodb client")?;
+    let transport = smtp::transport(&config.smtp).context("smtp transport")?;
+    let from: Mailbox = config.smtp.from.parse().context("PARLEY_MAIL_FROM")?;
+    let worker = Worker {
+        amqp: amqp.clone(),
+        redis: redis.clone(),
+        db: mongo.db().clone(),
+        smtp: transport.clone(),
+        from,
+        policy: config.delivery.clone(),
+    };
+    keep_topology(amqp.clone(), config.delivery.clone(), shutdown.clone());
+
+    let tracker = TaskTracker::new();
+    let mut consumers = Vec::new();
+    for (queue, routing_keys) in [
+        (topology::OTP, vec![OtpRequested::TYPE.to_owned()]),
+        (
+            topology::NOTIFICATIONS,
+            vec![MessageCreated::TYPE.to_owned()],
+        ),
+        (topology::DUE, Vec::new()),
+    ] {
+        let spec = QueueSpec {
+            queue: queue.to_owned(),
+            routing_keys,
+            arguments: Default::default(),
+            prefetch: config.delivery.prefetch,
+        };
+        let (worker, tracker) = (worker.clone(), tracker.clone());
+        consumers.push(tokio::spawn(consume(
+            amqp.clone(),
+            spec,
+            shutdown.clone(),
+            move |delivery| {
+                let worker = worker.clone();
+                // Deliveries are handled concurrently (up to the prefetch); the
+                // tracker lets shutdown wait for the ones in flight.
+                tracker.spawn(async move { worker.handle(queue, delivery).await });
+                std::future::ready(())
+            },
+        )));
+    }
+
+    let smtp_check = transport.clone();
+    let readiness = Readiness::new(shutdown.clone())
+        .redis(&redis)
+        .rabbitmq(&amqp)
+        .mongodb(&mongo)
+        .check("smtp", move || {
+            let smtp = smtp_check.clone();
+            async move { smtp::ping(&smtp).await }
+        });
+    let app = parley_common::server::with_ops(Router::new(), readiness);
     parley_common::server::serve(listener, app, shutdown, config.server.shutdown_grace)
         .await
         .context("http server")?;
-    deps.amqp.close().await;
+    for consumer in consumers {
+        let _ = consumer.await;
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(config.server.shutdown_grace, tracker.wait()).await;
+    amqp.close().await;
     Ok(())
 }

@@ -94,3 +94,23 @@ pub async fn assert_config_error(
     );
     Ok(())
 }
+
+/// Path of another workspace binary (debug profile), built first if needed:
+/// for tests that run a second service next to their own.
+pub fn workspace_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    // .../target/debug/deps/<test> -> .../target/debug
+    let debug_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("unexpected test binary location {}", exe.display()))?;
+    let target_dir = debug_dir.parent().unwrap_or(debug_dir);
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+            .args(["build", "--quiet", "--bin", name, "-p", name])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(workspace_root())
+            .status()?;
+    anyhow::ensure!(status.success(), "cargo build of {name} failed");
+    Ok(debug_dir.join(name))
+}

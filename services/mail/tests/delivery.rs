@@ -1,0 +1,429 @@
+//! Mail delivery against a real SMTP server process, real RabbitMQ, Redis and
+//! the MongoDB-protocol server, through the real binaries.
+
+use std::time::Duration;
+
+use lapin::options::{BasicGetOptions, ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel};
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{DateTime, doc};
+use parley_common::events::{Envelope, Event, MessageCreated, OtpRequested};
+use parley_testkit::{Namespace, RabbitServer, ServiceProcess, SmtpSink, wait_until};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_parley-mail");
+const T: Duration = Duration::from_secs(15);
+
+fn env(ns: &Namespace, smtp: &SmtpSink, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = ns.env();
+    env.extend([
+        ("PARLEY_SMTP_HOST".to_owned(), "127.0.0.1".to_owned()),
+        ("PARLEY_SMTP_PORT".to_owned(), smtp.port().to_string()),
+        ("PARLEY_SMTP_TLS".to_owned(), "none".to_owned()),
+        (
+            "PARLEY_MAIL_FROM".to_owned(),
+            "parley@example.com".to_owned(),
+        ),
+        (
+            "PARLEY_MAIL_RETRY_DELAYS_MS".to_owned(),
+            "300,600,1000".to_owned(),
+        ),
+        ("PARLEY_MAIL_MAX_ATTEMPTS".to_owned(), "40".to_owned()),
+        ("PARLEY_NOTIFY_GRACE_SECS".to_owned(), "1".to_owned()),
+    ]);
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    env
+}
+
+async fn mail_service(env: &[(String, String)]) -> anyhow::Result<ServiceProcess> {
+    let service = ServiceProcess::spawn(BIN, env)?;
+    service.wait_ready(Duration::from_secs(30)).await?;
+    Ok(service)
+}
+
+async fn channel(url: &str) -> anyhow::Result<(lapin::Connection, Channel)> {
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
+    channel
+        .exchange_declare(
+            "parley.events".into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((conn, channel))
+}
+
+async fn publish_bytes(
+    channel: &Channel,
+    routing_key: &str,
+    id: &str,
+    body: &[u8],
+) -> anyhow::Result<()> {
+    let confirm = channel
+        .basic_publish(
+            "parley.events".into(),
+            routing_key.into(),
+            Default::default(),
+            body,
+            BasicProperties::default()
+                .with_message_id(id.into())
+                .with_delivery_mode(2),
+        )
+        .await?;
+    confirm.await?;
+    Ok(())
+}
+
+fn otp_event(email: &str, code: &str) -> Envelope<OtpRequested> {
+    Envelope::new(OtpRequested {
+        email: email.to_owned(),
+        code: code.to_owned(),
+        expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
+    })
+}
+
+async fn publish<E: Event>(channel: &Channel, event: &Envelope<E>) -> anyhow::Result<()> {
+    publish_bytes(
+        channel,
+        E::TYPE,
+        &event.id.to_string(),
+        &serde_json::to_vec(event)?,
+    )
+    .await
+}
+
+/// Messages waiting in the OTP work queue and its retry queues.
+async fn pending(channel: &Channel) -> anyhow::Result<u32> {
+    let mut total = 0;
+    for queue in [
+        "mail.otp",
+        "mail.otp.retry.1",
+        "mail.otp.retry.2",
+        "mail.otp.retry.3",
+    ] {
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        total += q.message_count();
+    }
+    Ok(total)
+}
+
+fn mails_to(sink: &SmtpSink, address: &str) -> usize {
+    sink.messages()
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m.contains(&format!("To: {address}")))
+        .count()
+}
+
+async fn settled_with(
+    sink: &SmtpSink,
+    channel: &Channel,
+    address: &str,
+    want: usize,
+) -> anyhow::Result<()> {
+    wait_until(
+        &format!("{want} mail(s) to {address} and nothing pending"),
+        T,
+        || async {
+            mails_to(sink, address) >= want && pending(channel).await.is_ok_and(|n| n == 0)
+        },
+    )
+    .await?;
+    assert_eq!(
+        mails_to(sink, address),
+        want,
+        "exactly {want} mail(s) to {address}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_code_from_the_user_service_arrives_and_works() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let sink = SmtpSink::start().await?;
+    let _mail = mail_service(&env(&ns, &sink, &[])).await?;
+    // The real user service, same namespace.
+    let (private, _) = parley_common::token::generate_ed25519_pem()?;
+    let key = std::env::temp_dir().join(format!("parley-mail-test-{}.pem", ns.id));
+    std::fs::write(&key, private)?;
+    let mut user_env = ns.env();
+    user_env.push((
+        "PARLEY_JWT_PRIVATE_KEY_FILE".into(),
+        key.to_string_lossy().into_owned(),
+    ));
+    user_env.push((
+        "PARLEY_OTP_SECRET".into(),
+        "mail-test-secret-mail-test-secret-0000".into(),
+    ));
+    let user_bin = parley_testkit::workspace_binary("parley-user")?;
+    let user = ServiceProcess::spawn(&user_bin.to_string_lossy(), &user_env)?;
+    user.wait_ready(Duration::from_secs(30)).await?;
+
+    let email = "reader@example.com";
+    let answer = user
+        .http()
+        .post(user.url("/api/v1/login"))
+        .json(&json!({"email": email}))
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 200);
+    wait_until("the code mail", T, || async { mails_to(&sink, email) == 1 }).await?;
+    let mail = sink
+        .messages()?
+        .into_iter()
+        .find(|m| m.contains(&format!("To: {email}")))
+        .unwrap_or_default();
+    let code: String = mail
+        .lines()
+        .find(|l| l.starts_with("Subject:"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    assert_eq!(code.len(), 6, "code in the subject: {mail}");
+    let verify = user
+        .http()
+        .post(user.url("/api/v1/verify"))
+        .json(&json!({"email": email, "otp": code}))
+        .send()
+        .await?;
+    assert_eq!(verify.status(), 200, "the mailed code logs in");
+    let _ = std::fs::remove_file(key);
+    Ok(())
+}
+
+#[tokio::test]
+async fn smtp_outage_delays_but_delivers_exactly_once() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let mut sink = SmtpSink::start().await?;
+    let _mail = mail_service(&env(&ns, &sink, &[])).await?;
+    let (_conn, channel) = channel(&ns.amqp_url()).await?;
+    sink.stop().await?;
+    let event = otp_event("patient@example.com", "424242");
+    publish(&channel, &event).await?;
+    // The outage lasts while several retries fail.
+    wait_until("a retry happened", T, || async {
+        channel
+            .queue_declare(
+                "mail.otp.retry.2".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .is_ok_and(|q| q.message_count() > 0)
+    })
+    .await?;
+    sink.restart().await?;
+    settled_with(&sink, &channel, "patient@example.com", 1).await?;
+    assert!(sink.messages()?.iter().any(|m| m.contains("424242")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn redelivered_events_send_one_mail() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let sink = SmtpSink::start().await?;
+    let _mail = mail_service(&env(&ns, &sink, &[])).await?;
+    let (_conn, channel) = channel(&ns.amqp_url()).await?;
+    let event = otp_event("once@example.com", "111111");
+    publish(&channel, &event).await?;
+    settled_with(&sink, &channel, "once@example.com", 1).await?;
+    publish(&channel, &event).await?;
+    publish(&channel, &event).await?;
+    wait_until("republished copies consumed", T, || async {
+        pending(&channel).await.is_ok_and(|n| n == 0)
+    })
+    .await?;
+    // A second mail would have been sent before the queue emptied (ack after send).
+    assert_eq!(mails_to(&sink, "once@example.com"), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_events_are_parked_with_a_reason() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let sink = SmtpSink::start().await?;
+    let _mail = mail_service(&env(&ns, &sink, &[])).await?;
+    let (_conn, channel) = channel(&ns.amqp_url()).await?;
+    publish_bytes(&channel, OtpRequested::TYPE, "bad-1", b"{not json").await?;
+    publish_bytes(&channel, OtpRequested::TYPE, "bad-2", &serde_json::to_vec(&json!({"id": uuid::Uuid::new_v4(), "type": "something.else.v1", "occurredAt": chrono::Utc::now(), "data": {}}))?).await?;
+    publish(&channel, &otp_event("not an address", "123123")).await?;
+    let reasons = std::sync::Mutex::new(Vec::new());
+    wait_until("three parked", T, || async {
+        if let Ok(Some(message)) = channel
+            .basic_get("mail.otp.dead".into(), BasicGetOptions { no_ack: true })
+            .await
+        {
+            let reason = message
+                .delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| match h.inner().get("x-parley-reason") {
+                    Some(lapin::types::AMQPValue::LongString(text)) => {
+                        Some(String::from_utf8_lossy(text.as_bytes()).into_owned())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default();
+            if let Ok(mut r) = reasons.lock() {
+                r.push(reason);
+            }
+        }
+        reasons.lock().is_ok_and(|r| r.len() == 3)
+    })
+    .await?;
+    let all = reasons.lock().map(|r| r.join(" | ")).unwrap_or_default();
+    assert!(all.contains("unreadable event"), "{all}");
+    assert!(all.contains("unexpected event type"), "{all}");
+    assert!(all.contains("bad recipient address"), "{all}");
+    // And the service is still consuming.
+    publish(&channel, &otp_event("fine@example.com", "222222")).await?;
+    settled_with(&sink, &channel, "fine@example.com", 1).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn rabbitmq_restart_is_survived_and_nothing_queued_is_lost() -> anyhow::Result<()> {
+    let mut rabbit = RabbitServer::start().await?;
+    let sink = SmtpSink::start().await?;
+    let ns = Namespace::new()?;
+    let mail = mail_service(&env(&ns, &sink, &[("PARLEY_AMQP_URL", &rabbit.url())])).await?;
+    {
+        let (_conn, channel) = channel(&rabbit.url()).await?;
+        publish(&channel, &otp_event("before@example.com", "333333")).await?;
+        settled_with(&sink, &channel, "before@example.com", 1).await?;
+    }
+    rabbit.stop().await?;
+    mail.wait_readyz(503, Duration::from_secs(5)).await?;
+    rabbit.restart().await?;
+    mail.wait_ready(Duration::from_secs(20)).await?;
+    let (_conn, channel) = channel(&rabbit.url()).await?;
+    for i in 0..5 {
+        publish(
+            &channel,
+            &otp_event(&format!("after{i}@example.com"), "444444"),
+        )
+        .await?;
+    }
+    for i in 0..5 {
+        settled_with(&sink, &channel, &format!("after{i}@example.com"), 1).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn offline_unseen_recipients_get_one_summary() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let sink = SmtpSink::start().await?;
+    let _mail = mail_service(&env(&ns, &sink, &[])).await?;
+    let (_conn, channel) = channel(&ns.amqp_url()).await?;
+    let db = ns.mongo().await?;
+    let mut redis = ns.redis().await?;
+    let (alice, bob, carol) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
+    for (id, name) in [(alice, "alice"), (bob, "bob"), (carol, "carol")] {
+        db.collection::<mongodb::bson::Document>("users")
+            .insert_one(doc! {"_id": id, "name": name, "email": format!("{name}@example.com")})
+            .await?;
+    }
+    // Carol is online (a live socket somewhere).
+    redis::cmd("SET")
+        .arg(format!("{}presence:{}", ns.redis_prefix, carol.to_hex()))
+        .arg(1)
+        .query_async::<()>(&mut redis)
+        .await?;
+    let messages = db.collection::<mongodb::bson::Document>("messages");
+    let send = |chat: ObjectId, to: ObjectId, seen: bool| {
+        let id = ObjectId::new();
+        let messages = messages.clone();
+        let channel = channel.clone();
+        async move {
+            messages.insert_one(doc! {"_id": id, "chatId": chat, "sender": alice, "text": "hi", "seen": seen, "sentAt": DateTime::now()}).await?;
+            let event = Envelope::new(MessageCreated {
+                message_id: id.to_hex(),
+                chat_id: chat.to_hex(),
+                sender_id: alice.to_hex(),
+                sender_name: "alice".into(),
+                recipient_ids: vec![to.to_hex()],
+                preview: "hi".into(),
+                sent_at: chrono::Utc::now(),
+            });
+            publish(&channel, &event).await
+        }
+    };
+    let (chat_ab, chat_ac, chat_seen) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
+    for _ in 0..3 {
+        send(chat_ab, bob, false).await?;
+    }
+    send(chat_ac, carol, false).await?;
+    send(chat_seen, bob, true).await?;
+    wait_until("bob's summary", T, || async {
+        mails_to(&sink, "bob@example.com") >= 1
+    })
+    .await?;
+    // All events have passed their grace period and been handled.
+    wait_until("notification queues drained", T, || async {
+        let mut total = 0;
+        for q in [
+            "mail.notifications",
+            "mail.notifications.grace",
+            "mail.notifications.due",
+        ] {
+            match channel
+                .queue_declare(
+                    q.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+            {
+                Ok(q) => total += q.message_count(),
+                Err(_) => return false,
+            }
+        }
+        total == 0
+    })
+    .await?;
+    assert_eq!(
+        mails_to(&sink, "bob@example.com"),
+        1,
+        "one mail per chat per window, however many messages"
+    );
+    assert_eq!(
+        mails_to(&sink, "carol@example.com"),
+        0,
+        "online recipients get no mail"
+    );
+    let summary = sink
+        .messages()?
+        .into_iter()
+        .find(|m| m.contains("To: bob@example.com"))
+        .unwrap_or_default();
+    assert!(summary.contains("new message"), "{summary}");
+    Ok(())
+}
