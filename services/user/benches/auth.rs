@@ -64,7 +64,9 @@ async fn main() -> anyhow::Result<()> {
     {
         let waiters = waiters.clone();
         tokio::spawn(async move {
-            while let Ok(event) = mailbox.next().await {
+            loop {
+                // `next` gives up after a quiet spell; keep listening.
+                let Ok(event) = mailbox.next().await else { continue };
                 if let Ok(otp) = serde_json::from_value::<Envelope<OtpRequested>>(event)
                     && let Some(tx) = waiters.lock().await.remove(&otp.data.email)
                 {
