@@ -6,29 +6,72 @@
 
 use std::time::{Duration, Instant};
 
+use lapin::BasicProperties;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::BasicProperties;
 use parley_common::events::{Envelope, Event, OtpRequested};
 use parley_testkit::{Namespace, ServiceProcess, SmtpSink, wait_until};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::var("PARLEY_BENCH_CODES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let n: usize = std::env::var("PARLEY_BENCH_CODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let prefetch = std::env::var("PARLEY_MAIL_PREFETCH").unwrap_or_else(|_| "16".into());
     let ns = Namespace::new()?;
     let sink = SmtpSink::start().await?;
-    let conn = lapin::Connection::connect(&ns.amqp_url(), lapin::ConnectionProperties::default()).await?;
+    let conn =
+        lapin::Connection::connect(&ns.amqp_url(), lapin::ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
-    channel.exchange_declare("parley.events".into(), lapin::ExchangeKind::Topic, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await?;
-    channel.queue_declare("mail.otp".into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await?;
-    channel.queue_bind("mail.otp".into(), "parley.events".into(), OtpRequested::TYPE.into(), QueueBindOptions::default(), FieldTable::default()).await?;
+    channel
+        .exchange_declare(
+            "parley.events".into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            "mail.otp".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            "mail.otp".into(),
+            "parley.events".into(),
+            OtpRequested::TYPE.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     let queued = Instant::now();
     for i in 0..n {
-        let event = Envelope::new(OtpRequested { email: format!("u{i}@bench.example.com"), code: format!("{:06}", i % 1_000_000), expires_at: chrono::Utc::now() + chrono::Duration::minutes(30) });
+        let event = Envelope::new(OtpRequested {
+            email: format!("u{i}@bench.example.com"),
+            code: format!("{:06}", i % 1_000_000),
+            expires_at: chrono::Utc::now() + chrono::Duration::minutes(30),
+        });
         channel
-            .basic_publish("parley.events".into(), OtpRequested::TYPE.into(), Default::default(), &serde_json::to_vec(&event)?, BasicProperties::default().with_delivery_mode(2).with_message_id(event.id.to_string().into()))
+            .basic_publish(
+                "parley.events".into(),
+                OtpRequested::TYPE.into(),
+                Default::default(),
+                &serde_json::to_vec(&event)?,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(event.id.to_string().into()),
+            )
             .await?
             .await?;
     }
@@ -39,16 +82,21 @@ async fn main() -> anyhow::Result<()> {
         ("PARLEY_SMTP_HOST".to_owned(), "127.0.0.1".to_owned()),
         ("PARLEY_SMTP_PORT".to_owned(), sink.port().to_string()),
         ("PARLEY_SMTP_TLS".to_owned(), "none".to_owned()),
-        ("PARLEY_MAIL_FROM".to_owned(), "parley@example.com".to_owned()),
+        (
+            "PARLEY_MAIL_FROM".to_owned(),
+            "parley@example.com".to_owned(),
+        ),
         ("PARLEY_MAIL_PREFETCH".to_owned(), prefetch.clone()),
         ("PARLEY_LOG".to_owned(), "warn".to_owned()),
     ]);
     let service = ServiceProcess::spawn(env!("CARGO_BIN_EXE_parley-mail"), &env)?;
     let started = Instant::now();
     service.wait_ready(Duration::from_secs(30)).await?;
-    let took = wait_until("all codes at the SMTP server", Duration::from_secs(600), || async {
-        sink.messages().map(|m| m.len()).unwrap_or(0) >= n
-    })
+    let took = wait_until(
+        "all codes at the SMTP server",
+        Duration::from_secs(600),
+        || async { sink.messages().map(|m| m.len()).unwrap_or(0) >= n },
+    )
     .await?;
     let total = started.elapsed().as_secs_f64();
     let delivered = sink.messages()?.len();
@@ -57,7 +105,13 @@ async fn main() -> anyhow::Result<()> {
     println!("| codes queued before the service started | {n} (in {queue_secs:.1} s) |");
     println!("| prefetch | {prefetch} |");
     println!("| delivered to the SMTP server | {delivered} |");
-    println!("| time from start to last delivery | {total:.1} s (ready in {:.1} s) |", total - took.as_secs_f64());
-    println!("| throughput | {:.0} mails/s |", delivered as f64 / took.as_secs_f64().max(0.001));
+    println!(
+        "| time from start to last delivery | {total:.1} s (ready in {:.1} s) |",
+        total - took.as_secs_f64()
+    );
+    println!(
+        "| throughput | {:.0} mails/s |",
+        delivered as f64 / took.as_secs_f64().max(0.001)
+    );
     Ok(())
 }

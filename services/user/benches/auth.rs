@@ -66,7 +66,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             loop {
                 // `next` gives up after a quiet spell; keep listening.
-                let Ok(event) = mailbox.next().await else { continue };
+                let Ok(event) = mailbox.next().await else {
+                    continue;
+                };
                 if let Ok(otp) = serde_json::from_value::<Envelope<OtpRequested>>(event)
                     && let Some(tx) = waiters.lock().await.remove(&otp.data.email)
                 {
