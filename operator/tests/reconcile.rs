@@ -16,7 +16,10 @@ use support::{
     admin, all_children, create, exists, get, mark_ready, namespace, operator, plane, wait_for,
 };
 
+/// The bound for children to appear.
 const FIVE: Duration = Duration::from_secs(5);
+/// Generous bound for follow-up changes on a loaded 2-core machine.
+const SETTLE: Duration = Duration::from_secs(15);
 
 fn env_of(d: &Deployment) -> BTreeMap<String, EnvVar> {
     d.spec
@@ -224,7 +227,7 @@ async fn drift_is_repaired_and_a_change_touches_only_what_it_must() -> anyhow::R
     deployments
         .delete("drift-user", &DeleteParams::default())
         .await?;
-    wait_for("deleted Deployment restored", FIVE, || async {
+    wait_for("deleted Deployment restored", SETTLE, || async {
         deployments
             .get_opt("drift-user")
             .await
@@ -241,7 +244,7 @@ async fn drift_is_repaired_and_a_change_touches_only_what_it_must() -> anyhow::R
             &Patch::Merge(serde_json::json!({"spec": {"replicas": 7}})),
         )
         .await?;
-    wait_for("edited replicas restored", FIVE, || async {
+    wait_for("edited replicas restored", SETTLE, || async {
         deployments
             .get("drift-chat")
             .await
@@ -260,7 +263,7 @@ async fn drift_is_repaired_and_a_change_touches_only_what_it_must() -> anyhow::R
         &Patch::Merge(serde_json::json!({"spec": {"mail": {"replicas": 4}}})),
     )
     .await?;
-    wait_for("mail scaled", FIVE, || async {
+    wait_for("mail scaled", SETTLE, || async {
         deployments
             .get("drift-mail")
             .await
@@ -276,6 +279,30 @@ async fn drift_is_repaired_and_a_change_touches_only_what_it_must() -> anyhow::R
         ["deployment/mail"],
         "before {before:?} after {after:?}"
     );
+
+    // an optional child comes and goes with the spec (pruning)
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
+    let toggle = |on: bool| serde_json::json!({"spec": {"ingress": {"enabled": on}}});
+    api.patch(
+        "drift",
+        &PatchParams::default(),
+        &Patch::Merge(toggle(true)),
+    )
+    .await?;
+    wait_for("Ingress created", SETTLE, || async {
+        ingresses.get_opt("drift").await.ok().flatten().is_some()
+    })
+    .await?;
+    api.patch(
+        "drift",
+        &PatchParams::default(),
+        &Patch::Merge(toggle(false)),
+    )
+    .await?;
+    wait_for("Ingress pruned", SETTLE, || async {
+        ingresses.get_opt("drift").await.ok().flatten().is_none()
+    })
+    .await?;
     Ok(())
 }
 
@@ -456,7 +483,7 @@ async fn secret_change_rolls_pods_events_are_published_and_paused_changes_nothin
 -> anyhow::Result<()> {
     let client = admin().await?;
     let ns = namespace(&client).await?;
-    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    let op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let smtp: Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "smtp"}, "stringData": {"username": "u", "password": "one"}
@@ -481,7 +508,7 @@ async fn secret_change_rolls_pods_events_are_published_and_paused_changes_nothin
             &Patch::Merge(serde_json::json!({"stringData": {"password": "two"}})),
         )
         .await?;
-    wait_for("pods rolled by the new hash", FIVE, || async {
+    wait_for("pods rolled by the new hash", SETTLE, || async {
         deployments
             .get("roll-mail")
             .await
@@ -489,10 +516,11 @@ async fn secret_change_rolls_pods_events_are_published_and_paused_changes_nothin
             .and_then(|d| config_hash(&d))
             .is_some_and(|h| h != before)
     })
-    .await?;
+    .await
+    .map_err(|e| e.context(op.output()))?;
 
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
-    wait_for("SecretsGenerated event", FIVE, || async {
+    wait_for("SecretsGenerated event", SETTLE, || async {
         events.list(&Default::default()).await.is_ok_and(|l| {
             l.items.iter().any(|e| {
                 e.reason.as_deref() == Some("SecretsGenerated")
@@ -509,7 +537,7 @@ async fn secret_change_rolls_pods_events_are_published_and_paused_changes_nothin
         &Patch::Merge(serde_json::json!({"spec": {"paused": true, "mail": {"replicas": 4}}})),
     )
     .await?;
-    wait_for("Paused reported", FIVE, || async {
+    wait_for("Paused reported", SETTLE, || async {
         cluster(&client, &ns, "roll")
             .await
             .ok()
