@@ -158,6 +158,35 @@ pub async fn keep(
     }
 }
 
+/// Gives the lease up on a clean shutdown so another process takes over at once.
+pub async fn release(client: &Client, cfg: &LeaseConfig) -> Result<(), kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
+    let Some(mut lease) = api.get_opt(&cfg.name).await? else {
+        return Ok(());
+    };
+    let ours = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        == Some(&cfg.identity);
+    if !ours {
+        return Ok(());
+    }
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        spec.acquire_time = None;
+    }
+    match api.replace(&cfg.name, &PostParams::default(), &lease).await {
+        Ok(_) => {
+            tracing::info!(identity = %cfg.identity, "lease released");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let ctx = Arc::new(Context::new(
-        client,
+        client.clone(),
         settings.resync,
         &settings.lease.identity,
     ));
@@ -118,6 +118,11 @@ async fn main() -> anyhow::Result<()> {
     reconcile::run(ctx, settings.namespace, stop).await;
     if lost.is_cancelled() {
         anyhow::bail!("leadership lost; exiting so a fresh process can campaign again");
+    }
+    if settings.leader_election
+        && let Err(e) = leader::release(&client, &settings.lease).await
+    {
+        tracing::warn!(error = %e, "could not release the lease");
     }
     shutdown.cancel();
     let _ = server.await;

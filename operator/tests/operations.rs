@@ -140,7 +140,7 @@ async fn of_two_operators_only_the_leader_acts_and_the_other_takes_over() -> any
     );
     assert!(!b.output().contains("controller starting"));
 
-    // the leader stops: the follower takes over once the lease expires, and repairs drift
+    // the leader stops cleanly and releases the lease: the follower takes over at once and repairs drift
     a.terminate(Duration::from_secs(10)).await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     deployments
@@ -148,7 +148,7 @@ async fn of_two_operators_only_the_leader_acts_and_the_other_takes_over() -> any
         .await?;
     wait_for(
         "op-b took over and restored the Deployment",
-        Duration::from_secs(30),
+        Duration::from_secs(10),
         || async {
             deployments
                 .get_opt("duo-chat")
