@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -237,27 +237,81 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         }
     }
     let children = watcher::Config::default().labels(CHILD_SELECTOR);
-    Controller::new(
+    let controller = Controller::new(
         api::<ChatCluster>(&client, &namespace),
         watcher::Config::default(),
-    )
-    .owns(api::<Deployment>(&client, &namespace), children.clone())
-    .owns(api::<StatefulSet>(&client, &namespace), children.clone())
-    .owns(api::<Service>(&client, &namespace), children.clone())
-    .owns(api::<ConfigMap>(&client, &namespace), children)
-    .graceful_shutdown_on(async move { shutdown.cancelled().await })
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "controller event");
-        }
-    })
-    .await;
+    );
+    let store = controller.store();
+    controller
+        // a changed Secret (signing key, SMTP credentials, store URLs) rolls the pods
+        .watches(
+            api::<Secret>(&client, &namespace),
+            watcher::Config::default(),
+            move |secret| clusters_reading(&secret, &store.state()),
+        )
+        // store volumes appear after their StatefulSet: `Delete` ones get owned then
+        .watches(
+            api::<PersistentVolumeClaim>(&client, &namespace),
+            children.clone(),
+            |pvc| {
+                let instance = pvc.labels().get(build::INSTANCE_LABEL).cloned();
+                let ns = pvc.namespace();
+                instance.map(|name| {
+                    let r = ObjectRef::<ChatCluster>::new(&name);
+                    match ns {
+                        Some(ns) => r.within(&ns),
+                        None => r,
+                    }
+                })
+            },
+        )
+        .owns(api::<Deployment>(&client, &namespace), children.clone())
+        .owns(api::<StatefulSet>(&client, &namespace), children.clone())
+        .owns(api::<Service>(&client, &namespace), children.clone())
+        .owns(api::<ConfigMap>(&client, &namespace), children)
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_maps_to_the_clusters_in_its_namespace_that_read_it() {
+        let mut a = ChatCluster::new("a", Default::default());
+        a.metadata.namespace = Some("team".into());
+        a.spec.smtp.credentials_secret = Some("smtp".into());
+        let mut b = ChatCluster::new("b", Default::default());
+        b.metadata.namespace = Some("team".into());
+        let mut c = a.clone();
+        c.metadata.name = Some("c".into());
+        c.metadata.namespace = Some("other".into());
+        let clusters: Vec<_> = [a, b, c].into_iter().map(Arc::new).collect();
+        let secret = |name: &str| Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("team".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let names = |s: &Secret| -> Vec<String> {
+            clusters_reading(s, &clusters)
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(names(&secret("smtp")), ["a"]);
+        assert_eq!(names(&secret("b-jwt")), ["b"]);
+        assert!(names(&secret("unrelated")).is_empty());
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

@@ -161,7 +161,7 @@ async fn applied_cluster_gets_wired_children_then_ready() -> anyhow::Result<()> 
     }))?;
     secrets.create(&PostParams::default(), &smtp).await?;
     // Secrets are watched: the new one is noticed without a spec change
-    wait_for("Ready", Duration::from_secs(30), || async {
+    wait_for("Ready", Duration::from_secs(60), || async {
         let _ = mark_ready(&client, &ns).await;
         phase(&client, &ns, "demo").await == Some(Phase::Ready)
     })
@@ -344,7 +344,7 @@ async fn deleting_the_cluster_collects_children_and_honours_the_volume_policy() 
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     wait_for(
         "redis volume owned by the ChatCluster",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || async {
             pvcs.get_opt("data-gone-redis-0")
                 .await

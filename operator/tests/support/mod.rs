@@ -121,13 +121,26 @@ pub async fn admin() -> anyhow::Result<Client> {
     let plane = plane()?;
     let client = client_for(&plane.kubeconfig()).await?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "chatclusters.parley.dev",
-        &PatchParams::apply("parley-tests").force(),
-        &Patch::Apply(parley_operator::crd::crd()),
-    )
-    .await
-    .context("installing the ChatCluster CRD")?;
+    // Tests start together: concurrent first applies race to create it (409).
+    let mut attempt = 0;
+    loop {
+        let applied = crds
+            .patch(
+                "chatclusters.parley.dev",
+                &PatchParams::apply("parley-tests").force(),
+                &Patch::Apply(parley_operator::crd::crd()),
+            )
+            .await;
+        match applied {
+            Ok(_) => break,
+            Err(e) if attempt < 10 => {
+                attempt += 1;
+                tracing_free_note(&e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e).context("installing the ChatCluster CRD"),
+        }
+    }
     wait_for("CRD established", Duration::from_secs(30), || {
         let crds = crds.clone();
         async move {
@@ -145,6 +158,10 @@ pub async fn admin() -> anyhow::Result<Client> {
     })
     .await?;
     Ok(client)
+}
+
+fn tracing_free_note(e: &kube::Error) {
+    eprintln!("retrying the CRD install after: {e}");
 }
 
 /// A fresh namespace.
