@@ -3,7 +3,6 @@
 use futures::{AsyncReadExt, AsyncWriteExt, TryStreamExt};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, DateTime, doc};
-use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
 use parley_common::api_error::ApiError;
@@ -11,27 +10,8 @@ use parley_common::api_error::ApiError;
 use crate::domain::{Window, pair_key};
 use crate::model::{ChatDoc, ImageRef, LatestMessage, MessageDoc};
 
-/// Turns a driver error into an answer: connectivity problems are 503, the rest 500.
-pub fn db_error(error: mongodb::error::Error) -> ApiError {
-    match *error.kind {
-        ErrorKind::ServerSelection { .. }
-        | ErrorKind::Io(_)
-        | ErrorKind::ConnectionPoolCleared { .. }
-        | ErrorKind::DnsResolve { .. } => ApiError::unavailable("mongodb", error),
-        _ if error.contains_label("RetryableWriteError")
-            || error.contains_label("NetworkError") =>
-        {
-            ApiError::unavailable("mongodb", error)
-        }
-        _ => ApiError::internal(error),
-    }
-}
-
-fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    matches!(&*error.kind, ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == 11000)
-        || matches!(&*error.kind, ErrorKind::Command(e) if e.code == 11000)
-        || error.to_string().contains("E11000")
-}
+pub use parley_common::mongo::api_error as db_error;
+use parley_common::mongo::is_duplicate_key;
 
 /// A new message before it is stored.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ pub mod api_error;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod entry;
 pub mod events;
 pub mod health;
 pub mod metrics;

@@ -10,6 +10,9 @@ use mongodb::bson::doc;
 use mongodb::options::{ClientOptions, ConnectionString};
 use mongodb::{Client, Database};
 
+use mongodb::error::{ErrorKind, WriteFailure};
+
+use crate::api_error::ApiError;
 use crate::config::{ConfigError, Env};
 
 /// Where MongoDB is and which database parley uses.
@@ -95,6 +98,29 @@ impl Mongo {
             .map(drop)
             .map_err(|e| e.kind.to_string())
     }
+}
+
+/// The answer for a driver error: connectivity problems are 503 (and heal
+/// when MongoDB returns), anything else is a logged 500.
+pub fn api_error(error: mongodb::error::Error) -> ApiError {
+    match *error.kind {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. } => ApiError::unavailable("mongodb", error),
+        _ if error.contains_label("RetryableWriteError")
+            || error.contains_label("NetworkError") =>
+        {
+            ApiError::unavailable("mongodb", error)
+        }
+        _ => ApiError::internal(error),
+    }
+}
+
+/// True for a unique-index violation (E11000).
+pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    matches!(&*error.kind, ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == 11000)
+        || matches!(&*error.kind, ErrorKind::Command(e) if e.code == 11000)
 }
 
 #[cfg(test)]

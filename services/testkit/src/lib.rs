@@ -10,6 +10,7 @@
 //! - the real service binaries ([`ServiceProcess`]).
 
 pub mod process;
+pub mod procfs;
 pub mod servers;
 pub mod shared;
 pub mod socketio;

@@ -79,6 +79,30 @@ impl ServiceProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// A JSON request with an optional bearer token; the status and the body
+    /// (`Null` when the body is not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
     /// `/readyz`'s status code and JSON body (`None` when nothing answers).
     pub async fn readyz(&self) -> Option<(u16, serde_json::Value)> {
         let response = self.http.get(self.url("/readyz")).send().await.ok()?;

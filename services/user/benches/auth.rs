@@ -18,22 +18,6 @@ use parley_common::events::{Envelope, OtpRequested};
 use serde_json::json;
 use tokio::sync::{Mutex, oneshot};
 
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
-}
-
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<String>>>>;
 
 fn report(name: &str, ops: u64, secs: f64, hist: &Histogram<u64>, cpu: f64) {
@@ -46,6 +30,8 @@ fn report(name: &str, ops: u64, secs: f64, hist: &Histogram<u64>, cpu: f64) {
         cpu * 1000.0 / ops.max(1) as f64
     );
 }
+
+use parley_testkit::procfs::{cpu_secs, knob};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -3,7 +3,6 @@
 use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, doc};
-use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Collection, IndexModel};
 use parley_common::api_error::ApiError;
@@ -66,25 +65,8 @@ impl From<&UserDoc> for UserView {
     }
 }
 
-/// Connectivity problems are 503; anything else is a 500.
-pub fn db_error(error: mongodb::error::Error) -> ApiError {
-    match *error.kind {
-        ErrorKind::ServerSelection { .. }
-        | ErrorKind::Io(_)
-        | ErrorKind::ConnectionPoolCleared { .. } => ApiError::unavailable("mongodb", error),
-        _ if error.contains_label("RetryableWriteError")
-            || error.contains_label("NetworkError") =>
-        {
-            ApiError::unavailable("mongodb", error)
-        }
-        _ => ApiError::internal(error),
-    }
-}
-
-fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    matches!(&*error.kind, ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == 11000)
-        || matches!(&*error.kind, ErrorKind::Command(e) if e.code == 11000)
-}
+pub use parley_common::mongo::api_error as db_error;
+use parley_common::mongo::is_duplicate_key;
 
 /// The `users` collection.
 #[derive(Clone, Debug)]

@@ -156,6 +156,7 @@ impl Mailbox {
     }
 }
 
+/// JSON request; returns status and body (Null when not JSON).
 pub async fn call(
     service: &ServiceProcess,
     method: reqwest::Method,
@@ -163,17 +164,7 @@ pub async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> anyhow::Result<(u16, Value)> {
-    let mut request = service.http().request(method, service.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    Ok((status, body))
+    service.call(method, path, token, body).await
 }
 
 /// Logs `email` in through the real flow; returns (user, token).
