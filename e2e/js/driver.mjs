@@ -6,6 +6,7 @@
 // stdin, one JSON object per line:
 //   {"op":"emit","event":"e","data":...}            fire and forget
 //   {"op":"emit","event":"e","data":...,"ack":7}     with acknowledgement id 7
+//                                                   (optional "timeout" in ms, default 10000)
 //   {"op":"emit_raw","event":"e","args":[...]}       any arguments, no ack
 //   {"op":"disconnect"} / {"op":"connect"} / {"op":"auth","token":"T"}
 // stdout, one JSON object per line:
@@ -60,7 +61,7 @@ rl.on("line", (line) => {
   switch (cmd.op) {
     case "emit":
       if (cmd.ack !== undefined) {
-        socket.timeout(10000).emit(cmd.event, cmd.data, (err, response) => {
+        socket.timeout(cmd.timeout ?? 10000).emit(cmd.event, cmd.data, (err, response) => {
           if (err) out({ type: "ack_timeout", ack: cmd.ack });
           else out({ type: "ack", ack: cmd.ack, data: response ?? null });
         });

@@ -46,8 +46,13 @@ async fn mongodb_outage_fails_sends_loses_nothing_and_recovers() -> anyhow::Resu
     assert_eq!(before["message"]["text"], "kept", "{before}");
 
     mongo.stop().await?;
+    // Answered after the driver's server-selection timeout (and one retry).
     let failed = al
-        .emit_ack("sendMessage", json!({"chatId": chat, "text": "lost?"}), T)
+        .emit_ack(
+            "sendMessage",
+            json!({"chatId": chat, "text": "lost?"}),
+            Duration::from_secs(30),
+        )
         .await?;
     assert_eq!(failed["error"]["status"], 503, "{failed}");
     let (status, body) = call(

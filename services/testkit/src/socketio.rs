@@ -139,8 +139,11 @@ impl JsClient {
     ) -> anyhow::Result<Value> {
         self.next_ack += 1;
         let id = self.next_ack;
-        self.send(json!({"op": "emit", "event": event, "data": data, "ack": id}))
-            .await?;
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.send(
+            json!({"op": "emit", "event": event, "data": data, "ack": id, "timeout": millis}),
+        )
+        .await?;
         let line = self
             .wait_for(&format!("ack {id} for {event}"), timeout, |l| {
                 matches!(l["type"].as_str(), Some("ack" | "ack_timeout")) && l["ack"] == json!(id)
