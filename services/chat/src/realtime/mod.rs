@@ -143,8 +143,10 @@ pub async fn register(
         state.config.socket_events_per_sec,
         state.config.socket_event_burst,
     );
+    let for_auth = state.clone();
     let auth = move |socket: SocketRef<Adapter>, TryData(payload): TryData<Value>| {
         let verifier: TokenVerifier = verifier.clone();
+        let state = for_auth.clone();
         async move {
             let token = handshake_token(payload.ok().as_ref(), socket.req_parts().uri.query())
                 .ok_or(Refused(
@@ -155,12 +157,14 @@ pub async fn register(
                 _ => Refused("invalid token"),
             })?;
             let id = ObjectId::parse_str(&claims.sub).map_err(|_| Refused("invalid token"))?;
-            socket.extensions.insert(SocketUser {
+            let user = SocketUser {
                 id,
                 claims,
                 bucket: Arc::new(Mutex::new(TokenBucket::new(rate, burst, Instant::now()))),
                 chats: Arc::new(Mutex::new(HashSet::new())),
-            });
+            };
+            prepare(&state, &socket, &user);
+            socket.extensions.insert(user);
             Ok::<(), Refused>(())
         }
     };
@@ -174,17 +178,16 @@ pub async fn register(
     state.io.ns("/", on_connect.with(auth)).await
 }
 
-async fn connected(state: AppState, socket: SocketRef<Adapter>) {
-    let Some(user) = socket_user(&socket) else {
-        let _ = socket.disconnect();
-        return;
-    };
+/// Joins the user's room and registers every event handler. Runs inside the
+/// handshake check, before the client is told it is connected: socketioxide
+/// spawns the connect handler only after that, so a client emitting at once
+/// would otherwise race the registrations and lose its first event.
+fn prepare(state: &AppState, socket: &SocketRef<Adapter>, user: &SocketUser) {
     socket.join(user_room(&user.id));
-    metrics::gauge!("chat_sockets_connected").increment(1.0);
 
     on(
-        &socket,
-        &state,
+        socket,
+        state,
         "joinChat",
         |state, socket, user, payload| async move {
             let chat_id =
@@ -199,8 +202,8 @@ async fn connected(state: AppState, socket: SocketRef<Adapter>) {
         },
     );
     on(
-        &socket,
-        &state,
+        socket,
+        state,
         "leaveChat",
         |_state, socket, _user, payload| async move {
             let chat_id =
@@ -215,8 +218,8 @@ async fn connected(state: AppState, socket: SocketRef<Adapter>) {
         ("stopTyping", "userStoppedTyping"),
     ] {
         on(
-            &socket,
-            &state,
+            socket,
+            state,
             event,
             move |state, _socket, user, payload| async move {
                 let chat_id = chat_id_of(&payload)
@@ -241,8 +244,8 @@ async fn connected(state: AppState, socket: SocketRef<Adapter>) {
         );
     }
     on(
-        &socket,
-        &state,
+        socket,
+        state,
         "sendMessage",
         |state, _socket, user, payload| async move {
             #[derive(Deserialize)]
@@ -270,8 +273,8 @@ async fn connected(state: AppState, socket: SocketRef<Adapter>) {
         },
     );
     on(
-        &socket,
-        &state,
+        socket,
+        state,
         "messageDelivered",
         |state, _socket, user, payload| async move {
             #[derive(Deserialize)]
@@ -297,7 +300,15 @@ async fn connected(state: AppState, socket: SocketRef<Adapter>) {
         }
     };
     socket.on_disconnect(on_disconnect);
+}
 
+/// After the handshake: presence, and the online list for this socket.
+async fn connected(state: AppState, socket: SocketRef<Adapter>) {
+    let Some(user) = socket_user(&socket) else {
+        let _ = socket.disconnect();
+        return;
+    };
+    metrics::gauge!("chat_sockets_connected").increment(1.0);
     let partners = match state.store.partners_of(&user.id).await {
         Ok(p) => p,
         Err(error) => {
