@@ -70,6 +70,8 @@ pub struct ChatClusterSpec {
     pub smtp: SmtpSpec,
     /// Token signing.
     pub auth: AuthSpec,
+    /// The ServiceAccount the user, chat and mail pods run as (`<name>-parley`).
+    pub service_account: ServiceAccountSpec,
     /// Public base URL of the application, used in e-mail links. Defaults to
     /// `https://<ingress.host>` when an ingress host is set, else `http://localhost`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -341,6 +343,15 @@ impl Default for AuthSpec {
             token_ttl_seconds: 86_400,
         }
     }
+}
+
+/// The pods' ServiceAccount.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceAccountSpec {
+    /// Annotations of the ServiceAccount, e.g. `eks.amazonaws.com/role-arn`
+    /// for IAM roles for service accounts.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Observed state of a ChatCluster.

@@ -13,6 +13,7 @@ pub mod crd;
 pub mod dereference;
 pub mod leader;
 pub mod reconcile;
+pub mod settings;
 pub mod status;
 pub mod validate;
 

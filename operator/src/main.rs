@@ -11,62 +11,42 @@
 //! - `PARLEY_RESYNC_SECS` (default 300): re-check of converged clusters
 //! - `KUBECONFIG` or the in-cluster service account: the API server
 
-use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use parley_common::config::Env;
 use parley_common::health::Readiness;
-use parley_operator::leader::{self, LeaseConfig};
+use parley_operator::leader;
 use parley_operator::reconcile::{self, Context};
-
-struct Settings {
-    addr: SocketAddr,
-    namespace: Option<String>,
-    leader_election: bool,
-    lease: LeaseConfig,
-    resync: Duration,
-}
-
-fn settings(env: &Env) -> anyhow::Result<Settings> {
-    let namespace = env.raw("PARLEY_WATCH_NAMESPACE").filter(|s| !s.is_empty());
-    let lease_ns = env
-        .raw("PARLEY_LEASE_NAMESPACE")
-        .or_else(|| env.raw("POD_NAMESPACE"))
-        .or_else(|| namespace.clone())
-        .unwrap_or_else(|| "default".into());
-    let identity = env.raw("PARLEY_IDENTITY").unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "parley-operator".into()),
-            std::process::id()
-        )
-    });
-    Ok(Settings {
-        addr: env.parsed_or(
-            "PARLEY_HTTP_ADDR",
-            "a socket address such as 0.0.0.0:8080",
-            "0.0.0.0:8080".parse()?,
-        )?,
-        namespace,
-        leader_election: env.parsed_or("PARLEY_LEADER_ELECTION", "true or false", true)?,
-        lease: LeaseConfig {
-            namespace: lease_ns,
-            name: env.string_or("PARLEY_LEASE_NAME", "parley-operator"),
-            identity,
-            duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(2),
-        },
-        resync: env.seconds_or("PARLEY_RESYNC_SECS", Duration::from_secs(300))?,
-    })
-}
+use parley_operator::settings::Settings;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    parley_common::telemetry::init("parley-operator");
+async fn main() -> ExitCode {
+    let env = Env::process();
+    let loaded = parley_common::telemetry::filter(&env)
+        .and_then(|filter| Ok((filter, Settings::from_env(&env)?)));
+    let (filter, settings) = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("parley-operator: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    parley_common::telemetry::init_with("parley-operator", filter);
     parley_operator::install_crypto();
-    let settings = settings(&Env::process())?;
+    match run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "parley-operator stopped");
+            eprintln!("parley-operator: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = parley_common::shutdown::on_signal();
     let client = kube::Client::try_default()
         .await

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec,
@@ -278,6 +280,15 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
         metadata: meta(cc, name, c.name()),
         spec: Some(DeploymentSpec {
             replicas: replicas(cc, c, ctx),
+            // Never below the desired count during a rollout: a new pod must
+            // be ready (its stores answer) before an old one drains.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::String("25%".into())),
+                }),
+            }),
             selector: LabelSelector {
                 match_labels: Some(super::selector_labels(cc, c.name())),
                 ..Default::default()

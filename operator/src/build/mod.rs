@@ -267,6 +267,7 @@ mod snapshot {
             "ingress": {"enabled": true, "className": "nginx", "host": "chat.example", "tlsSecretName": "chat-tls"},
             "mongodb": {"external": {"urlSecret": {"name": "atlas", "key": "uri"}}},
             "smtp": {"host": "smtp.example", "credentialsSecret": "smtp"},
+            "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/parley"}},
         }))
         .unwrap();
         let d = desired(&cluster(spec), &ctx());

@@ -12,8 +12,13 @@ pub fn service_account_name(cc: &ChatCluster) -> String {
 
 /// The pods' ServiceAccount.
 pub fn service_account(cc: &ChatCluster) -> ServiceAccount {
+    let mut metadata = meta(cc, service_account_name(cc), "serviceaccount");
+    let annotations = &cc.spec.service_account.annotations;
+    if !annotations.is_empty() {
+        metadata.annotations = Some(annotations.clone());
+    }
     ServiceAccount {
-        metadata: meta(cc, service_account_name(cc), "serviceaccount"),
+        metadata,
         automount_service_account_token: Some(false),
         ..Default::default()
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use parley_common::amqp::AmqpConfig;
 use parley_common::cache::RedisConfig;
-use parley_common::config::{ConfigError, Env, ServerConfig};
+use parley_common::config::{ConfigError, Env, REQUIRED, ServerConfig, VarDoc};
 use parley_common::mongo::MongoConfig;
 use parley_common::token::TokenVerifier;
 
@@ -31,6 +31,50 @@ pub struct Config {
     pub socket_events_per_sec: u32,
     /// Burst above that rate (`PARLEY_SOCKET_EVENT_BURST`, default 20).
     pub socket_event_burst: u32,
+}
+
+/// The variables only the chat service reads.
+pub const ENV: &[VarDoc] = &[
+    VarDoc::new(
+        "PARLEY_JWT_PUBLIC_KEYS_FILE",
+        REQUIRED,
+        "PEM file with the Ed25519 public key(s) tokens may be signed with",
+    ),
+    VarDoc::new(
+        "PARLEY_USER_SERVICE_URL",
+        REQUIRED,
+        "base URL of the user service (profile lookups)",
+    ),
+    VarDoc::new("PARLEY_MEDIA_MAX_BYTES", "5242880", "largest image upload"),
+    VarDoc::new(
+        "PARLEY_PRESENCE_TTL_SECS",
+        "30",
+        "presence expiry without heartbeat (a crashed replica's users go offline after this)",
+    ),
+    VarDoc::new(
+        "PARLEY_SOCKET_EVENTS_PER_SEC",
+        "10",
+        "per-socket rate of sends, typing and receipts",
+    ),
+    VarDoc::new(
+        "PARLEY_SOCKET_EVENT_BURST",
+        "20",
+        "burst allowed above that rate",
+    ),
+];
+
+/// Every variable this binary reads, its own and the shared ones, for the
+/// configuration reference.
+pub fn reference() -> Vec<VarDoc> {
+    [
+        ServerConfig::ENV,
+        parley_common::telemetry::ENV,
+        MongoConfig::ENV,
+        RedisConfig::ENV,
+        AmqpConfig::ENV,
+        ENV,
+    ]
+    .concat()
 }
 
 impl Config {

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::{ConfigError, Env};
+use crate::config::{ConfigError, Env, REQUIRED, VarDoc};
 use crate::events::{EXCHANGE, Envelope, Event};
 
 /// Where RabbitMQ is.
@@ -32,6 +32,13 @@ pub struct AmqpConfig {
 }
 
 impl AmqpConfig {
+    /// The variables [`AmqpConfig::from_env`] reads.
+    pub const ENV: &'static [VarDoc] = &[VarDoc::new(
+        "PARLEY_AMQP_URL",
+        REQUIRED,
+        "`amqp://` or `amqps://` (TLS) URL including the vhost",
+    )];
+
     /// Reads `PARLEY_AMQP_URL` (required).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let var = "PARLEY_AMQP_URL";

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::config::{ConfigError, Env};
+use crate::config::{ConfigError, Env, REQUIRED, VarDoc};
 
 /// Where Redis is and how parley's keys are named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,20 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
+    /// The variables [`RedisConfig::from_env`] reads.
+    pub const ENV: &'static [VarDoc] = &[
+        VarDoc::new(
+            "PARLEY_REDIS_URL",
+            REQUIRED,
+            "`redis://`, `rediss://` (TLS) or `unix://` URL",
+        ),
+        VarDoc::new(
+            "PARLEY_REDIS_PREFIX",
+            "parley:",
+            "prefix of every Redis key and pub/sub channel",
+        ),
+    ];
+
     /// Reads `PARLEY_REDIS_URL` (required) and `PARLEY_REDIS_PREFIX`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let url = env.required_url("PARLEY_REDIS_URL", &["redis", "rediss", "unix"])?;

@@ -21,14 +21,16 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    let config = match load(&Env::process()) {
-        Ok(config) => config,
+    let env = Env::process();
+    let loaded = crate::telemetry::filter(&env).and_then(|filter| Ok((filter, load(&env)?)));
+    let (filter, config) = match loaded {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("{service}: configuration error: {error}");
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init(service);
+    crate::telemetry::init_with(service, filter);
     match run(config, crate::shutdown::on_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -13,7 +13,7 @@ use mongodb::{Client, Database};
 use mongodb::error::{ErrorKind, WriteFailure};
 
 use crate::api_error::ApiError;
-use crate::config::{ConfigError, Env};
+use crate::config::{ConfigError, Env, REQUIRED, VarDoc};
 
 /// Where MongoDB is and which database parley uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,16 @@ pub struct MongoConfig {
 }
 
 impl MongoConfig {
+    /// The variables [`MongoConfig::from_env`] reads.
+    pub const ENV: &'static [VarDoc] = &[
+        VarDoc::new(
+            "PARLEY_MONGODB_URI",
+            REQUIRED,
+            "`mongodb://` or `mongodb+srv://` connection string (TLS and auth as URI options)",
+        ),
+        VarDoc::new("PARLEY_MONGODB_DATABASE", "parley", "database name"),
+    ];
+
     /// Reads `PARLEY_MONGODB_URI` (required) and `PARLEY_MONGODB_DATABASE`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let var = "PARLEY_MONGODB_URI";

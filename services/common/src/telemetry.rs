@@ -2,16 +2,42 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs a JSON log subscriber for `service`.
-///
-/// The filter comes from `PARLEY_LOG` (then `RUST_LOG`), default `info`.
+use crate::config::{ConfigError, Env, VarDoc};
+
+/// The variables [`filter`] reads.
+pub const ENV: &[VarDoc] = &[VarDoc::new(
+    "PARLEY_LOG",
+    "info",
+    "log filter in `tracing` syntax, e.g. `info` or `parley_chat=debug,info` (`RUST_LOG` when unset)",
+)];
+
+/// The log filter from `PARLEY_LOG` (then `RUST_LOG`), default `info`; a
+/// filter that does not parse is a configuration error.
+pub fn filter(env: &Env) -> Result<EnvFilter, ConfigError> {
+    let (var, raw) = match env.raw("PARLEY_LOG") {
+        Some(raw) => ("PARLEY_LOG", raw),
+        None => match env.raw("RUST_LOG") {
+            Some(raw) => ("RUST_LOG", raw),
+            None => return Ok(EnvFilter::new("info")),
+        },
+    };
+    EnvFilter::try_new(&raw)
+        .map_err(|e| ConfigError::new(var, format!("is not a log filter ({e}), got {raw:?}")))
+}
+
+/// Installs a JSON log subscriber for `service`, filtered by `PARLEY_LOG`
+/// (see [`filter`]; a bad filter falls back to `info` here, so check it
+/// with [`filter`] first).
 /// Calling it twice is harmless: the second call keeps the first subscriber.
 pub fn init(service: &'static str) {
-    let filter = std::env::var("PARLEY_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+    init_with(
+        service,
+        filter(&Env::process()).unwrap_or_else(|_| EnvFilter::new("info")),
+    );
+}
+
+/// Installs a JSON log subscriber for `service` with `filter`.
+pub fn init_with(service: &'static str, filter: EnvFilter) {
     let installed = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

@@ -4,7 +4,7 @@ use parley_common::amqp::AmqpConfig;
 use parley_common::cache::RedisConfig;
 use std::time::Duration;
 
-use parley_common::config::{ConfigError, Env, ServerConfig};
+use parley_common::config::{ConfigError, Env, REQUIRED, ServerConfig, UNSET, VarDoc};
 use parley_common::mongo::MongoConfig;
 
 /// How to talk to the SMTP server.
@@ -158,6 +158,72 @@ pub struct Config {
     pub mongo: MongoConfig,
     /// Delivery policy.
     pub delivery: Delivery,
+}
+
+/// The variables only the mail service reads.
+pub const ENV: &[VarDoc] = &[
+    VarDoc::new("PARLEY_SMTP_HOST", REQUIRED, "SMTP server host"),
+    VarDoc::new("PARLEY_SMTP_PORT", "587", "SMTP server port"),
+    VarDoc::new(
+        "PARLEY_SMTP_TLS",
+        "starttls",
+        "transport security: `none`, `starttls` or `tls`",
+    ),
+    VarDoc::new(
+        "PARLEY_SMTP_USERNAME",
+        UNSET,
+        "SMTP login; no authentication when unset",
+    ),
+    VarDoc::new(
+        "PARLEY_SMTP_PASSWORD",
+        UNSET,
+        "SMTP password (required with a username)",
+    ),
+    VarDoc::new("PARLEY_MAIL_FROM", REQUIRED, "sender address of every mail"),
+    VarDoc::new(
+        "PARLEY_MAIL_PREFETCH",
+        "16",
+        "deliveries handled at once per queue (1 to 1000)",
+    ),
+    VarDoc::new(
+        "PARLEY_MAIL_MAX_ATTEMPTS",
+        "5",
+        "sends tried before a mail is parked",
+    ),
+    VarDoc::new(
+        "PARLEY_MAIL_RETRY_DELAYS_MS",
+        "5000,30000,120000,600000",
+        "waits between retries in milliseconds (the last repeats)",
+    ),
+    VarDoc::new(
+        "PARLEY_NOTIFY_GRACE_SECS",
+        "120",
+        "wait before mailing about an unseen message",
+    ),
+    VarDoc::new(
+        "PARLEY_NOTIFY_WINDOW_SECS",
+        "900",
+        "at most one notification per chat and recipient per window",
+    ),
+    VarDoc::new(
+        "PARLEY_APP_BASE_URL",
+        "http://localhost:3000",
+        "base of links in notification mails",
+    ),
+];
+
+/// Every variable this binary reads, its own and the shared ones, for the
+/// configuration reference.
+pub fn reference() -> Vec<VarDoc> {
+    [
+        ServerConfig::ENV,
+        parley_common::telemetry::ENV,
+        MongoConfig::ENV,
+        RedisConfig::ENV,
+        AmqpConfig::ENV,
+        ENV,
+    ]
+    .concat()
 }
 
 impl Config {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use jsonwebtoken::jwk::Jwk;
 use parley_common::amqp::AmqpConfig;
 use parley_common::cache::RedisConfig;
-use parley_common::config::{ConfigError, Env, ServerConfig};
+use parley_common::config::{ConfigError, Env, REQUIRED, ServerConfig, UNSET, VarDoc};
 use parley_common::mongo::MongoConfig;
 use parley_common::token::{TokenSigner, TokenVerifier, jwks_from_public_pems};
 
@@ -49,6 +49,75 @@ pub struct Config {
     pub trusted_proxy_hops: usize,
     /// Largest request body (`PARLEY_MAX_BODY_BYTES`, default 16384).
     pub max_body_bytes: usize,
+}
+
+/// The variables only the user service reads.
+pub const ENV: &[VarDoc] = &[
+    VarDoc::new(
+        "PARLEY_JWT_PRIVATE_KEY_FILE",
+        REQUIRED,
+        "Ed25519 PKCS#8 PEM private key that signs tokens (`openssl genpkey -algorithm ed25519`)",
+    ),
+    VarDoc::new(
+        "PARLEY_JWT_EXTRA_PUBLIC_KEYS_FILE",
+        UNSET,
+        "PEM public keys still accepted and published at `/.well-known/jwks.json` during a key rotation",
+    ),
+    VarDoc::new(
+        "PARLEY_TOKEN_TTL_SECS",
+        "86400",
+        "token lifetime (at least 60)",
+    ),
+    VarDoc::new(
+        "PARLEY_OTP_SECRET",
+        REQUIRED,
+        "HMAC key (32+ characters) under which login codes are stored",
+    ),
+    VarDoc::new(
+        "PARLEY_OTP_TTL_SECS",
+        "300",
+        "life of a login code (at least 30)",
+    ),
+    VarDoc::new(
+        "PARLEY_OTP_RESEND_SECS",
+        "60",
+        "least gap between two codes for one address",
+    ),
+    VarDoc::new(
+        "PARLEY_OTP_MAX_ATTEMPTS",
+        "5",
+        "wrong tries before a code burns",
+    ),
+    VarDoc::new(
+        "PARLEY_LOGIN_PER_IP_PER_HOUR",
+        "20",
+        "codes one client address may request per hour",
+    ),
+    VarDoc::new(
+        "PARLEY_LOGIN_GLOBAL_PER_MINUTE",
+        "600",
+        "codes the whole service issues per minute",
+    ),
+    VarDoc::new(
+        "PARLEY_TRUSTED_PROXY_HOPS",
+        "0",
+        "`X-Forwarded-For` hops to trust for the client address (1 behind one ingress)",
+    ),
+    VarDoc::new("PARLEY_MAX_BODY_BYTES", "16384", "largest request body"),
+];
+
+/// Every variable this binary reads, its own and the shared ones, for the
+/// configuration reference.
+pub fn reference() -> Vec<VarDoc> {
+    [
+        ServerConfig::ENV,
+        parley_common::telemetry::ENV,
+        MongoConfig::ENV,
+        RedisConfig::ENV,
+        AmqpConfig::ENV,
+        ENV,
+    ]
+    .concat()
 }
 
 fn read_file(env: &Env, var: &str) -> Result<String, ConfigError> {

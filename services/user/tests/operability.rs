@@ -184,6 +184,7 @@ async fn configuration_errors_name_the_variable() -> anyhow::Result<()> {
         ("PARLEY_OTP_SECRET", "too short"),
         ("PARLEY_JWT_PRIVATE_KEY_FILE", "/nonexistent/key.pem"),
         ("PARLEY_OTP_MAX_ATTEMPTS", "0"),
+        ("PARLEY_LOG", "parley_user=loud"),
     ] {
         assert_config_error(BIN, &env_with(&ns, &[(var, value.to_owned())]), var).await?;
     }

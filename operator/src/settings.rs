@@ -1,0 +1,138 @@
+//! The operator's configuration, from environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use parley_common::config::{ConfigError, Env, UNSET, VarDoc};
+
+use crate::leader::LeaseConfig;
+
+/// The variables only the operator reads.
+pub const ENV: &[VarDoc] = &[
+    VarDoc::new(
+        "PARLEY_WATCH_NAMESPACE",
+        UNSET,
+        "the one namespace whose ChatClusters this operator manages; all namespaces when unset",
+    ),
+    VarDoc::new(
+        "PARLEY_LEADER_ELECTION",
+        "true",
+        "elect one active replica through a Lease (`true` or `false`)",
+    ),
+    VarDoc::new(
+        "PARLEY_LEASE_NAMESPACE",
+        UNSET,
+        "namespace of the Lease; `POD_NAMESPACE`, else the watch namespace, else `default` when unset",
+    ),
+    VarDoc::new("PARLEY_LEASE_NAME", "parley-operator", "name of the Lease"),
+    VarDoc::new(
+        "PARLEY_IDENTITY",
+        UNSET,
+        "this replica's name in the Lease; `$HOSTNAME-<pid>` when unset",
+    ),
+    VarDoc::new(
+        "PARLEY_RESYNC_SECS",
+        "300",
+        "how often a converged ChatCluster is checked again for drift",
+    ),
+];
+
+/// Every variable the operator reads, for the configuration reference.
+pub fn reference() -> Vec<VarDoc> {
+    let http = parley_common::config::ServerConfig::ENV
+        .iter()
+        .filter(|v| v.name == "PARLEY_HTTP_ADDR");
+    http.chain(parley_common::telemetry::ENV)
+        .chain(ENV)
+        .copied()
+        .collect()
+}
+
+/// Everything the operator reads at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `/healthz`, `/readyz` and `/metrics` listen here (`PARLEY_HTTP_ADDR`).
+    pub addr: SocketAddr,
+    /// The only namespace watched; all when `None`.
+    pub namespace: Option<String>,
+    /// Whether to campaign for a Lease before acting.
+    pub leader_election: bool,
+    /// Which Lease, and who we are in it.
+    pub lease: LeaseConfig,
+    /// Re-check period of converged clusters.
+    pub resync: Duration,
+}
+
+impl Settings {
+    /// Reads and validates every variable; the first problem names its variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let namespace = env.raw("PARLEY_WATCH_NAMESPACE");
+        let lease_ns = env
+            .raw("PARLEY_LEASE_NAMESPACE")
+            .or_else(|| env.raw("POD_NAMESPACE"))
+            .or_else(|| namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        let identity = env.raw("PARLEY_IDENTITY").unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                env.raw("HOSTNAME")
+                    .unwrap_or_else(|| "parley-operator".into()),
+                std::process::id()
+            )
+        });
+        let resync = env.seconds_or("PARLEY_RESYNC_SECS", Duration::from_secs(300))?;
+        if resync.is_zero() {
+            return Err(ConfigError::new("PARLEY_RESYNC_SECS", "must be at least 1"));
+        }
+        Ok(Self {
+            addr: env.socket_addr_or("PARLEY_HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
+            namespace,
+            leader_election: env.parsed_or("PARLEY_LEADER_ELECTION", "true or false", true)?,
+            lease: LeaseConfig {
+                namespace: lease_ns,
+                name: env.string_or("PARLEY_LEASE_NAME", "parley-operator"),
+                identity,
+                duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(2),
+            },
+            resync,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_lease_namespace_fallbacks() {
+        let s = Settings::from_env(&Env::from_pairs::<&str, &str>([])).unwrap();
+        assert_eq!(s.addr.port(), 8080);
+        assert!(s.leader_election);
+        assert_eq!(s.lease.namespace, "default");
+        assert_eq!(s.resync, Duration::from_secs(300));
+        let s =
+            Settings::from_env(&Env::from_pairs([("PARLEY_WATCH_NAMESPACE", "team-a")])).unwrap();
+        assert_eq!(s.lease.namespace, "team-a");
+        assert_eq!(s.namespace.as_deref(), Some("team-a"));
+        let s = Settings::from_env(&Env::from_pairs([
+            ("PARLEY_WATCH_NAMESPACE", "team-a"),
+            ("POD_NAMESPACE", "parley-system"),
+        ]))
+        .unwrap();
+        assert_eq!(s.lease.namespace, "parley-system");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("PARLEY_LEADER_ELECTION", "yes"),
+            ("PARLEY_RESYNC_SECS", "0"),
+            ("PARLEY_RESYNC_SECS", "soon"),
+            ("PARLEY_HTTP_ADDR", "8080"),
+        ] {
+            let err = Settings::from_env(&Env::from_pairs([(var, value)])).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+        }
+    }
+}
