@@ -113,7 +113,7 @@ fi
 "${BIN}/kube-controller-manager" --kubeconfig="${STATE}/kubeconfig" \
     --service-account-private-key-file="${STATE}/sa.key" \
     --root-ca-file="${STATE}/certs/apiserver.crt" \
-    --controllers='*,-nodeipam,-nodelifecycle' --leader-elect=false --port=0 \
+    --controllers='*,-nodeipam,-nodelifecycle' --leader-elect=false --port=0 --secure-port=0 \
     >"${STATE}/controller-manager.log" 2>&1 &
 PIDS+=("$!")
 

@@ -9,6 +9,12 @@ use crate::api::ChatCluster;
 /// Path of the generated CRD, relative to the workspace root.
 pub const CRD_PATH: &str = "crds/chatcluster.yaml";
 
+/// The Helm chart's copy of the CRD (byte-identical), relative to the workspace root.
+pub const CHART_CRD_PATH: &str = "charts/parley-operator/crds/chatcluster.yaml";
+
+/// Every place the generated CRD is written to.
+pub const CRD_PATHS: [&str; 2] = [CRD_PATH, CHART_CRD_PATH];
+
 /// The ChatCluster CRD, with schema defaults an API server would refuse
 /// removed: Kubernetes up to at least 1.20 reads an empty-string default as
 /// null and rejects it. The operator applies the same defaults itself (serde).
@@ -58,13 +64,15 @@ mod tests {
 
     #[test]
     fn committed_crd_is_current() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(CRD_PATH);
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == crd_yaml().unwrap(),
-            "{CRD_PATH} is stale: run `cargo run -p parley-operator --bin crdgen`"
-        );
+        for rel in CRD_PATHS {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(rel);
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == crd_yaml().unwrap(),
+                "{rel} is stale: run `cargo run -p parley-operator --bin crdgen`"
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use parley_testkit::ServiceProcess;
@@ -70,6 +70,34 @@ async fn operator_under_the_chart_clusterrole_converges() -> anyhow::Result<()> 
     );
 
     let ns = namespace(&client).await?;
+    // the leader-election Lease: a Role in the operator's own namespace only
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rbac/leader-election-role.yaml"
+    ))?;
+    let lease_role: Role = serde_yaml::from_str(&yaml)?;
+    let lease_role_name = lease_role.name_any();
+    Api::<Role>::namespaced(client.clone(), &ns)
+        .patch(
+            &lease_role_name,
+            &PatchParams::apply("parley-tests").force(),
+            &Patch::Apply(&lease_role),
+        )
+        .await?;
+    let lease_binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "parley-operator-test-leader-election"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": lease_role_name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "parley-operator-test"}],
+    }))?;
+    Api::<RoleBinding>::namespaced(client.clone(), &ns)
+        .patch(
+            "parley-operator-test-leader-election",
+            &PatchParams::apply("parley-tests").force(),
+            &Patch::Apply(&lease_binding),
+        )
+        .await?;
+
     let op = operator(&plane()?.user_kubeconfig()?, &ns, &[]).await?;
     create(
         &client,
@@ -94,6 +122,11 @@ async fn operator_under_the_chart_clusterrole_converges() -> anyhow::Result<()> 
         },
     )
     .await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        leases.get_opt("parley-operator").await?.is_some(),
+        "the operator took no Lease under its Role"
+    );
     let out = op.output();
     assert!(
         !out.contains("forbidden"),

@@ -1,9 +1,11 @@
-//! Writes the ChatCluster CRD to `crds/chatcluster.yaml` (or stdout with `-`).
+//! Writes the ChatCluster CRD to `crds/chatcluster.yaml` and to the Helm
+//! chart's byte-identical copy, `charts/parley-operator/crds/chatcluster.yaml`
+//! (or to stdout with `-`).
 
 use std::path::Path;
 
 use anyhow::Context;
-use parley_operator::crd::{CRD_PATH, crd_yaml};
+use parley_operator::crd::{CRD_PATHS, crd_yaml};
 
 fn main() -> anyhow::Result<()> {
     let yaml = crd_yaml().context("serialising the CRD")?;
@@ -11,10 +13,11 @@ fn main() -> anyhow::Result<()> {
         print!("{yaml}");
         return Ok(());
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(CRD_PATH);
-    std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
-    println!("wrote {}", path.display());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for rel in CRD_PATHS {
+        let path = root.join(rel);
+        std::fs::write(&path, &yaml).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }

@@ -109,15 +109,7 @@ pub const ENV: &[VarDoc] = &[
 /// Every variable this binary reads, its own and the shared ones, for the
 /// configuration reference.
 pub fn reference() -> Vec<VarDoc> {
-    [
-        ServerConfig::ENV,
-        parley_common::telemetry::ENV,
-        MongoConfig::ENV,
-        RedisConfig::ENV,
-        AmqpConfig::ENV,
-        ENV,
-    ]
-    .concat()
+    parley_common::config::service_reference(ENV)
 }
 
 fn read_file(env: &Env, var: &str) -> Result<String, ConfigError> {
