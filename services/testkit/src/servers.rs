@@ -347,9 +347,15 @@ impl SmtpSink {
         self.served.port
     }
 
+    /// The folder holding one `.eml` file per received message (for
+    /// readers outside the harness, such as `e2e/js/scenario.mjs`).
+    pub fn mail_dir(&self) -> PathBuf {
+        self.dir.path().join("mail")
+    }
+
     /// Every message received so far, raw, oldest first.
     pub fn messages(&self) -> anyhow::Result<Vec<String>> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join("mail"))?
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(self.mail_dir())?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "eml"))
             .collect();
