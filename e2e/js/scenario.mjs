@@ -1,0 +1,528 @@
+// One real client scenario, end to end: what a chat front end does, played by
+// two users against running parley services, with the official
+// socket.io-client over the websocket transport.
+//
+//   USER_URL=http://127.0.0.1:7101 \
+//   CHAT_URLS=http://127.0.0.1:7102,http://127.0.0.1:7202 \
+//   CODES_FROM=dir:/var/tmp/parley/mail \
+//   node e2e/js/scenario.mjs
+//
+// Environment:
+//   USER_URL         base URL of the user service (required)
+//   CHAT_URLS        comma-separated base URLs of chat replicas (required);
+//                    user A uses the first, user B the last, so with two
+//                    entries the two users sit on different replicas
+//   CODES_FROM       where login-code mails are read (required):
+//                      dir:/path               a folder of .eml files, as
+//                                              scripts/smtp_sink.py (and the
+//                                              test harness's SmtpSink) write
+//                      mailpit:http://h:8025   Mailpit's HTTP API
+//   STEP_TIMEOUT_MS  bound of each step (default 20000)
+//   EMAIL_DOMAIN     domain of the two throwaway addresses (default example.com)
+//   RUN_ID           makes the addresses unique (default: random), so codes
+//                    left in the sink by earlier runs are never read
+//
+// stdout: one JSON line per step, {"step","ok":true,"ms"} when it passed; the
+// first failing step prints {"step","ok":false,"ms","error"} and ends the run.
+// Exit status 0 only when every step passed (1 failed step, 2 bad usage).
+import { io } from "socket.io-client";
+import { randomBytes } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+
+// ---------------------------------------------------------------- settings
+
+const usage = (message) => {
+  process.stderr.write(`scenario: ${message}\n`);
+  process.exit(2);
+};
+const trimSlash = (url) => url.replace(/\/+$/, "");
+const USER_URL = trimSlash(process.env.USER_URL ?? usage("USER_URL is required"));
+const CHAT_URLS = (process.env.CHAT_URLS ?? usage("CHAT_URLS is required"))
+  .split(",")
+  .map((u) => trimSlash(u.trim()))
+  .filter(Boolean);
+if (CHAT_URLS.length === 0) usage("CHAT_URLS holds no URL");
+const CODES_FROM = process.env.CODES_FROM ?? usage("CODES_FROM is required (dir:/path or mailpit:http://host:8025)");
+const STEP_TIMEOUT_MS = Number(process.env.STEP_TIMEOUT_MS ?? 20000);
+if (!Number.isFinite(STEP_TIMEOUT_MS) || STEP_TIMEOUT_MS <= 0) usage("STEP_TIMEOUT_MS must be a positive number");
+const RUN_ID = process.env.RUN_ID ?? randomBytes(4).toString("hex");
+const DOMAIN = process.env.EMAIL_DOMAIN ?? "example.com";
+const POLL_MS = 200;
+
+// ---------------------------------------------------------------- steps
+
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const sockets = [];
+// What the running step waits for, named in its timeout message.
+let waitingFor = "";
+
+class StepError extends Error {}
+
+// Runs one step under the step timeout; prints its line; a failure ends the run.
+async function step(name, body) {
+  const started = performance.now();
+  waitingFor = "";
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      const seen = sockets.map((c) => `${c.label} saw ${c.seen()}`).join("; ");
+      reject(
+        new StepError(
+          `timed out after ${STEP_TIMEOUT_MS} ms${waitingFor ? ` waiting for ${waitingFor}` : ""}${seen ? ` (${seen})` : ""}`,
+        ),
+      );
+    }, STEP_TIMEOUT_MS);
+  });
+  try {
+    const detail = await Promise.race([body(), timeout]);
+    out({ step: name, ok: true, ms: Math.round(performance.now() - started), ...(detail ?? {}) });
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    out({ step: name, ok: false, ms: Math.round(performance.now() - started), error: message });
+    process.stderr.write(`scenario: step "${name}" failed: ${message}\n`);
+    for (const client of sockets) client.close();
+    process.exit(1);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function check(condition, message) {
+  if (!condition) throw new StepError(message);
+}
+
+// Calls `what` every POLL_MS until it returns something other than undefined
+// (the step timeout bounds it); `description` names it in a timeout.
+async function poll(description, what) {
+  waitingFor = description;
+  for (;;) {
+    const value = await what();
+    if (value !== undefined) return value;
+    await sleep(POLL_MS);
+  }
+}
+
+// ---------------------------------------------------------------- HTTP
+
+async function http(method, url, { token, body } = {}) {
+  const headers = { accept: "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(url, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(STEP_TIMEOUT_MS),
+    });
+  } catch (error) {
+    throw new StepError(`${method} ${url}: ${error.cause?.message ?? error.message}`);
+  }
+  const text = await response.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    // not JSON: the status tells
+  }
+  return { status: response.status, json, text };
+}
+
+async function expectStatus(method, url, expected, options) {
+  const answer = await http(method, url, options);
+  const wanted = Array.isArray(expected) ? expected : [expected];
+  check(
+    wanted.includes(answer.status),
+    `${method} ${url}: expected ${wanted.join(" or ")}, got ${answer.status} ${answer.text.slice(0, 300)}`,
+  );
+  return answer;
+}
+
+// ---------------------------------------------------------------- login codes
+
+// The code is in the subject ("Your parley login code: 123456") and in the
+// text ("Your login code is 123456"), as the mail service writes it.
+function codeIn(subject, text) {
+  const fromSubject = /login code\D*(\d{6})\b/i.exec(subject ?? "");
+  if (fromSubject) return fromSubject[1];
+  const fromText = /login code is\s*(\d{6})\b/i.exec(text ?? "");
+  return fromText ? fromText[1] : undefined;
+}
+
+// A minimal RFC 5322/MIME reader: unfolded headers, and the text/plain body
+// decoded from 7bit, quoted-printable or base64 (multipart walked).
+function parseMail(raw) {
+  const split = raw.search(/\r?\n\r?\n/);
+  const head = split < 0 ? raw : raw.slice(0, split);
+  const body = split < 0 ? "" : raw.slice(split).replace(/^\r?\n\r?\n/, "");
+  const headers = {};
+  for (const line of head.replace(/\r?\n[ \t]+/g, " ").split(/\r?\n/)) {
+    const colon = line.indexOf(":");
+    if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+  }
+  return { headers, body };
+}
+
+function decodeBody(body, encoding) {
+  switch ((encoding ?? "").toLowerCase()) {
+    case "base64":
+      return Buffer.from(body.replace(/\s+/g, ""), "base64").toString("utf8");
+    case "quoted-printable":
+      return Buffer.from(
+        body
+          .replace(/=\r?\n/g, "")
+          .replace(/=([0-9A-Fa-f]{2})/g, (_, hex) => String.fromCharCode(parseInt(hex, 16))),
+        "latin1",
+      ).toString("utf8");
+    default:
+      return body;
+  }
+}
+
+function plainText({ headers, body }) {
+  const type = headers["content-type"] ?? "text/plain";
+  const boundary = /boundary="?([^";]+)"?/i.exec(type);
+  if (/^multipart\//i.test(type) && boundary) {
+    const parts = body.split(`--${boundary[1]}`).slice(1);
+    for (const part of parts) {
+      if (part.startsWith("--")) break;
+      const text = plainText(parseMail(part.replace(/^\r?\n/, "")));
+      if (text) return text;
+    }
+    return "";
+  }
+  if (/^text\/plain/i.test(type)) return decodeBody(body, headers["content-transfer-encoding"]);
+  return "";
+}
+
+// dir:/path: every stored .eml, the code of the newest one addressed to `email`.
+async function codeFromDir(dir, email) {
+  let names;
+  try {
+    names = (await readdir(dir)).filter((n) => n.endsWith(".eml") && !n.startsWith(".")).sort();
+  } catch (error) {
+    throw new StepError(`cannot read the mail folder ${dir}: ${error.message}`);
+  }
+  for (const name of names.reverse()) {
+    const raw = await readFile(join(dir, name), "utf8");
+    const mail = parseMail(raw);
+    if (!(mail.headers.to ?? "").toLowerCase().includes(email)) continue;
+    const code = codeIn(mail.headers.subject, plainText(mail));
+    if (code) return code;
+  }
+  return undefined;
+}
+
+// mailpit:http://host:8025: search by recipient (newest first), then read it.
+async function codeFromMailpit(base, email) {
+  const query = encodeURIComponent(`to:"${email}"`);
+  const found = await http("GET", `${base}/api/v1/search?query=${query}&limit=5`);
+  if (found.status !== 200 || !Array.isArray(found.json?.messages)) {
+    throw new StepError(`Mailpit search answered ${found.status} ${found.text.slice(0, 200)}`);
+  }
+  for (const summary of found.json.messages) {
+    const to = (summary.To ?? []).map((a) => (a.Address ?? "").toLowerCase());
+    if (!to.includes(email)) continue;
+    const message = await http("GET", `${base}/api/v1/message/${encodeURIComponent(summary.ID)}`);
+    if (message.status !== 200) continue;
+    const code = codeIn(message.json?.Subject ?? summary.Subject, message.json?.Text);
+    if (code) return code;
+  }
+  return undefined;
+}
+
+function codeSource(spec) {
+  const colon = spec.indexOf(":");
+  const kind = colon < 0 ? spec : spec.slice(0, colon);
+  const where = colon < 0 ? "" : spec.slice(colon + 1);
+  if (kind === "dir" && where) return (email) => codeFromDir(where, email);
+  if (kind === "mailpit" && where) return (email) => codeFromMailpit(trimSlash(where), email);
+  return usage(`CODES_FROM must be dir:/path or mailpit:http://host:8025, not ${JSON.stringify(spec)}`);
+}
+
+const readCode = codeSource(CODES_FROM);
+
+// ---------------------------------------------------------------- Socket.IO
+
+// One connected user: every event is kept, so a wait also finds what arrived
+// before it started.
+class Client {
+  constructor(label, url, token) {
+    this.label = label;
+    this.url = url;
+    this.events = [];
+    this.waiters = new Set();
+    this.socket = io(url, {
+      transports: ["websocket"],
+      auth: { token },
+      reconnection: false,
+      timeout: STEP_TIMEOUT_MS,
+    });
+    this.socket.onAny((event, ...args) => this.record(event, args.length <= 1 ? args[0] : args));
+    this.socket.on("connect", () => this.record("connect", this.socket.id));
+    this.socket.on("connect_error", (error) => this.record("connect_error", error?.message ?? String(error)));
+    this.socket.on("disconnect", (reason) => this.record("disconnect", reason));
+    sockets.push(this);
+  }
+
+  record(event, data) {
+    this.events.push({ event, data });
+    for (const waiter of this.waiters) waiter();
+  }
+
+  // The first event `event` (from index `since` on) whose data satisfies `pred`.
+  waitFor(event, pred = () => true, since = 0) {
+    waitingFor = `${this.label} to receive ${event}`;
+    return new Promise((resolve) => {
+      const look = () => {
+        for (let i = since; i < this.events.length; i++) {
+          const e = this.events[i];
+          if (e.event === event && pred(e.data)) {
+            this.waiters.delete(look);
+            resolve(e.data);
+            return true;
+          }
+        }
+        return false;
+      };
+      if (!look()) this.waiters.add(look);
+    });
+  }
+
+  mark() {
+    return this.events.length;
+  }
+
+  // What was seen, for failure messages.
+  seen() {
+    return JSON.stringify(this.events.map((e) => e.event)).slice(0, 500);
+  }
+
+  async connected() {
+    const first = await Promise.race([this.waitFor("connect"), this.waitFor("connect_error")]);
+    check(this.socket.connected, `${this.label} could not connect to ${this.url}: ${first}`);
+  }
+
+  async ack(event, data) {
+    waitingFor = `${this.label}: the acknowledgement of ${event}`;
+    let answer;
+    try {
+      answer = await this.socket.timeout(STEP_TIMEOUT_MS).emitWithAck(event, data);
+    } catch {
+      throw new StepError(`${this.label}: no acknowledgement for ${event}`);
+    }
+    check(answer && !answer.error, `${this.label}: ${event} refused: ${JSON.stringify(answer)}`);
+    return answer;
+  }
+
+  close() {
+    this.socket.disconnect();
+  }
+}
+
+// ---------------------------------------------------------------- the scenario
+
+const alice = { label: "A", email: `alice-${RUN_ID}@${DOMAIN}`.toLowerCase(), name: `Alice ${RUN_ID}`, chatUrl: CHAT_URLS[0] };
+const bob = { label: "B", email: `bob-${RUN_ID}@${DOMAIN}`.toLowerCase(), name: `Bob ${RUN_ID}`, chatUrl: CHAT_URLS[CHAT_URLS.length - 1] };
+const users = [alice, bob];
+const api = (base, path) => `${base}/api/v1${path}`;
+let chatId;
+
+// Port-forwards and fresh pods may take a moment: wait until each answers.
+await step("services.ready", async () => {
+  for (const base of [USER_URL, ...new Set(CHAT_URLS)]) {
+    await poll(`${base}/readyz to answer 200`, async () => {
+      const answer = await http("GET", `${base}/readyz`).catch((e) => ({ status: 0, text: e.message }));
+      // The last answer (503 names the dependencies that do not answer) goes into a timeout message.
+      waitingFor = `${base}/readyz to answer 200 (last: ${answer.status} ${answer.text.slice(0, 200)})`;
+      return answer.status === 200 ? true : undefined;
+    });
+  }
+});
+
+await step("login.request", async () => {
+  for (const u of users) {
+    const answer = await expectStatus("POST", api(USER_URL, "/login"), 200, { body: { email: u.email } });
+    check(typeof answer.json?.message === "string", `login for ${u.email}: no message in ${answer.text}`);
+  }
+});
+
+await step("login.code_mailed", async () => {
+  for (const u of users) {
+    u.code = await poll(`a login-code mail to ${u.email} in ${CODES_FROM}`, () => readCode(u.email));
+  }
+});
+
+await step("login.verify", async () => {
+  for (const u of users) {
+    const answer = await expectStatus("POST", api(USER_URL, "/verify"), 200, {
+      body: { email: u.email, otp: u.code },
+    });
+    const { token, user } = answer.json ?? {};
+    check(typeof token === "string" && token.length > 0, `verify for ${u.email}: no token`);
+    check(typeof user?._id === "string", `verify for ${u.email}: no user._id in ${answer.text}`);
+    check(user.email === u.email, `verify for ${u.email}: user.email is ${user.email}`);
+    Object.assign(u, { token, id: user._id });
+  }
+});
+
+await step("profile.update", async () => {
+  for (const u of users) {
+    const answer = await expectStatus("POST", api(USER_URL, "/update/user"), 200, {
+      token: u.token,
+      body: { name: u.name },
+    });
+    check(answer.json?.user?.name === u.name, `rename of ${u.label}: ${answer.text}`);
+    check(typeof answer.json?.token === "string", `rename of ${u.label}: no fresh token`);
+    u.token = answer.json.token;
+    const me = await expectStatus("GET", api(USER_URL, "/me"), 200, { token: u.token });
+    check(me.json?.name === u.name && me.json?._id === u.id, `/me of ${u.label}: ${me.text}`);
+  }
+});
+
+await step("chat.open", async () => {
+  const created = await expectStatus("POST", api(alice.chatUrl, "/chat/new"), [200, 201], {
+    token: alice.token,
+    body: { otherUserId: bob.id },
+  });
+  chatId = created.json?.chatId;
+  check(typeof chatId === "string" && chatId.length > 0, `chat/new: no chatId in ${created.text}`);
+  // B opening the same 1:1 chat finds it (200, same id), on the other replica.
+  const again = await expectStatus("POST", api(bob.chatUrl, "/chat/new"), 200, {
+    token: bob.token,
+    body: { otherUserId: alice.id },
+  });
+  check(again.json?.chatId === chatId, `B's chat/new gave ${again.json?.chatId}, not ${chatId}`);
+  return { chatId };
+});
+
+await step("chat.list", async () => {
+  const list = await expectStatus("GET", api(bob.chatUrl, "/chat/all"), 200, { token: bob.token });
+  const entry = (list.json?.chats ?? []).find((c) => c.chat?._id === chatId);
+  check(entry, `B's chat/all does not list ${chatId}: ${list.text.slice(0, 300)}`);
+  check(entry.user?._id === alice.id, `chat/all: other member is ${entry.user?._id}, not A`);
+  check(entry.user?.name === alice.name, `chat/all: A's profile name is ${JSON.stringify(entry.user?.name)}, not ${JSON.stringify(alice.name)}`);
+});
+
+await step("socket.connect", async () => {
+  alice.socket = new Client("A", alice.chatUrl, alice.token);
+  await alice.socket.connected();
+  bob.socket = new Client("B", bob.chatUrl, bob.token);
+  await bob.socket.connected();
+});
+
+// Online either way the service says it: the getOnlineUser list (the
+// original's event) or a presence change.
+const online = (client, other) =>
+  Promise.race([
+    client.waitFor("getOnlineUser", (list) => Array.isArray(list) && list.includes(other.id)),
+    client.waitFor("presence", (p) => p?.userId === other.id && p?.online === true),
+  ]);
+
+await step("presence.online", async () => {
+  await online(alice.socket, bob);
+  await online(bob.socket, alice);
+});
+
+await step("chat.join", async () => {
+  for (const u of users) {
+    const answer = await u.socket.ack("joinChat", chatId);
+    check(answer.ok === true, `${u.label} joinChat: ${JSON.stringify(answer)}`);
+  }
+});
+
+await step("typing", async () => {
+  const since = bob.socket.mark();
+  await alice.socket.ack("typing", { chatId });
+  const typing = await bob.socket.waitFor("userTyping", (d) => d?.chatId === chatId, since);
+  check(typing.userId === alice.id, `userTyping names ${typing.userId}, not A`);
+  await alice.socket.ack("stopTyping", { chatId });
+  const stopped = await bob.socket.waitFor("userStoppedTyping", (d) => d?.chatId === chatId, since);
+  check(stopped.userId === alice.id, `userStoppedTyping names ${stopped.userId}, not A`);
+});
+
+const firstText = `hello bob (${RUN_ID})`;
+let first;
+await step("message.send", async () => {
+  const answer = await alice.socket.ack("sendMessage", { chatId, text: firstText, clientMessageId: `a-${RUN_ID}-1` });
+  first = answer.message;
+  check(first?._id && first.text === firstText, `sendMessage ack: ${JSON.stringify(answer)}`);
+  check(first.sender === alice.id && first.chatId === chatId, `sendMessage ack: ${JSON.stringify(first)}`);
+  check(typeof first.sentAt === "string", `sendMessage ack has no sentAt: ${JSON.stringify(first)}`);
+});
+
+await step("message.live", async () => {
+  const live = await bob.socket.waitFor("newMessage", (m) => m?._id === first._id);
+  check(live.text === firstText && live.sender === alice.id, `B got ${JSON.stringify(live)}`);
+});
+
+await step("message.history", async () => {
+  const history = await expectStatus("GET", api(alice.chatUrl, `/message/${chatId}`), 200, { token: alice.token });
+  const stored = (history.json?.messages ?? []).find((m) => m._id === first._id);
+  check(stored, `history lacks ${first._id}: ${history.text.slice(0, 300)}`);
+  check(stored.text === firstText && stored.sentAt === first.sentAt, `history holds ${JSON.stringify(stored)}`);
+  check(history.json?.user?._id === bob.id, `history's user is ${JSON.stringify(history.json?.user)}, not B`);
+});
+
+const replyText = `hi alice (${RUN_ID})`;
+let reply;
+await step("message.reply", async () => {
+  const answer = await bob.socket.ack("sendMessage", { chatId, text: replyText, clientMessageId: `b-${RUN_ID}-1` });
+  reply = answer.message;
+  check(reply?._id && reply.text === replyText, `B's sendMessage ack: ${JSON.stringify(answer)}`);
+  const live = await alice.socket.waitFor("newMessage", (m) => m?._id === reply._id);
+  check(live.sender === bob.id && live.text === replyText, `A got ${JSON.stringify(live)}`);
+});
+
+await step("receipt.delivered", async () => {
+  const answer = await bob.socket.ack("messageDelivered", { chatId, messageIds: [first._id] });
+  check(answer.ok === true, `messageDelivered: ${JSON.stringify(answer)}`);
+  const receipt = await alice.socket.waitFor(
+    "messagesDelivered",
+    (d) => d?.chatId === chatId && (d.messageIds ?? []).includes(first._id),
+  );
+  check(receipt.deliveredTo === bob.id, `messagesDelivered names ${receipt.deliveredTo}, not B`);
+  check(typeof receipt.deliveredAt === "string" && receipt.deliveredAt, `no deliveredAt: ${JSON.stringify(receipt)}`);
+});
+
+// Opening the chat (reading its history) is what marks messages seen.
+await step("receipt.seen", async () => {
+  const opened = await expectStatus("GET", api(bob.chatUrl, `/message/${chatId}`), 200, { token: bob.token });
+  const ids = (opened.json?.messages ?? []).map((m) => m._id);
+  check(ids.includes(first._id) && ids.includes(reply._id), `B's history lacks a message: ${JSON.stringify(ids)}`);
+  const receipt = await alice.socket.waitFor(
+    "messagesSeen",
+    (d) => d?.chatId === chatId && (d.messageIds ?? []).includes(first._id),
+  );
+  check(receipt.seenBy === bob.id, `messagesSeen names ${receipt.seenBy}, not B`);
+  check(typeof receipt.seenAt === "string" && receipt.seenAt, `no seenAt: ${JSON.stringify(receipt)}`);
+  // A's view of her message: sent, delivered and seen, with the three times.
+  const mine = await expectStatus("GET", api(alice.chatUrl, `/message/${chatId}`), 200, { token: alice.token });
+  const stored = (mine.json?.messages ?? []).find((m) => m._id === first._id);
+  check(stored?.status === "seen" && stored.seen === true, `A's message is ${JSON.stringify(stored)}`);
+  for (const field of ["sentAt", "deliveredAt", "seenAt"]) {
+    check(typeof stored[field] === "string" && stored[field], `A's message has no ${field}: ${JSON.stringify(stored)}`);
+  }
+  // A opening the chat marks B's reply seen in turn.
+  const back = await bob.socket.waitFor(
+    "messagesSeen",
+    (d) => d?.chatId === chatId && (d.messageIds ?? []).includes(reply._id),
+  );
+  check(back.seenBy === alice.id, `messagesSeen to B names ${back.seenBy}, not A`);
+});
+
+await step("presence.offline", async () => {
+  const since = alice.socket.mark();
+  bob.socket.close();
+  await Promise.race([
+    alice.socket.waitFor("presence", (p) => p?.userId === bob.id && p?.online === false, since),
+    alice.socket.waitFor("getOnlineUser", (list) => Array.isArray(list) && !list.includes(bob.id), since),
+  ]);
+  alice.socket.close();
+  check(!alice.socket.socket.connected && !bob.socket.socket.connected, "a socket is still connected");
+});
+
+process.exit(0);
