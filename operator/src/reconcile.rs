@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -268,7 +269,12 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         .owns(api::<Deployment>(&client, &namespace), children.clone())
         .owns(api::<StatefulSet>(&client, &namespace), children.clone())
         .owns(api::<Service>(&client, &namespace), children.clone())
-        .owns(api::<ConfigMap>(&client, &namespace), children)
+        .owns(api::<ConfigMap>(&client, &namespace), children.clone())
+        .owns(api::<ServiceAccount>(&client, &namespace), children.clone())
+        .owns(api::<NetworkPolicy>(&client, &namespace), children.clone())
+        // HPAs and PDBs are not watched: their API version depends on the
+        // cluster; the periodic resync repairs drift in them.
+        .owns(api::<Ingress>(&client, &namespace), children)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use parley_operator::api::{ChatCluster, Phase};
@@ -293,6 +293,16 @@ async fn drift_is_repaired_and_a_change_touches_only_what_it_must() -> anyhow::R
         ingresses.get_opt("drift").await.ok().flatten().is_some()
     })
     .await?;
+    ingresses.delete("drift", &DeleteParams::default()).await?;
+    wait_for("deleted Ingress restored", SETTLE, || async {
+        ingresses
+            .get_opt("drift")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|i| i.metadata.deletion_timestamp.is_none())
+    })
+    .await?;
     api.patch(
         "drift",
         &PatchParams::default(),
@@ -303,6 +313,23 @@ async fn drift_is_repaired_and_a_change_touches_only_what_it_must() -> anyhow::R
         ingresses.get_opt("drift").await.ok().flatten().is_none()
     })
     .await?;
+    // once nothing else writes, a deleted NetworkPolicy is back at once
+    // through its own watch, not at the next resync (300 s)
+    wait_stable(&client, &ns, "drift").await?;
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    policies
+        .delete("drift-mongodb", &DeleteParams::default())
+        .await?;
+    wait_for("deleted NetworkPolicy restored", SETTLE, || async {
+        policies
+            .get_opt("drift-mongodb")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+    })
+    .await?;
+
     Ok(())
 }
 
