@@ -48,13 +48,35 @@ pub async fn ensure_generated_secrets(
             created += create_once(&api, &secret).await?;
         }
     }
-    if api
-        .get_opt(&build::secret::generated_secret_name(cc))
-        .await?
-        .is_none()
-    {
-        let secret = build::generated_secret(cc, &random_hex(32)?, &random_hex(24)?);
-        created += create_once(&api, &secret).await?;
+    let name = build::secret::generated_secret_name(cc);
+    let existing = api.get_opt(&name).await?;
+    let missing = match &existing {
+        Some(secret) => build::secret::missing_generated_keys(secret),
+        None => build::secret::GENERATED_KEYS
+            .iter()
+            .map(|(k, _)| *k)
+            .collect(),
+    };
+    let mut values = std::collections::BTreeMap::new();
+    for (key, bytes) in build::secret::GENERATED_KEYS {
+        if missing.contains(&key) {
+            values.insert(key.to_owned(), random_hex(bytes)?);
+        }
+    }
+    if existing.is_none() {
+        created += create_once(&api, &build::generated_secret(cc, values)).await?;
+    } else if !values.is_empty() {
+        // A Secret from an older operator: add the new keys, keep the rest.
+        // The resourceVersion makes a concurrent writer's change win.
+        let rv = existing.and_then(|s| s.metadata.resource_version);
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": rv},
+            "stringData": values,
+        });
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("adding {missing:?} to Secret {name}"))?;
+        created += 1;
     }
     Ok(created)
 }

@@ -95,7 +95,7 @@ async fn applied_cluster_gets_wired_children_then_ready() -> anyhow::Result<()> 
     );
     assert_eq!(
         env["PARLEY_REDIS_URL"].value.as_deref(),
-        Some("redis://demo-redis:6379")
+        Some("redis://:$(REDIS_PASSWORD)@demo-redis:6379")
     );
     assert_eq!(
         env["PARLEY_JWT_PUBLIC_KEYS_FILE"].value.as_deref(),
@@ -580,5 +580,45 @@ async fn secret_change_rolls_pods_events_are_published_and_paused_changes_nothin
             .and_then(|s| s.replicas),
         Some(1)
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_secret_from_an_older_operator_gains_store_passwords_and_keeps_the_rest()
+-> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let old: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "old-generated"},
+        "stringData": {"otp-secret": "kept-otp-secret-0123456789abcdef", "rabbitmq-password": "kept"},
+    }))?;
+    secrets.create(&PostParams::default(), &old).await?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(&client, &ns, "old", serde_json::json!({})).await?;
+    let keys = |s: &Secret| -> BTreeMap<String, String> {
+        s.data
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect()
+    };
+    wait_for("store passwords added", FIVE, || async {
+        secrets
+            .get("old-generated")
+            .await
+            .is_ok_and(|s| keys(&s).len() == 4)
+    })
+    .await?;
+    let data = keys(&secrets.get("old-generated").await?);
+    assert_eq!(data["otp-secret"], "kept-otp-secret-0123456789abcdef");
+    assert_eq!(data["rabbitmq-password"], "kept");
+    for key in ["redis-password", "mongodb-password"] {
+        assert_eq!(data[key].len(), 48, "{key} is 24 random bytes in hex");
+        assert!(data[key].chars().all(|c| c.is_ascii_hexdigit()));
+    }
+    assert_ne!(data["redis-password"], data["mongodb-password"]);
+    wait_for("every child", FIVE, || all_children(&client, &ns, "old")).await?;
     Ok(())
 }

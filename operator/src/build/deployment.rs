@@ -16,7 +16,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::configmap::config_map_name;
 use super::secret::{
-    OTP_SECRET, PRIVATE_KEY, PUBLIC_KEY, RABBITMQ_PASSWORD, generated_secret_name, jwt_secret_name,
+    MONGODB_PASSWORD, OTP_SECRET, PRIVATE_KEY, PUBLIC_KEY, RABBITMQ_PASSWORD, REDIS_PASSWORD,
+    generated_secret_name, jwt_secret_name,
 };
 use super::serviceaccount::service_account_name;
 use super::{CONFIG_HASH_ANNOTATION, Context, HTTP_PORT, child_name, labels, managed, meta};
@@ -96,13 +97,29 @@ fn store_env(cc: &ChatCluster, s: Store) -> Vec<EnvVar> {
             &ext.url_secret.key,
         )];
     }
+    // Kubernetes expands $(VAR) from variables defined earlier in the list;
+    // the generated passwords are hex, so they need no escaping in a URL.
     match s {
-        Store::Redis => vec![literal(s.env_var(), format!("redis://{host}:{port}"))],
-        Store::Mongodb => vec![literal(
-            s.env_var(),
-            format!("mongodb://{host}:{port}/?directConnection=true"),
-        )],
-        // Kubernetes expands $(VAR) from variables defined earlier in the list.
+        Store::Redis => vec![
+            from_secret("REDIS_PASSWORD", generated_secret_name(cc), REDIS_PASSWORD),
+            literal(
+                s.env_var(),
+                format!("redis://:$(REDIS_PASSWORD)@{host}:{port}"),
+            ),
+        ],
+        Store::Mongodb => vec![
+            from_secret(
+                "MONGODB_PASSWORD",
+                generated_secret_name(cc),
+                MONGODB_PASSWORD,
+            ),
+            literal(
+                s.env_var(),
+                format!(
+                    "mongodb://parley:$(MONGODB_PASSWORD)@{host}:{port}/?directConnection=true&authSource=admin"
+                ),
+            ),
+        ],
         Store::Rabbitmq => vec![
             from_secret(
                 "RABBITMQ_PASSWORD",
@@ -381,15 +398,49 @@ mod tests {
             );
             assert_eq!(
                 env["PARLEY_REDIS_URL"].value.as_deref(),
-                Some("redis://demo-redis:6379")
+                Some("redis://:$(REDIS_PASSWORD)@demo-redis:6379")
             );
+            assert_eq!(
+                secret_ref(&env["REDIS_PASSWORD"]),
+                ("demo-generated".into(), "redis-password".into())
+            );
+            let mongo = env["PARLEY_MONGODB_URI"].value.as_deref().unwrap();
             assert!(
-                env["PARLEY_MONGODB_URI"]
-                    .value
-                    .as_deref()
-                    .unwrap()
-                    .starts_with("mongodb://demo-mongodb:27017")
+                mongo.starts_with("mongodb://parley:$(MONGODB_PASSWORD)@demo-mongodb:27017/")
+                    && mongo.contains("authSource=admin"),
+                "{mongo}"
             );
+            assert_eq!(
+                secret_ref(&env["MONGODB_PASSWORD"]),
+                ("demo-generated".into(), "mongodb-password".into())
+            );
+            // Kubernetes expands $(VAR) only from variables defined before it.
+            let ordered = &d
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0]
+                .env
+                .clone()
+                .unwrap();
+            for (i, var) in ordered.iter().enumerate() {
+                let value = var.value.as_deref().unwrap_or_default();
+                for used in value
+                    .split("$(")
+                    .skip(1)
+                    .filter_map(|r| r.split(')').next())
+                {
+                    assert!(
+                        ordered[..i].iter().any(|e| e.name == used),
+                        "{} uses $({used}) before it is defined",
+                        var.name
+                    );
+                }
+            }
             assert_eq!(
                 env["PARLEY_AMQP_URL"].value.as_deref(),
                 Some("amqp://parley:$(RABBITMQ_PASSWORD)@demo-rabbitmq:5672/%2f")

@@ -16,6 +16,36 @@ pub const PUBLIC_KEY: &str = "public.pem";
 pub const OTP_SECRET: &str = "otp-secret";
 /// Key of the managed RabbitMQ password in the generated Secret.
 pub const RABBITMQ_PASSWORD: &str = "rabbitmq-password";
+/// Key of the managed Redis password in the generated Secret.
+pub const REDIS_PASSWORD: &str = "redis-password";
+/// Key of the managed MongoDB root password in the generated Secret.
+pub const MONGODB_PASSWORD: &str = "mongodb-password";
+
+/// Every key of the generated Secret and how many random bytes it holds
+/// (hex-encoded, so it needs no escaping in a URL).
+pub const GENERATED_KEYS: [(&str, usize); 4] = [
+    (OTP_SECRET, 32),
+    (RABBITMQ_PASSWORD, 24),
+    (REDIS_PASSWORD, 24),
+    (MONGODB_PASSWORD, 24),
+];
+
+/// Keys of [`GENERATED_KEYS`] that `existing` lacks (a Secret made by an
+/// older operator); they are added, the present ones never replaced.
+pub fn missing_generated_keys(existing: &Secret) -> Vec<&'static str> {
+    let has = |key: &str| {
+        existing.data.as_ref().is_some_and(|d| d.contains_key(key))
+            || existing
+                .string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(key))
+    };
+    GENERATED_KEYS
+        .iter()
+        .map(|(key, _)| *key)
+        .filter(|key| !has(key))
+        .collect()
+}
 
 /// Name of the Secret holding the signing key pair (named or generated).
 pub fn jwt_secret_name(cc: &ChatCluster) -> String {
@@ -26,7 +56,7 @@ pub fn jwt_secret_name(cc: &ChatCluster) -> String {
         .unwrap_or_else(|| child_name(cc, "jwt"))
 }
 
-/// Name of the Secret of generated credentials (OTP secret, RabbitMQ password).
+/// Name of the Secret of generated credentials (OTP secret, managed store passwords).
 pub fn generated_secret_name(cc: &ChatCluster) -> String {
     child_name(cc, "generated")
 }
@@ -47,15 +77,12 @@ pub fn jwt_secret(cc: &ChatCluster, private_pem: &str, public_pem: &str) -> Opti
     })
 }
 
-/// The generated credentials Secret.
-pub fn generated_secret(cc: &ChatCluster, otp_secret: &str, rabbitmq_password: &str) -> Secret {
+/// The generated credentials Secret holding `values` (key → value).
+pub fn generated_secret(cc: &ChatCluster, values: BTreeMap<String, String>) -> Secret {
     Secret {
         metadata: meta(cc, generated_secret_name(cc), "auth"),
         type_: Some("Opaque".into()),
-        string_data: Some(BTreeMap::from([
-            (OTP_SECRET.into(), otp_secret.into()),
-            (RABBITMQ_PASSWORD.into(), rabbitmq_password.into()),
-        ])),
+        string_data: Some(values),
         ..Default::default()
     }
 }
@@ -64,6 +91,25 @@ pub fn generated_secret(cc: &ChatCluster, otp_secret: &str, rabbitmq_password: &
 mod tests {
     use super::*;
     use crate::build::fixtures::cluster;
+
+    #[test]
+    fn only_absent_generated_keys_are_missing() {
+        let old = Secret {
+            data: Some(BTreeMap::from([
+                (OTP_SECRET.into(), k8s_openapi::ByteString(b"x".to_vec())),
+                (
+                    RABBITMQ_PASSWORD.into(),
+                    k8s_openapi::ByteString(b"y".to_vec()),
+                ),
+            ])),
+            ..Default::default()
+        };
+        assert_eq!(
+            missing_generated_keys(&old),
+            [REDIS_PASSWORD, MONGODB_PASSWORD]
+        );
+        assert_eq!(missing_generated_keys(&Secret::default()).len(), 4);
+    }
 
     #[test]
     fn named_signing_key_means_no_generated_one() {

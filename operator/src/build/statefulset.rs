@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::secret::{RABBITMQ_PASSWORD, generated_secret_name};
+use super::secret::{MONGODB_PASSWORD, RABBITMQ_PASSWORD, REDIS_PASSWORD, generated_secret_name};
 use super::{CONFIG_HASH_ANNOTATION, Context, child_name, labels, meta, selector_labels};
 use crate::api::{ChatCluster, ManagedStore, Store, VolumeReclaim};
 
@@ -29,37 +29,55 @@ fn data_path(s: Store) -> &'static str {
     }
 }
 
-fn store_env(cc: &ChatCluster, s: Store) -> Option<Vec<EnvVar>> {
+fn literal(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn generated(cc: &ChatCluster, name: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: generated_secret_name(cc),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Every managed store requires a password, generated once into `<name>-generated`.
+fn store_env(cc: &ChatCluster, s: Store) -> Vec<EnvVar> {
     match s {
-        Store::Rabbitmq => Some(vec![
-            EnvVar {
-                name: "RABBITMQ_DEFAULT_USER".into(),
-                value: Some("parley".into()),
-                ..Default::default()
-            },
-            EnvVar {
-                name: "RABBITMQ_DEFAULT_PASS".into(),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: generated_secret_name(cc),
-                        key: RABBITMQ_PASSWORD.into(),
-                        optional: Some(false),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ]),
-        Store::Redis | Store::Mongodb => None,
+        Store::Rabbitmq => vec![
+            literal("RABBITMQ_DEFAULT_USER", "parley"),
+            generated(cc, "RABBITMQ_DEFAULT_PASS", RABBITMQ_PASSWORD),
+        ],
+        Store::Redis => vec![generated(cc, "REDIS_PASSWORD", REDIS_PASSWORD)],
+        // The image creates this root user when it initialises an empty
+        // volume, and then runs with --auth.
+        Store::Mongodb => vec![
+            literal("MONGO_INITDB_ROOT_USERNAME", "parley"),
+            generated(cc, "MONGO_INITDB_ROOT_PASSWORD", MONGODB_PASSWORD),
+        ],
     }
 }
 
 fn store_args(s: Store) -> Option<Vec<String>> {
     match s {
+        // Kubernetes expands $(REDIS_PASSWORD) from the container's env.
         Store::Redis => Some(vec![
             "redis-server".into(),
             "--appendonly".into(),
             "yes".into(),
+            "--requirepass".into(),
+            "$(REDIS_PASSWORD)".into(),
         ]),
         Store::Rabbitmq | Store::Mongodb => None,
     }
@@ -78,7 +96,7 @@ pub fn statefulset(cc: &ChatCluster, s: Store, m: &ManagedStore, ctx: &Context) 
         name: s.name().into(),
         image: Some(m.image.clone().unwrap_or_else(|| s.default_image().into())),
         args: store_args(s),
-        env: store_env(cc, s),
+        env: Some(store_env(cc, s)),
         ports: Some(vec![ContainerPort {
             name: Some(s.name().into()),
             container_port: s.port(),
