@@ -3,13 +3,15 @@
 # and parley-operator. Dependency layers are cached with cargo-chef, so a
 # source change rebuilds only parley's own crates.
 #
-#   docker build --build-arg VERSION=$(git describe --always) -t parley:dev .
+#   docker build --build-arg VERSION=$(git describe --always) \
+#     --build-arg REVISION=$(git rev-parse HEAD) -t parley:dev .
 #
 # The runtime stage is distroless (glibc, CA certificates, no shell), runs as
 # a non-root user and needs no writable root filesystem.
 
 ARG RUST_VERSION=1.95
 ARG VERSION=dev
+ARG REVISION=unknown
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS chef
 RUN apt-get update \
@@ -31,9 +33,12 @@ RUN cargo build --release --locked --bin parley-user --bin parley-chat --bin par
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 ARG VERSION
+ARG REVISION
 LABEL org.opencontainers.image.title="parley" \
       org.opencontainers.image.description="Kubernetes-native chat backend: user, chat and mail services and the parley operator" \
       org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="https://github.com/parley-chat/parley" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /src/target/release/parley-user /src/target/release/parley-chat /src/target/release/parley-mail /src/target/release/parley-operator /usr/local/bin/
 ENV PARLEY_HTTP_ADDR=0.0.0.0:8080

@@ -187,7 +187,8 @@ CLUSTER_READY=1
 
 VERSION="$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo dev)"
 log "building $IMAGE (version $VERSION); the first build compiles everything in release mode and takes a while"
-docker build --build-arg VERSION="$VERSION" -t "$IMAGE" "$ROOT"
+REVISION="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+docker build --build-arg VERSION="$VERSION" --build-arg REVISION="$REVISION" -t "$IMAGE" "$ROOT"
 log "loading $IMAGE into the cluster's nodes (no registry involved)"
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
