@@ -46,7 +46,8 @@ pub fn replicas(cc: &ChatCluster, c: Component, ctx: &Context) -> Option<i32> {
     }
 }
 
-fn literal(name: &str, value: impl Into<String>) -> EnvVar {
+/// An env var with a fixed value.
+pub(super) fn literal(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -54,7 +55,8 @@ fn literal(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-fn from_secret(name: &str, secret: String, key: &str) -> EnvVar {
+/// An env var read from a key of a Secret that must exist.
+pub(super) fn from_secret(name: &str, secret: String, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -358,7 +360,7 @@ mod tests {
     use crate::api::{ExternalStore, SecretKeyRef};
     use crate::build::fixtures::{cluster, ctx};
 
-    fn env_of(d: &Deployment) -> BTreeMap<String, EnvVar> {
+    fn env_list(d: &Deployment) -> Vec<EnvVar> {
         d.spec
             .as_ref()
             .unwrap()
@@ -370,6 +372,10 @@ mod tests {
             .env
             .clone()
             .unwrap()
+    }
+
+    fn env_of(d: &Deployment) -> BTreeMap<String, EnvVar> {
+        env_list(d)
             .into_iter()
             .map(|e| (e.name.clone(), e))
             .collect()
@@ -415,18 +421,7 @@ mod tests {
                 ("demo-generated".into(), "mongodb-password".into())
             );
             // Kubernetes expands $(VAR) only from variables defined before it.
-            let ordered = &d
-                .spec
-                .as_ref()
-                .unwrap()
-                .template
-                .spec
-                .as_ref()
-                .unwrap()
-                .containers[0]
-                .env
-                .clone()
-                .unwrap();
+            let ordered = env_list(&d);
             for (i, var) in ordered.iter().enumerate() {
                 let value = var.value.as_deref().unwrap_or_default();
                 for used in value

@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, TCPSocketAction,
-    VolumeMount, VolumeResourceRequirements,
+    Container, ContainerPort, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    PodTemplateSpec, Probe, TCPSocketAction, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::deployment::{from_secret, literal};
 use super::secret::{MONGODB_PASSWORD, RABBITMQ_PASSWORD, REDIS_PASSWORD, generated_secret_name};
 use super::{CONFIG_HASH_ANNOTATION, Context, child_name, labels, meta, selector_labels};
 use crate::api::{ChatCluster, ManagedStore, Store, VolumeReclaim};
@@ -29,42 +29,31 @@ fn data_path(s: Store) -> &'static str {
     }
 }
 
-fn literal(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..Default::default()
-    }
-}
-
-fn generated(cc: &ChatCluster, name: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: generated_secret_name(cc),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// Every managed store requires a password, generated once into `<name>-generated`.
 fn store_env(cc: &ChatCluster, s: Store) -> Vec<EnvVar> {
     match s {
         Store::Rabbitmq => vec![
             literal("RABBITMQ_DEFAULT_USER", "parley"),
-            generated(cc, "RABBITMQ_DEFAULT_PASS", RABBITMQ_PASSWORD),
+            from_secret(
+                "RABBITMQ_DEFAULT_PASS",
+                generated_secret_name(cc),
+                RABBITMQ_PASSWORD,
+            ),
         ],
-        Store::Redis => vec![generated(cc, "REDIS_PASSWORD", REDIS_PASSWORD)],
+        Store::Redis => vec![from_secret(
+            "REDIS_PASSWORD",
+            generated_secret_name(cc),
+            REDIS_PASSWORD,
+        )],
         // The image creates this root user when it initialises an empty
         // volume, and then runs with --auth.
         Store::Mongodb => vec![
             literal("MONGO_INITDB_ROOT_USERNAME", "parley"),
-            generated(cc, "MONGO_INITDB_ROOT_PASSWORD", MONGODB_PASSWORD),
+            from_secret(
+                "MONGO_INITDB_ROOT_PASSWORD",
+                generated_secret_name(cc),
+                MONGODB_PASSWORD,
+            ),
         ],
     }
 }
