@@ -15,14 +15,14 @@ use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams};
 use kube::core::GroupVersionKind;
-use kube::discovery::{Discovery, Scope};
+use kube::discovery::Discovery;
 use kube::{Api, Client};
 use parley_operator::api::ChatCluster;
 use parley_testkit::ServiceProcess;
 use serde_json::Value;
-use support::{admin, all_children, create, namespace, plane, wait_for};
+use support::{admin, all_children, apply_all, create, namespace, plane, str_at, wait_for};
 
 fn root() -> PathBuf {
     parley_testkit::workspace_root()
@@ -100,12 +100,6 @@ fn template(release: &str, namespace: &str, extra: &[&str]) -> anyhow::Result<Ve
         }
     }
     Ok(docs)
-}
-
-fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
 }
 
 /// `apiVersion/Kind name` of each object, sorted.
@@ -192,47 +186,6 @@ fn api_versions(discovery: &Discovery) -> Vec<String> {
     out.into_iter().collect()
 }
 
-fn gvk_of(doc: &Value) -> GroupVersionKind {
-    let api_version = str_at(doc, "/apiVersion");
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    GroupVersionKind::gvk(group, version, str_at(doc, "/kind"))
-}
-
-/// Server-side applies every object the server serves; returns the
-/// `apiVersion/Kind` of those it skipped because it does not serve their API.
-async fn apply_all(
-    client: &Client,
-    discovery: &Discovery,
-    docs: &[Value],
-) -> anyhow::Result<BTreeSet<String>> {
-    let mut skipped = BTreeSet::new();
-    let params = PatchParams::apply("parley-chart-test").force();
-    for doc in docs {
-        let gvk = gvk_of(doc);
-        let name = str_at(doc, "/metadata/name");
-        let Some((ar, caps)) = discovery.resolve_gvk(&gvk) else {
-            skipped.insert(format!("{}/{}", str_at(doc, "/apiVersion"), gvk.kind));
-            continue;
-        };
-        let api: Api<DynamicObject> = match caps.scope {
-            Scope::Cluster => Api::all_with(client.clone(), &ar),
-            Scope::Namespaced => {
-                let ns = str_at(doc, "/metadata/namespace");
-                ensure!(
-                    !ns.is_empty(),
-                    "{} {name} is rendered without a namespace",
-                    gvk.kind
-                );
-                Api::namespaced_with(client.clone(), ns, &ar)
-            }
-        };
-        api.patch(name, &params, &Patch::Apply(doc))
-            .await
-            .with_context(|| format!("applying {} {name}", gvk.kind))?;
-    }
-    Ok(skipped)
-}
-
 /// The token the 1.20 token controller puts in a Secret for `sa`.
 async fn service_account_token(client: &Client, ns: &str, sa: &str) -> anyhow::Result<String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -266,17 +219,6 @@ async fn service_account_token(client: &Client, ns: &str, sa: &str) -> anyhow::R
         .context("token vanished")
 }
 
-/// A copy of the admin kubeconfig that authenticates with `token`.
-fn kubeconfig_with_token(dir: &Path, token: &str) -> anyhow::Result<PathBuf> {
-    let plane = plane()?;
-    let admin = std::fs::read_to_string(plane.kubeconfig())?;
-    let admin_token = std::fs::read_to_string(plane.dir.join("admin-token"))?;
-    ensure!(admin.contains(admin_token.trim()), "admin token not found");
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, admin.replace(admin_token.trim(), token))?;
-    Ok(path)
-}
-
 fn forbidden<T>(result: Result<T, kube::Error>) -> bool {
     matches!(result, Err(kube::Error::Api(e)) if e.code == 403)
 }
@@ -306,7 +248,7 @@ async fn install(
     let ns = namespace(client).await?;
     let docs = template(release, &ns, values)?;
     let discovery = Discovery::new(client.clone()).run().await?;
-    let skipped = apply_all(client, &discovery, &docs).await?;
+    let skipped = apply_all(client, &discovery, &docs, None).await?;
 
     let sa = str_at(find(&docs, "ServiceAccount")?, "/metadata/name").to_owned();
     // the controller-manager creates the Deployment's pods: the pod template
@@ -346,7 +288,7 @@ async fn install(
 
     let token = service_account_token(client, &ns, &sa).await?;
     let dir = tempfile::tempdir()?;
-    let kubeconfig = kubeconfig_with_token(dir.path(), &token)?;
+    let kubeconfig = plane()?.kubeconfig_with_token(&dir.path().join("kubeconfig"), &token)?;
     let sa_client = support::client_for(&kubeconfig).await?;
 
     let container = operator_container(&docs)?;

@@ -8,47 +8,36 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
-use kube::{Api, Client};
+use kube::Client;
+use kube::discovery::Discovery;
 use parley_operator::api::ChatCluster;
+use serde::Deserialize as _;
 use serde_json::Value;
-use support::{admin, exists, get, namespace, operator, plane, wait_for};
+use support::{admin, apply_all, exists, get, namespace, operator, plane, str_at, wait_for};
 
 /// Applies every document of `examples/<file>` into `ns`; returns the ChatClusters as written.
 async fn apply_example(client: &Client, ns: &str, file: &str) -> anyhow::Result<Vec<Value>> {
     let path = parley_testkit::workspace_root().join("examples").join(file);
     let text = std::fs::read_to_string(&path)?;
-    let mut clusters = Vec::new();
+    let mut docs = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value: Value = serde_json::to_value(serde_yaml::Value::deserialize(doc)?)?;
-        if value.is_null() {
-            continue;
-        }
-        let name = value["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let params = PatchParams::apply("parley-examples").force();
-        match value["kind"].as_str() {
-            Some("Secret") => {
-                let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-                api.patch(&name, &params, &Patch::Apply(&value)).await?;
-            }
-            Some("ChatCluster") => {
-                let ar = ApiResource::erase::<ChatCluster>(&());
-                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-                api.patch(&name, &params, &Patch::Apply(&value)).await?;
-                clusters.push(value);
-            }
+        match str_at(&value, "/kind") {
+            _ if value.is_null() => {}
+            "Secret" | "ChatCluster" => docs.push(value),
             other => anyhow::bail!("{file}: unexpected kind {other:?}"),
         }
     }
-    Ok(clusters)
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let skipped = apply_all(client, &discovery, &docs, Some(ns)).await?;
+    anyhow::ensure!(skipped.is_empty(), "{file}: not served: {skipped:?}");
+    Ok(docs
+        .into_iter()
+        .filter(|d| str_at(d, "/kind") == "ChatCluster")
+        .collect())
 }
-
-use serde::Deserialize as _;
 
 /// Whether `written` is contained in `stored` (the server may add defaults, never drop fields).
 fn contained(written: &Value, stored: &Value, at: &str, missing: &mut Vec<String>) {

@@ -13,7 +13,8 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use parley_operator::api::{ChatCluster, Phase};
 use support::{
-    admin, all_children, create, exists, get, mark_ready, namespace, operator, plane, wait_for,
+    admin, all_children, create, exists, get, mark_ready, namespace, operator, plane, present,
+    wait_for,
 };
 
 /// The bound for children to appear.
@@ -227,13 +228,8 @@ async fn drift_is_repaired_and_a_change_touches_only_what_it_must() -> anyhow::R
     deployments
         .delete("drift-user", &DeleteParams::default())
         .await?;
-    wait_for("deleted Deployment restored", SETTLE, || async {
-        deployments
-            .get_opt("drift-user")
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|d| d.metadata.deletion_timestamp.is_none())
+    wait_for("deleted Deployment restored", SETTLE, || {
+        present::<Deployment>(&client, &ns, "drift-user")
     })
     .await?;
 
@@ -294,13 +290,8 @@ async fn drift_is_repaired_and_a_change_touches_only_what_it_must() -> anyhow::R
     })
     .await?;
     ingresses.delete("drift", &DeleteParams::default()).await?;
-    wait_for("deleted Ingress restored", SETTLE, || async {
-        ingresses
-            .get_opt("drift")
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|i| i.metadata.deletion_timestamp.is_none())
+    wait_for("deleted Ingress restored", SETTLE, || {
+        present::<Ingress>(&client, &ns, "drift")
     })
     .await?;
     api.patch(
@@ -320,13 +311,8 @@ async fn drift_is_repaired_and_a_change_touches_only_what_it_must() -> anyhow::R
     policies
         .delete("drift-mongodb", &DeleteParams::default())
         .await?;
-    wait_for("deleted NetworkPolicy restored", SETTLE, || async {
-        policies
-            .get_opt("drift-mongodb")
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+    wait_for("deleted NetworkPolicy restored", SETTLE, || {
+        present::<NetworkPolicy>(&client, &ns, "drift-mongodb")
     })
     .await?;
 

@@ -12,18 +12,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use std::collections::BTreeSet;
+
+use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::{Discovery, Scope};
 use kube::{Api, Client, Resource};
 use parley_operator::api::ChatCluster;
 use parley_testkit::ServiceProcess;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// The running control plane.
 pub struct ControlPlane {
@@ -99,12 +104,17 @@ impl ControlPlane {
 
     /// A kubeconfig authenticating with the plain user's token.
     pub fn user_kubeconfig(&self) -> anyhow::Result<PathBuf> {
+        let user_token = std::fs::read_to_string(self.dir.join("user-token"))?;
+        self.kubeconfig_with_token(&self.dir.join("user-kubeconfig"), user_token.trim())
+    }
+
+    /// Writes to `path` a copy of the admin kubeconfig that authenticates with `token`.
+    pub fn kubeconfig_with_token(&self, path: &Path, token: &str) -> anyhow::Result<PathBuf> {
         let admin = std::fs::read_to_string(self.kubeconfig())?;
         let admin_token = std::fs::read_to_string(self.dir.join("admin-token"))?;
-        let user_token = std::fs::read_to_string(self.dir.join("user-token"))?;
-        let path = self.dir.join("user-kubeconfig");
-        std::fs::write(&path, admin.replace(admin_token.trim(), user_token.trim()))?;
-        Ok(path)
+        ensure!(admin.contains(admin_token.trim()), "admin token not found");
+        std::fs::write(path, admin.replace(admin_token.trim(), token))?;
+        Ok(path.to_path_buf())
     }
 }
 
@@ -252,26 +262,85 @@ pub async fn create(
     Ok(())
 }
 
-/// Whether the object exists.
-pub async fn exists<K>(client: &Client, ns: &str, name: &str) -> bool
-where
+/// A namespaced Kubernetes object kind the helpers below can read.
+pub trait Namespaced:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
 {
+}
+
+/// Whether the object exists.
+pub async fn exists<K: Namespaced>(client: &Client, ns: &str, name: &str) -> bool {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     matches!(api.get_opt(name).await, Ok(Some(_)))
 }
 
+/// Whether the object exists and is not being deleted (a child the operator restored).
+pub async fn present<K: Namespaced>(client: &Client, ns: &str, name: &str) -> bool {
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    matches!(api.get_opt(name).await, Ok(Some(o)) if o.meta().deletion_timestamp.is_none())
+}
+
+/// The string at JSON `pointer`, or "".
+pub fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+fn gvk_of(doc: &Value) -> GroupVersionKind {
+    let api_version = str_at(doc, "/apiVersion");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    GroupVersionKind::gvk(group, version, str_at(doc, "/kind"))
+}
+
+/// Server-side applies every object (as JSON) the server serves, namespaced
+/// ones into their own namespace or else `default_ns`; returns the
+/// `apiVersion/Kind` of those it skipped because it does not serve their API.
+pub async fn apply_all(
+    client: &Client,
+    discovery: &Discovery,
+    docs: &[Value],
+    default_ns: Option<&str>,
+) -> anyhow::Result<BTreeSet<String>> {
+    let mut skipped = BTreeSet::new();
+    let params = PatchParams::apply("parley-tests").force();
+    for doc in docs {
+        let gvk = gvk_of(doc);
+        let name = str_at(doc, "/metadata/name");
+        let Some((ar, caps)) = discovery.resolve_gvk(&gvk) else {
+            skipped.insert(format!("{}/{}", str_at(doc, "/apiVersion"), gvk.kind));
+            continue;
+        };
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Cluster => Api::all_with(client.clone(), &ar),
+            Scope::Namespaced => {
+                let ns = Some(str_at(doc, "/metadata/namespace"))
+                    .filter(|ns| !ns.is_empty())
+                    .or(default_ns)
+                    .with_context(|| format!("{} {name} has no namespace", gvk.kind))?;
+                Api::namespaced_with(client.clone(), ns, &ar)
+            }
+        };
+        api.patch(name, &params, &Patch::Apply(doc))
+            .await
+            .with_context(|| format!("applying {} {name}", gvk.kind))?;
+    }
+    Ok(skipped)
+}
+
 /// Reads an object.
-pub async fn get<K>(client: &Client, ns: &str, name: &str) -> anyhow::Result<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
+pub async fn get<K: Namespaced>(client: &Client, ns: &str, name: &str) -> anyhow::Result<K> {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     Ok(api.get(name).await?)
 }
