@@ -16,38 +16,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use parley_common::config::Env;
 use parley_common::health::Readiness;
 use parley_operator::leader;
 use parley_operator::reconcile::{self, Context};
 use parley_operator::settings::Settings;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let env = Env::process();
-    let loaded = parley_common::telemetry::filter(&env)
-        .and_then(|filter| Ok((filter, Settings::from_env(&env)?)));
-    let (filter, settings) = match loaded {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            eprintln!("parley-operator: configuration error: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    parley_common::telemetry::init_with("parley-operator", filter);
-    parley_operator::install_crypto();
-    match run(settings).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "parley-operator stopped");
-            eprintln!("parley-operator: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    parley_common::entry::main("parley-operator", Settings::from_env, run).await
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
-    let shutdown = parley_common::shutdown::on_signal();
+async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    parley_operator::install_crypto();
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster)")?;

@@ -30,7 +30,7 @@ where
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init_with(service, filter);
+    crate::telemetry::init(service, filter);
     match run(config, crate::shutdown::on_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

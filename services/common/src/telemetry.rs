@@ -25,19 +25,9 @@ pub fn filter(env: &Env) -> Result<EnvFilter, ConfigError> {
         .map_err(|e| ConfigError::new(var, format!("is not a log filter ({e}), got {raw:?}")))
 }
 
-/// Installs a JSON log subscriber for `service`, filtered by `PARLEY_LOG`
-/// (see [`filter`]; a bad filter falls back to `info` here, so check it
-/// with [`filter`] first).
+/// Installs a JSON log subscriber for `service` with `filter` (see [`filter`]).
 /// Calling it twice is harmless: the second call keeps the first subscriber.
-pub fn init(service: &'static str) {
-    init_with(
-        service,
-        filter(&Env::process()).unwrap_or_else(|_| EnvFilter::new("info")),
-    );
-}
-
-/// Installs a JSON log subscriber for `service` with `filter`.
-pub fn init_with(service: &'static str, filter: EnvFilter) {
+pub fn init(service: &'static str, filter: EnvFilter) {
     let installed = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
