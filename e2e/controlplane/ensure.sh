@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Ensures kube-apiserver, kube-controller-manager and etcd binaries exist and
-# prints the directory that holds them (last line of stdout).
+# Ensures the Kubernetes binaries exist and prints the directory that holds
+# them (last line of stdout): kube-apiserver, kube-controller-manager and etcd
+# for the control plane, plus kubelet, kube-proxy and kube-scheduler for the
+# one-node cluster (e2e/node). All five are built in one go from one source.
 #
 # Order of preference:
 #   1. $KUBEBUILDER_ASSETS (the envtest convention), when it holds kube-apiserver;
@@ -27,8 +29,17 @@ if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "${KUBEBUILDER_ASSETS}/kube-apiserve
     exit 0
 fi
 
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+
+have_built() {
+    local bin
+    for bin in "${K8S_BINARIES[@]}"; do
+        [ -x "${BIN_DIR}/${bin}" ] || return 1
+    done
+}
+
 have_all() {
-    [ -x "${BIN_DIR}/kube-apiserver" ] && [ -x "${BIN_DIR}/kube-controller-manager" ] && [ -x "${BIN_DIR}/etcd" ]
+    have_built && [ -x "${BIN_DIR}/etcd" ]
 }
 
 if have_all; then
@@ -57,17 +68,24 @@ ensure_packages() {
     fi
 }
 
-SRC_LIST=/etc/apt/sources.list.d/parley-deb-src.list
-if ! grep -rqs '^deb-src .*bookworm main' /etc/apt/sources.list /etc/apt/sources.list.d/ \
+# The deb-src entry mirrors the machine's own Debian source (URI and keyring),
+# so no package host is named here.
+SRC_LIST=/etc/apt/sources.list.d/parley-deb-src.sources
+# shellcheck source=../../scripts/lib/debian-mirror.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib" && pwd)/debian-mirror.sh"
+CODENAME="$(parley_debian_codename)"
+if ! grep -rqsE "^deb-src .*${CODENAME} .*main" /etc/apt/sources.list /etc/apt/sources.list.d/ \
     && ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/; then
-    log "adding a deb-src line for bookworm main"
-    echo 'deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main' | as_root tee "${SRC_LIST}" >/dev/null
+    read -r MIRROR KEYRING < <(parley_debian_mirror)
+    log "adding a deb-src entry for ${CODENAME} main from the machine's apt sources"
+    printf 'Types: deb-src\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
+        "${MIRROR}" "${CODENAME}" "${KEYRING}" | as_root tee "${SRC_LIST}" >/dev/null
     as_root apt-get update >&2
 fi
 
 ensure_packages etcd-server dpkg-dev
 
-if [ ! -x "${BIN_DIR}/kube-apiserver" ] || [ ! -x "${BIN_DIR}/kube-controller-manager" ]; then
+if ! have_built; then
     ensure_packages golang-go rsync jq golang-github-modern-go-reflect2-dev make
     WORK="${CACHE_ROOT}/${K8S_VERSION}/src"
     rm -rf "${WORK}"
@@ -82,11 +100,14 @@ if [ ! -x "${BIN_DIR}/kube-apiserver" ] || [ ! -x "${BIN_DIR}/kube-controller-ma
     cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 "${SRC}/vendor/github.com/modern-go/reflect2"
     mkdir -p "${SRC}/.go/src/k8s.io"
     ln -sfn ../../.. "${SRC}/.go/src/k8s.io/kubernetes"
-    log "building kube-apiserver and kube-controller-manager (about 7 minutes on 2 cores)"
-    (cd "${SRC}" && GOPATH="${SRC}/.go" CGO_ENABLED=0 \
-        make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >&2)
+    what=""
+    for bin in "${K8S_BINARIES[@]}"; do what="${what:+${what} }cmd/${bin}"; done
+    log "building ${K8S_BINARIES[*]} (about 10 minutes on 2 cores)"
+    (cd "${SRC}" && GOPATH="${SRC}/.go" CGO_ENABLED=0 make WHAT="${what}" >&2)
     mkdir -p "${BIN_DIR}"
-    install -m 0755 "${SRC}/_output/bin/kube-apiserver" "${SRC}/_output/bin/kube-controller-manager" "${BIN_DIR}/"
+    for bin in "${K8S_BINARIES[@]}"; do
+        install -m 0755 "${SRC}/_output/bin/${bin}" "${BIN_DIR}/"
+    done
     rm -rf "${WORK}"
 fi
 

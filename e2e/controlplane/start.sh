@@ -92,7 +92,7 @@ PIDS+=("$!")
     --service-account-key-file="${STATE}/sa.pub" \
     --service-account-signing-key-file="${STATE}/sa.key" \
     --authorization-mode=RBAC --token-auth-file="${STATE}/tokens.csv" \
-    --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true \
+    --service-cluster-ip-range=198.19.0.0/16 --allow-privileged=true \
     --insecure-port=0 >"${STATE}/apiserver.log" 2>&1 &
 PIDS+=("$!")
 

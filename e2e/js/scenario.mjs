@@ -16,8 +16,11 @@
 //                      dir:/path               a folder of .eml files, as
 //                                              scripts/smtp_sink.py (and the
 //                                              test harness's SmtpSink) write
+//                      http:http://h:8025      scripts/smtp_sink.py's HTTP API
+//                                              (the sink image in e2e/run.sh)
 //                      mailpit:http://h:8025   Mailpit's HTTP API
 //   STEP_TIMEOUT_MS  bound of each step (default 20000)
+//   TRANSPORTS       websocket (default) or default (long-polling, then upgrade)
 //   EMAIL_DOMAIN     domain of the two throwaway addresses (default example.com)
 //   RUN_ID           makes the addresses unique (default: random), so codes
 //                    left in the sink by earlier runs are never read
@@ -27,8 +30,7 @@
 // Exit status 0 only when every step passed (1 failed step, 2 bad usage).
 import { io } from "socket.io-client";
 import { randomBytes } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { StepError, codeSource, http, limits, trimSlash } from "./lib.mjs";
 
 // ---------------------------------------------------------------- settings
 
@@ -36,7 +38,6 @@ const usage = (message) => {
   process.stderr.write(`scenario: ${message}\n`);
   process.exit(2);
 };
-const trimSlash = (url) => url.replace(/\/+$/, "");
 const USER_URL = trimSlash(process.env.USER_URL ?? usage("USER_URL is required"));
 const CHAT_URLS = (process.env.CHAT_URLS ?? usage("CHAT_URLS is required"))
   .split(",")
@@ -46,6 +47,13 @@ if (CHAT_URLS.length === 0) usage("CHAT_URLS holds no URL");
 const CODES_FROM = process.env.CODES_FROM ?? usage("CODES_FROM is required (dir:/path or mailpit:http://host:8025)");
 const STEP_TIMEOUT_MS = Number(process.env.STEP_TIMEOUT_MS ?? 20000);
 if (!Number.isFinite(STEP_TIMEOUT_MS) || STEP_TIMEOUT_MS <= 0) usage("STEP_TIMEOUT_MS must be a positive number");
+limits.httpTimeoutMs = STEP_TIMEOUT_MS;
+// websocket (default): straight to the websocket transport. default: the
+// official client's own defaults, HTTP long-polling first and then an
+// upgrade, which is how browsers connect and which needs every request of a
+// session to reach the same chat pod.
+const TRANSPORTS = process.env.TRANSPORTS ?? "websocket";
+if (!["websocket", "default"].includes(TRANSPORTS)) usage("TRANSPORTS must be websocket or default");
 const RUN_ID = process.env.RUN_ID ?? randomBytes(4).toString("hex");
 const DOMAIN = process.env.EMAIL_DOMAIN ?? "example.com";
 const POLL_MS = 200;
@@ -58,7 +66,6 @@ const sockets = [];
 // What the running step waits for, named in its timeout message.
 let waitingFor = "";
 
-class StepError extends Error {}
 
 // Runs one step under the step timeout; prints its line; a failure ends the run.
 async function step(name, body) {
@@ -106,31 +113,6 @@ async function poll(description, what) {
 
 // ---------------------------------------------------------------- HTTP
 
-async function http(method, url, { token, body } = {}) {
-  const headers = { accept: "application/json" };
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  let response;
-  try {
-    response = await fetch(url, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(STEP_TIMEOUT_MS),
-    });
-  } catch (error) {
-    throw new StepError(`${method} ${url}: ${error.cause?.message ?? error.message}`);
-  }
-  const text = await response.text();
-  let json = null;
-  try {
-    json = text ? JSON.parse(text) : null;
-  } catch {
-    // not JSON: the status tells
-  }
-  return { status: response.status, json, text };
-}
-
 async function expectStatus(method, url, expected, options) {
   const answer = await http(method, url, options);
   const wanted = Array.isArray(expected) ? expected : [expected];
@@ -143,107 +125,9 @@ async function expectStatus(method, url, expected, options) {
 
 // ---------------------------------------------------------------- login codes
 
-// The code is in the subject ("Your parley login code: 123456") and in the
-// text ("Your login code is 123456"), as the mail service writes it.
-function codeIn(subject, text) {
-  const fromSubject = /login code\D*(\d{6})\b/i.exec(subject ?? "");
-  if (fromSubject) return fromSubject[1];
-  const fromText = /login code is\s*(\d{6})\b/i.exec(text ?? "");
-  return fromText ? fromText[1] : undefined;
-}
-
-// A minimal RFC 5322/MIME reader: unfolded headers, and the text/plain body
-// decoded from 7bit, quoted-printable or base64 (multipart walked).
-function parseMail(raw) {
-  const split = raw.search(/\r?\n\r?\n/);
-  const head = split < 0 ? raw : raw.slice(0, split);
-  const body = split < 0 ? "" : raw.slice(split).replace(/^\r?\n\r?\n/, "");
-  const headers = {};
-  for (const line of head.replace(/\r?\n[ \t]+/g, " ").split(/\r?\n/)) {
-    const colon = line.indexOf(":");
-    if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
-  }
-  return { headers, body };
-}
-
-function decodeBody(body, encoding) {
-  switch ((encoding ?? "").toLowerCase()) {
-    case "base64":
-      return Buffer.from(body.replace(/\s+/g, ""), "base64").toString("utf8");
-    case "quoted-printable":
-      return Buffer.from(
-        body
-          .replace(/=\r?\n/g, "")
-          .replace(/=([0-9A-Fa-f]{2})/g, (_, hex) => String.fromCharCode(parseInt(hex, 16))),
-        "latin1",
-      ).toString("utf8");
-    default:
-      return body;
-  }
-}
-
-function plainText({ headers, body }) {
-  const type = headers["content-type"] ?? "text/plain";
-  const boundary = /boundary="?([^";]+)"?/i.exec(type);
-  if (/^multipart\//i.test(type) && boundary) {
-    const parts = body.split(`--${boundary[1]}`).slice(1);
-    for (const part of parts) {
-      if (part.startsWith("--")) break;
-      const text = plainText(parseMail(part.replace(/^\r?\n/, "")));
-      if (text) return text;
-    }
-    return "";
-  }
-  if (/^text\/plain/i.test(type)) return decodeBody(body, headers["content-transfer-encoding"]);
-  return "";
-}
-
-// dir:/path: every stored .eml, the code of the newest one addressed to `email`.
-async function codeFromDir(dir, email) {
-  let names;
-  try {
-    names = (await readdir(dir)).filter((n) => n.endsWith(".eml") && !n.startsWith(".")).sort();
-  } catch (error) {
-    throw new StepError(`cannot read the mail folder ${dir}: ${error.message}`);
-  }
-  for (const name of names.reverse()) {
-    const raw = await readFile(join(dir, name), "utf8");
-    const mail = parseMail(raw);
-    if (!(mail.headers.to ?? "").toLowerCase().includes(email)) continue;
-    const code = codeIn(mail.headers.subject, plainText(mail));
-    if (code) return code;
-  }
-  return undefined;
-}
-
-// mailpit:http://host:8025: search by recipient (newest first), then read it.
-async function codeFromMailpit(base, email) {
-  const query = encodeURIComponent(`to:"${email}"`);
-  const found = await http("GET", `${base}/api/v1/search?query=${query}&limit=5`);
-  if (found.status !== 200 || !Array.isArray(found.json?.messages)) {
-    throw new StepError(`Mailpit search answered ${found.status} ${found.text.slice(0, 200)}`);
-  }
-  for (const summary of found.json.messages) {
-    const to = (summary.To ?? []).map((a) => (a.Address ?? "").toLowerCase());
-    if (!to.includes(email)) continue;
-    const message = await http("GET", `${base}/api/v1/message/${encodeURIComponent(summary.ID)}`);
-    if (message.status !== 200) continue;
-    const code = codeIn(message.json?.Subject ?? summary.Subject, message.json?.Text);
-    if (code) return code;
-  }
-  return undefined;
-}
-
-function codeSource(spec) {
-  const colon = spec.indexOf(":");
-  const kind = colon < 0 ? spec : spec.slice(0, colon);
-  const where = colon < 0 ? "" : spec.slice(colon + 1);
-  if (kind === "dir" && where) return (email) => codeFromDir(where, email);
-  if (kind === "mailpit" && where) return (email) => codeFromMailpit(trimSlash(where), email);
-  return usage(`CODES_FROM must be dir:/path or mailpit:http://host:8025, not ${JSON.stringify(spec)}`);
-}
-
-const readCode = codeSource(CODES_FROM);
+const readCode =
+  codeSource(CODES_FROM) ??
+  usage(`CODES_FROM must be dir:/path, http:http://host:8025 or mailpit:http://host:8025, not ${JSON.stringify(CODES_FROM)}`);
 
 // ---------------------------------------------------------------- Socket.IO
 
@@ -256,7 +140,7 @@ class Client {
     this.events = [];
     this.waiters = new Set();
     this.socket = io(url, {
-      transports: ["websocket"],
+      ...(TRANSPORTS === "websocket" ? { transports: ["websocket"] } : {}),
       auth: { token },
       reconnection: false,
       timeout: STEP_TIMEOUT_MS,

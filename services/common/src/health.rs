@@ -2,7 +2,8 @@
 //!
 //! `/healthz` answers while the process runs. `/readyz` asks every dependency
 //! the binary needs, concurrently and with a deadline, and answers 503 naming
-//! the ones that did not answer, or that the process is draining.
+//! the ones that did not answer, or that the process is draining. Each round
+//! also sets the gauge `dependency_up{dependency="…"}` (1 or 0) in `/metrics`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -106,6 +107,15 @@ impl Readiness {
             }
         }))
         .await;
+        // `dependency_up{dependency}`: 1 when the last check answered, else
+        // 0, so an outage shows in /metrics as well as in /readyz.
+        for (name, outcome) in &results {
+            metrics::gauge!("dependency_up", "dependency" => *name).set(if outcome.is_ok() {
+                1.0
+            } else {
+                0.0
+            });
+        }
         summarise(results, self.draining.is_cancelled())
     }
 }

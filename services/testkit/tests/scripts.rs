@@ -14,7 +14,7 @@ use anyhow::Context;
 use parley_testkit::workspace_root;
 
 /// Entry points without the `.sh` suffix.
-const ENTRY_POINTS: &[&str] = &["scripts/dev", "scripts/test", ".ci/run"];
+const ENTRY_POINTS: &[&str] = &["scripts/dev", "scripts/test", "scripts/cluster", ".ci/run"];
 /// Folders searched (recursively) for `*.sh`.
 const SCRIPT_DIRS: &[&str] = &["e2e", "scripts"];
 
