@@ -45,7 +45,7 @@ flock 8
 ensure_packages() {
     local missing=() pkg
     for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q "install ok installed" || missing+=("${pkg}")
+        [[ "$(dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("${pkg}")
     done
     [ "${#missing[@]}" -eq 0 ] && return 0
     log "installing ${missing[*]}"
@@ -120,7 +120,12 @@ derived() {
         rm -rf "${ROOTFS}/${name}"-*
         log "building the ${name} root file system"
         cp -a "${base}" "${dir}"
-        "${recipe}" "${dir}" >"${WORK}/${name}.log" 2>&1 || die "${name}: recipe failed (${WORK}/${name}.log)"
+        # In the background, so that `set -e` holds inside the recipe (it is
+        # ignored in a function called as `recipe || die`).
+        local status=0
+        "${recipe}" "${dir}" >"${WORK}/${name}.log" 2>&1 &
+        wait "$!" || status=$?
+        [ "${status}" -eq 0 ] || die "${name}: recipe failed (${WORK}/${name}.log)"
         # Nothing of apt's caches or the build host's resolver ships.
         rm -rf "${dir}"/var/lib/apt/lists/* "${dir}"/var/cache/apt/*.bin "${dir}"/var/cache/apt/archives/*.deb
         : >"${dir}/etc/resolv.conf"
@@ -160,7 +165,13 @@ recipe_mongodb() {
     in_chroot "${dir}" apt-get update
     in_chroot "${dir}" apt-get install -y --no-install-recommends python3 python3-venv
     in_chroot "${dir}" python3 -m venv /opt/secantusdb
-    in_chroot "${dir}" /opt/secantusdb/bin/pip install --no-cache-dir "secantusdb${SECANTUSDB_VERSION:+==${SECANTUSDB_VERSION}}"
+    # Wheels are fetched by the host's pip (its index and certificate
+    # settings), then installed offline in the image.
+    python3 -m pip download --quiet --only-binary=:all: --dest "${dir}/tmp/wheels" \
+        "secantusdb${SECANTUSDB_VERSION:+==${SECANTUSDB_VERSION}}"
+    in_chroot "${dir}" /opt/secantusdb/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels secantusdb
+    rm -rf "${dir}/tmp/wheels"
+    test -x "${dir}/opt/secantusdb/bin/secantusd-py"
     mkdir -p "${dir}/data"
     chown 999:999 "${dir}/data"
 }

@@ -94,7 +94,7 @@ wait_for() {
 ensure_packages() {
     local missing=() pkg
     for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q "install ok installed" || missing+=("${pkg}")
+        [[ "$(dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("${pkg}")
     done
     [ "${#missing[@]}" -eq 0 ] && return 0
     log "installing ${missing[*]}"
@@ -221,7 +221,10 @@ node_address() {
     if ! ip link show "${NODE_LINK}" >/dev/null 2>&1; then
         ip link add "${NODE_LINK}" type veth peer name "${NODE_PEER}"
     fi
-    ip addr show dev "${NODE_LINK}" | grep -q "inet ${NODE_IP}/" || ip addr add "${NODE_IP}/32" dev "${NODE_LINK}"
+    # (Captured first: `ip | grep -q` fails under pipefail when grep stops early.)
+    local addresses
+    addresses="$(ip addr show dev "${NODE_LINK}")"
+    [[ "${addresses}" == *"inet ${NODE_IP}/"* ]] || ip addr add "${NODE_IP}/32" dev "${NODE_LINK}"
     ip link set "${NODE_LINK}" up
     ip link set "${NODE_PEER}" up
 }
@@ -601,7 +604,7 @@ verify_clean() {
     done
     ip link show "${BRIDGE}" >/dev/null 2>&1 && left+=("bridge ${BRIDGE}")
     ip link show "${NODE_LINK}" >/dev/null 2>&1 && left+=("link ${NODE_LINK}")
-    iptables-save 2>/dev/null | grep -q -E '(KUBE|CNI)-' && left+=("iptables rules")
+    [ "$(iptables-save 2>/dev/null | grep -c -E '(KUBE|CNI)-')" -eq 0 ] || left+=("iptables rules")
     grep -q -e "${NODE_HOME}" -e "${NODE_RUN}" /proc/mounts && left+=("mounts")
     if [ "${#left[@]}" -gt 0 ]; then
         die "down left behind: ${left[*]}"
@@ -615,7 +618,7 @@ verify_clean() {
 clean_iptables() {
     local table
     for table in filter nat mangle; do
-        iptables-save -t "${table}" 2>/dev/null | grep -q -E '(KUBE|CNI)-' || continue
+        [ "$(iptables-save -t "${table}" 2>/dev/null | grep -c -E '(KUBE|CNI)-')" -gt 0 ] || continue
         iptables-save -t "${table}" | grep -v -E '(KUBE|CNI)-' | iptables-restore -T "${table}" ||
             log "could not clean iptables table ${table}"
     done
