@@ -1,17 +1,15 @@
 //! Component Deployments: env wiring, probes, security context, volumes.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::configmap::config_map_name;
@@ -20,7 +18,7 @@ use super::secret::{
     generated_secret_name, jwt_secret_name,
 };
 use super::serviceaccount::service_account_name;
-use super::{CONFIG_HASH_ANNOTATION, Context, HTTP_PORT, child_name, labels, managed, meta};
+use super::{Context, HTTP_PORT, child_name, managed, meta, pod_template};
 use crate::api::{ChatCluster, Component, Store};
 
 /// Where the signing keys are mounted.
@@ -295,6 +293,31 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
         .iter()
         .map(|n| LocalObjectReference { name: n.clone() })
         .collect();
+    let pod = PodSpec {
+        service_account_name: Some(service_account_name(cc)),
+        automount_service_account_token: Some(false),
+        containers: vec![container],
+        volumes: Some(volumes),
+        image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            fs_group: Some(RUN_AS_USER),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        node_selector: (!sched.node_selector.is_empty()).then(|| sched.node_selector.clone()),
+        tolerations: (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone()),
+        affinity: sched.affinity.clone(),
+        topology_spread_constraints: (!sched.topology_spread_constraints.is_empty())
+            .then(|| sched.topology_spread_constraints.clone()),
+        termination_grace_period_seconds: Some(30),
+        ..Default::default()
+    };
     Deployment {
         metadata: meta(cc, name, c.name()),
         spec: Some(DeploymentSpec {
@@ -312,42 +335,7 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
                 match_labels: Some(super::selector_labels(cc, c.name())),
                 ..Default::default()
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(cc, c.name())),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_owned(),
-                        ctx.config_hash.clone(),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(service_account_name(cc)),
-                    automount_service_account_token: Some(false),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
-                        fs_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    node_selector: (!sched.node_selector.is_empty())
-                        .then(|| sched.node_selector.clone()),
-                    tolerations: (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone()),
-                    affinity: sched.affinity.clone(),
-                    topology_spread_constraints: (!sched.topology_spread_constraints.is_empty())
-                        .then(|| sched.topology_spread_constraints.clone()),
-                    termination_grace_period_seconds: Some(30),
-                    ..Default::default()
-                }),
-            },
+            template: pod_template(cc, c.name(), pod, ctx),
             ..Default::default()
         }),
         ..Default::default()
@@ -356,6 +344,8 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::api::{ExternalStore, SecretKeyRef};
     use crate::build::fixtures::{cluster, ctx};
@@ -481,7 +471,11 @@ mod tests {
                 .annotations
                 .as_ref()
                 .unwrap();
-            assert_eq!(ann[CONFIG_HASH_ANNOTATION], "abc123");
+            let hash = &ann[crate::build::CONFIG_HASH_ANNOTATION];
+            assert!(
+                hash.len() == 32 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+                "{hash}"
+            );
         }
     }
 

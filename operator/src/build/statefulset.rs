@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
-    PodTemplateSpec, Probe, TCPSocketAction, VolumeMount, VolumeResourceRequirements,
+    Probe, TCPSocketAction, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::deployment::{from_secret, literal};
 use super::secret::{MONGODB_PASSWORD, RABBITMQ_PASSWORD, REDIS_PASSWORD, generated_secret_name};
-use super::{CONFIG_HASH_ANNOTATION, Context, child_name, labels, meta, selector_labels};
+use super::{Context, child_name, labels, meta, pod_template, selector_labels};
 use crate::api::{ChatCluster, ManagedStore, Store, VolumeReclaim};
 
 /// Name of the data volume claim template.
@@ -117,21 +117,16 @@ pub fn statefulset(cc: &ChatCluster, s: Store, m: &ManagedStore, ctx: &Context) 
                 match_labels: Some(selector_labels(cc, s.name())),
                 ..Default::default()
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(cc, s.name())),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_owned(),
-                        ctx.config_hash.clone(),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
+            template: pod_template(
+                cc,
+                s.name(),
+                PodSpec {
                     containers: vec![container],
                     automount_service_account_token: Some(false),
                     ..Default::default()
-                }),
-            },
+                },
+                ctx,
+            ),
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
                 metadata: ObjectMeta {
                     name: Some(DATA_VOLUME.into()),
