@@ -138,6 +138,19 @@ async fn applied_cluster_gets_wired_children_then_ready() -> anyhow::Result<()> 
         (owner.kind.as_str(), owner.controller),
         ("ChatCluster", Some(true))
     );
+    // Socket.IO long-polling needs every request of a session on one chat pod
+    let chat_svc: Service = get(&client, &ns, "demo-chat").await?;
+    let chat_svc = chat_svc.spec.unwrap_or_default();
+    assert_eq!(chat_svc.session_affinity.as_deref(), Some("ClientIP"));
+    let user_svc: Service = get(&client, &ns, "demo-user").await?;
+    assert_eq!(
+        user_svc
+            .spec
+            .unwrap_or_default()
+            .session_affinity
+            .as_deref(),
+        Some("None")
+    );
 
     // Progressing, with the missing smtp Secret and the 1.20 API gaps named
     wait_for("Progressing", FIVE, || async {

@@ -550,8 +550,8 @@ mod tests {
     #[test]
     fn autoscaling_leaves_replicas_to_the_hpa_only_when_served() {
         let mut spec = crate::api::ChatClusterSpec::default();
-        spec.chat.autoscaling.enabled = true;
-        spec.chat.replicas = Some(3);
+        spec.chat.component.autoscaling.enabled = true;
+        spec.chat.component.replicas = Some(3);
         let cc = cluster(spec);
         let mut c = ctx();
         assert_eq!(replicas(&cc, Component::Chat, &c), None);

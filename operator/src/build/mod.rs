@@ -310,7 +310,7 @@ mod snapshot {
             policy_v1: false,
         };
         let mut spec = ChatClusterSpec::default();
-        spec.chat.autoscaling.enabled = true;
+        spec.chat.component.autoscaling.enabled = true;
         spec.mongodb.external = Some(ExternalStore {
             url_secret: SecretKeyRef {
                 name: "m".into(),
