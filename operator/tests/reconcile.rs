@@ -151,6 +151,30 @@ async fn applied_cluster_gets_wired_children_then_ready() -> anyhow::Result<()> 
             .as_deref(),
         Some("None")
     );
+    // the API server keeps the store pods' restricted security settings
+    for store in ["redis", "rabbitmq", "mongodb"] {
+        let set: StatefulSet = get(&client, &ns, &format!("demo-{store}")).await?;
+        let pod = set.spec.and_then(|s| s.template.spec).unwrap_or_default();
+        let psc = pod.security_context.clone().unwrap_or_default();
+        assert_eq!(psc.run_as_non_root, Some(true), "{store}");
+        assert_eq!(
+            psc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault"),
+            "{store}"
+        );
+        let sc = pod.containers[0]
+            .security_context
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{store}");
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{store}");
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_owned()]),
+            "{store}"
+        );
+        assert!(pod.containers[0].liveness_probe.is_some(), "{store}");
+    }
 
     // Progressing, with the missing smtp Secret and the 1.20 API gaps named
     wait_for("Progressing", FIVE, || async {

@@ -204,11 +204,13 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-/// A restricted security context: non-root, read-only root, no capabilities.
-pub fn container_security() -> SecurityContext {
+/// A restricted container security context (Pod Security "restricted"):
+/// runs as `uid`, read-only root filesystem, no capabilities, no privilege
+/// escalation. Services and managed stores share it.
+pub fn container_security(uid: i64) -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS_USER),
+        run_as_user: Some(uid),
         read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {
@@ -219,17 +221,44 @@ pub fn container_security() -> SecurityContext {
     }
 }
 
+/// A restricted pod security context: non-root as `uid`:`gid`, volumes
+/// group-owned by `gid` (so a fresh data volume is writable), the runtime's
+/// default seccomp profile.
+pub fn pod_security(uid: i64, gid: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(gid),
+        fs_group: Some(gid),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// An emptyDir volume `name` mounted at `path`: a writable directory under
+/// the read-only root filesystem.
+pub fn scratch(name: &str, path: &str) -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: name.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: name.into(),
+            mount_path: path.into(),
+            ..Default::default()
+        },
+    )
+}
+
 fn volumes(cc: &ChatCluster, c: Component) -> (Vec<Volume>, Vec<VolumeMount>) {
-    let mut volumes = vec![Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Default::default()
-    }];
-    let mut mounts = vec![VolumeMount {
-        name: "tmp".into(),
-        mount_path: "/tmp".into(),
-        ..Default::default()
-    }];
+    let (tmp, tmp_mount) = scratch("tmp", "/tmp");
+    let mut volumes = vec![tmp];
+    let mut mounts = vec![tmp_mount];
     // user gets the private key, chat only the public one.
     let key = match c {
         Component::User => Some(PRIVATE_KEY),
@@ -282,7 +311,7 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
         resources: spec.resources.clone(),
         liveness_probe: Some(probe("/healthz", 10, 3)),
         readiness_probe: Some(probe("/readyz", 5, 2)),
-        security_context: Some(container_security()),
+        security_context: Some(container_security(RUN_AS_USER)),
         volume_mounts: Some(mounts),
         ..Default::default()
     };
@@ -299,17 +328,7 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
         containers: vec![container],
         volumes: Some(volumes),
         image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
-            run_as_group: Some(RUN_AS_USER),
-            fs_group: Some(RUN_AS_USER),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(pod_security(RUN_AS_USER, RUN_AS_USER)),
         node_selector: (!sched.node_selector.is_empty()).then(|| sched.node_selector.clone()),
         tolerations: (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone()),
         affinity: sched.affinity.clone(),

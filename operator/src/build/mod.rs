@@ -501,3 +501,120 @@ mod rollout_tests {
         assert!(rolled(&before, &templates(&base(), &secrets())).is_empty());
     }
 }
+
+#[cfg(test)]
+mod pod_security_tests {
+    //! Every pod the operator builds passes Pod Security Standards "restricted".
+
+    use k8s_openapi::api::core::v1::{PodSpec, SecurityContext};
+
+    use super::fixtures::{cluster, ctx};
+    use super::*;
+    use crate::api::ChatClusterSpec;
+
+    /// What keeps `pod` from the "restricted" profile (Kubernetes Pod Security
+    /// Standards, baseline checks included); empty when it passes.
+    pub(crate) fn restricted_violations(pod: &PodSpec) -> Vec<String> {
+        let mut v = Vec::new();
+        let psc = pod.security_context.clone().unwrap_or_default();
+        for (set, what) in [
+            (pod.host_network, "hostNetwork"),
+            (pod.host_pid, "hostPID"),
+            (pod.host_ipc, "hostIPC"),
+        ] {
+            if set == Some(true) {
+                v.push(format!("pod: {what}"));
+            }
+        }
+        if psc.run_as_user == Some(0) {
+            v.push("pod: runAsUser 0".into());
+        }
+        if psc.sysctls.as_ref().is_some_and(|s| !s.is_empty()) {
+            v.push("pod: sysctls".into());
+        }
+        let pod_seccomp = psc.seccomp_profile.as_ref().map(|p| p.type_.as_str());
+        if pod_seccomp == Some("Unconfined") {
+            v.push("pod: seccompProfile Unconfined".into());
+        }
+        const ALLOWED_VOLUMES: &str =
+            "configMap csi downwardAPI emptyDir ephemeral persistentVolumeClaim projected secret";
+        for vol in pod.volumes.iter().flatten() {
+            let json = serde_json::to_value(vol).unwrap();
+            for key in json.as_object().unwrap().keys() {
+                if key != "name" && !ALLOWED_VOLUMES.split(' ').any(|a| a == key) {
+                    v.push(format!("volume {}: type {key}", vol.name));
+                }
+            }
+        }
+        let containers = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(pod.containers.iter());
+        for c in containers {
+            let at = &c.name;
+            let sc: SecurityContext = c.security_context.clone().unwrap_or_default();
+            if sc.privileged == Some(true) {
+                v.push(format!("{at}: privileged"));
+            }
+            if sc.allow_privilege_escalation != Some(false) {
+                v.push(format!("{at}: allowPrivilegeEscalation is not false"));
+            }
+            let non_root = sc.run_as_non_root.or(psc.run_as_non_root);
+            if non_root != Some(true) {
+                v.push(format!("{at}: runAsNonRoot is not true"));
+            }
+            if sc.run_as_user == Some(0) {
+                v.push(format!("{at}: runAsUser 0"));
+            }
+            let seccomp = sc
+                .seccomp_profile
+                .as_ref()
+                .map(|p| p.type_.as_str())
+                .or(pod_seccomp);
+            if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
+                v.push(format!("{at}: seccompProfile is {seccomp:?}"));
+            }
+            let caps = sc.capabilities.clone().unwrap_or_default();
+            if !caps.drop.iter().flatten().any(|d| d == "ALL") {
+                v.push(format!("{at}: capabilities do not drop ALL"));
+            }
+            for add in caps.add.iter().flatten() {
+                if add != "NET_BIND_SERVICE" {
+                    v.push(format!("{at}: adds capability {add}"));
+                }
+            }
+            if sc.proc_mount.as_deref().is_some_and(|p| p != "Default") {
+                v.push(format!("{at}: procMount"));
+            }
+            for port in c.ports.iter().flatten() {
+                if port.host_port.is_some_and(|p| p != 0) {
+                    v.push(format!("{at}: hostPort"));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn every_pod_passes_the_restricted_profile() {
+        let d = desired(&cluster(ChatClusterSpec::default()), &ctx());
+        assert_eq!(d.statefulsets.len(), 3);
+        let pods = d
+            .statefulsets
+            .iter()
+            .map(|s| (&s.metadata.name, &s.spec.as_ref().unwrap().template))
+            .chain(
+                d.deployments
+                    .iter()
+                    .map(|s| (&s.metadata.name, &s.spec.as_ref().unwrap().template)),
+            );
+        let mut problems = Vec::new();
+        for (name, template) in pods {
+            for p in restricted_violations(template.spec.as_ref().unwrap()) {
+                problems.push(format!("{}: {p}", name.as_deref().unwrap_or_default()));
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+}
