@@ -55,7 +55,7 @@ pub struct ChatClusterSpec {
     /// The user service: login by one-time code, profiles, token issuing.
     pub user: ComponentSpec,
     /// The chat service: REST and Socket.IO messaging.
-    pub chat: ComponentSpec,
+    pub chat: ChatSpec,
     /// The mail service: one-time codes and message notifications by e-mail.
     pub mail: ComponentSpec,
     /// Optional Ingress routing the public API to user and chat.
@@ -143,6 +143,38 @@ pub struct ComponentSpec {
     pub env: Vec<EnvVar>,
 }
 
+/// Settings of the chat service: those of every service, plus how clients
+/// are kept on one chat pod.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ChatSpec {
+    /// Replicas, image, resources, autoscaling and the rest, as for user and mail.
+    #[serde(flatten)]
+    pub component: ComponentSpec,
+    /// How the chat Service spreads connections over the chat pods.
+    /// `ClientIP` (the default) sends every connection from one client
+    /// address to the same pod, which Socket.IO's HTTP long-polling transport
+    /// (where the official client starts) needs once chat runs two or more
+    /// pods; otherwise polls land on other pods and fail with "Session ID
+    /// unknown". `None` spreads connections freely: only for clients that
+    /// use the WebSocket transport alone. Behind an Ingress the controller
+    /// picks the pods itself: with `ingress.className: nginx` the operator
+    /// adds ingress-nginx cookie affinity; other controllers need their own
+    /// stickiness setting in `ingress.annotations`.
+    pub session_affinity: SessionAffinity,
+}
+
+/// How the chat Service picks a pod for a client connection.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SessionAffinity {
+    /// Connections from one client IP address go to the same pod.
+    #[default]
+    #[serde(rename = "ClientIP")]
+    ClientIp,
+    /// No affinity: connections are spread over the pods.
+    None,
+}
+
 /// Horizontal pod autoscaling settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
@@ -208,7 +240,7 @@ pub struct SchedulingSpec {
 pub struct IngressSpec {
     /// Create an Ingress routing `/api/v1/(login|verify|me|users…)` to user and
     /// `/socket.io` plus the chat routes to chat (websocket transport needs no
-    /// sticky sessions; long-polling does).
+    /// sticky sessions; long-polling does: see `chat.sessionAffinity`).
     pub enabled: bool,
     /// IngressClass name; the cluster default when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -470,7 +502,7 @@ impl Component {
     pub fn spec(self, spec: &ChatClusterSpec) -> &ComponentSpec {
         match self {
             Component::User => &spec.user,
-            Component::Chat => &spec.chat,
+            Component::Chat => &spec.chat.component,
             Component::Mail => &spec.mail,
         }
     }

@@ -1,22 +1,22 @@
-//! Reads what the spec refers to: Secrets (for the rollout hash and to report
-//! missing ones) and which optional APIs the cluster serves.
+//! Reads what the spec refers to: Secrets (digests for the rollout hashes,
+//! and to report missing ones) and which optional APIs the cluster serves.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use sha2::{Digest, Sha256};
 
 use crate::api::{ChatCluster, Store};
+use crate::build::rollout::SecretDigests;
 use crate::build::secret::{generated_secret_name, jwt_secret_name};
-use crate::build::{ApiSupport, configmap::config_data, managed};
+use crate::build::{ApiSupport, managed};
 
 /// What dereferencing found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dereferenced {
-    /// Hash over the config and the referenced Secrets' data.
-    pub config_hash: String,
+    /// Digests of the referenced Secrets (for the workloads' rollout hashes).
+    pub secrets: SecretDigests,
     /// Referenced Secrets that do not exist (`name` or `name/key`).
     pub missing: Vec<String>,
     /// Optional APIs the cluster serves.
@@ -43,30 +43,6 @@ pub fn secret_refs(cc: &ChatCluster) -> Vec<(String, Option<String>)> {
         }
     }
     refs
-}
-
-/// Hash over the ConfigMap data and each (name, secret data) pair, in order.
-pub fn config_hash(cc: &ChatCluster, secrets: &[(String, Option<Secret>)]) -> String {
-    let mut h = Sha256::new();
-    for (k, v) in config_data(cc) {
-        h.update(k.as_bytes());
-        h.update([0]);
-        h.update(v.as_bytes());
-        h.update([0]);
-    }
-    for (name, secret) in secrets {
-        h.update(name.as_bytes());
-        h.update([1]);
-        if let Some(data) = secret.as_ref().and_then(|s| s.data.as_ref()) {
-            for (k, v) in data {
-                h.update(k.as_bytes());
-                h.update([0]);
-                h.update(&v.0);
-                h.update([0]);
-            }
-        }
-    }
-    hex::encode(&h.finalize()[..16])
 }
 
 /// Which optional APIs a list of served group versions contains.
@@ -128,7 +104,7 @@ pub async fn dereference(
         secrets.push((name, secret));
     }
     Ok(Dereferenced {
-        config_hash: config_hash(cc, &secrets),
+        secrets: SecretDigests::new(&secrets),
         missing,
         apis: discovery.get(client).await?,
     })
@@ -138,29 +114,6 @@ pub async fn dereference(
 mod tests {
     use super::*;
     use crate::build::fixtures::cluster;
-    use k8s_openapi::ByteString;
-    use std::collections::BTreeMap;
-
-    fn secret(data: &str) -> Option<Secret> {
-        Some(Secret {
-            data: Some(BTreeMap::from([(
-                "k".to_owned(),
-                ByteString(data.as_bytes().to_vec()),
-            )])),
-            ..Default::default()
-        })
-    }
-
-    #[test]
-    fn hash_follows_config_and_secret_data() {
-        let cc = cluster(Default::default());
-        let a = config_hash(&cc, &[("s".into(), secret("one"))]);
-        assert_eq!(a, config_hash(&cc, &[("s".into(), secret("one"))]));
-        assert_ne!(a, config_hash(&cc, &[("s".into(), secret("two"))]));
-        let mut changed = cc.clone();
-        changed.spec.smtp.port = 2525;
-        assert_ne!(a, config_hash(&changed, &[("s".into(), secret("one"))]));
-    }
 
     #[test]
     fn discovery_of_a_1_20_server_lacks_v2_and_policy_v1() {

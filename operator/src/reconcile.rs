@@ -143,7 +143,7 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
     let desired = build::desired(
         cc,
         &build::Context {
-            config_hash: deref.config_hash.clone(),
+            secrets: deref.secrets,
             apis: deref.apis,
         },
     );

@@ -172,9 +172,9 @@ mod tests {
     #[test]
     fn min_above_max_names_the_field() {
         let mut spec = ChatClusterSpec::default();
-        spec.chat.autoscaling.enabled = true;
-        spec.chat.autoscaling.min_replicas = 5;
-        spec.chat.autoscaling.max_replicas = 3;
+        spec.chat.component.autoscaling.enabled = true;
+        spec.chat.component.autoscaling.min_replicas = 5;
+        spec.chat.component.autoscaling.max_replicas = 3;
         let errors = validate(&spec).unwrap_err();
         assert_eq!(errors[0].field, "chat.autoscaling.minReplicas");
         assert!(

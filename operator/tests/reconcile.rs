@@ -138,6 +138,43 @@ async fn applied_cluster_gets_wired_children_then_ready() -> anyhow::Result<()> 
         (owner.kind.as_str(), owner.controller),
         ("ChatCluster", Some(true))
     );
+    // Socket.IO long-polling needs every request of a session on one chat pod
+    let chat_svc: Service = get(&client, &ns, "demo-chat").await?;
+    let chat_svc = chat_svc.spec.unwrap_or_default();
+    assert_eq!(chat_svc.session_affinity.as_deref(), Some("ClientIP"));
+    let user_svc: Service = get(&client, &ns, "demo-user").await?;
+    assert_eq!(
+        user_svc
+            .spec
+            .unwrap_or_default()
+            .session_affinity
+            .as_deref(),
+        Some("None")
+    );
+    // the API server keeps the store pods' restricted security settings
+    for store in ["redis", "rabbitmq", "mongodb"] {
+        let set: StatefulSet = get(&client, &ns, &format!("demo-{store}")).await?;
+        let pod = set.spec.and_then(|s| s.template.spec).unwrap_or_default();
+        let psc = pod.security_context.clone().unwrap_or_default();
+        assert_eq!(psc.run_as_non_root, Some(true), "{store}");
+        assert_eq!(
+            psc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault"),
+            "{store}"
+        );
+        let sc = pod.containers[0]
+            .security_context
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{store}");
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{store}");
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_owned()]),
+            "{store}"
+        );
+        assert!(pod.containers[0].liveness_probe.is_some(), "{store}");
+    }
 
     // Progressing, with the missing smtp Secret and the 1.20 API gaps named
     wait_for("Progressing", FIVE, || async {
@@ -606,5 +643,117 @@ async fn generated_secret_from_an_older_operator_gains_store_passwords_and_keeps
     }
     assert_ne!(data["redis-password"], data["mongodb-password"]);
     wait_for("every child", FIVE, || all_children(&client, &ns, "old")).await?;
+    Ok(())
+}
+
+/// The pod template of every StatefulSet and Deployment of `name`, by `kind/name`,
+/// with the object's generation (a spec change bumps it).
+async fn pod_templates(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<BTreeMap<String, (Option<i64>, serde_json::Value)>> {
+    let mut out = BTreeMap::new();
+    for s in ["redis", "rabbitmq", "mongodb"] {
+        let set: StatefulSet = get(client, ns, &format!("{name}-{s}")).await?;
+        let template = serde_json::to_value(set.spec.map(|s| s.template))?;
+        out.insert(
+            format!("statefulset/{s}"),
+            (set.metadata.generation, template),
+        );
+    }
+    for c in ["user", "chat", "mail"] {
+        let d: Deployment = get(client, ns, &format!("{name}-{c}")).await?;
+        let template = serde_json::to_value(d.spec.map(|s| s.template))?;
+        out.insert(format!("deployment/{c}"), (d.metadata.generation, template));
+    }
+    Ok(out)
+}
+
+fn changed(
+    before: &BTreeMap<String, (Option<i64>, serde_json::Value)>,
+    after: &BTreeMap<String, (Option<i64>, serde_json::Value)>,
+) -> Vec<String> {
+    before
+        .keys()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_settings_and_their_secrets_roll_the_services_never_the_stores()
+-> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let smtp: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "smtp"}, "stringData": {"username": "u", "password": "one"}
+    }))?;
+    secrets.create(&PostParams::default(), &smtp).await?;
+    create(
+        &client,
+        &ns,
+        "keep",
+        serde_json::json!({"smtp": {"credentialsSecret": "smtp"}}),
+    )
+    .await?;
+    wait_for("every child", FIVE, || all_children(&client, &ns, "keep")).await?;
+    wait_stable(&client, &ns, "keep").await?;
+    let before = pod_templates(&client, &ns, "keep").await?;
+
+    // log level, SMTP server and the public host: settings of the services only
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        "keep",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {
+            "log": "debug",
+            "smtp": {"host": "smtp.example", "port": 2525, "from": "chat@example.org"},
+            "ingress": {"host": "chat.example"},
+        }})),
+    )
+    .await?;
+    // StatefulSets are applied before Deployments in one pass: once all three
+    // Deployments have their new template, the stores have had their apply.
+    wait_for("every Deployment rolled", SETTLE, || async {
+        pod_templates(&client, &ns, "keep").await.is_ok_and(|now| {
+            ["user", "chat", "mail"]
+                .iter()
+                .all(|c| changed(&before, &now).contains(&format!("deployment/{c}")))
+        })
+    })
+    .await
+    .map_err(|e| e.context(op.output()))?;
+    let after = pod_templates(&client, &ns, "keep").await?;
+    assert_eq!(
+        changed(&before, &after),
+        ["deployment/chat", "deployment/mail", "deployment/user"],
+        "spec.log, smtp and ingress.host must not roll the stores"
+    );
+
+    // a new SMTP password rolls mail only
+    let before = after;
+    secrets
+        .patch(
+            "smtp",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"password": "two"}})),
+        )
+        .await?;
+    wait_for("mail rolled by the new password", SETTLE, || async {
+        pod_templates(&client, &ns, "keep")
+            .await
+            .is_ok_and(|now| changed(&before, &now).contains(&"deployment/mail".to_owned()))
+    })
+    .await
+    .map_err(|e| e.context(op.output()))?;
+    let after = pod_templates(&client, &ns, "keep").await?;
+    assert_eq!(
+        changed(&before, &after),
+        ["deployment/mail"],
+        "the SMTP password is read by mail only"
+    );
     Ok(())
 }

@@ -1,17 +1,15 @@
 //! Component Deployments: env wiring, probes, security context, volumes.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::configmap::config_map_name;
@@ -20,7 +18,7 @@ use super::secret::{
     generated_secret_name, jwt_secret_name,
 };
 use super::serviceaccount::service_account_name;
-use super::{CONFIG_HASH_ANNOTATION, Context, HTTP_PORT, child_name, labels, managed, meta};
+use super::{Context, HTTP_PORT, child_name, managed, meta, pod_template};
 use crate::api::{ChatCluster, Component, Store};
 
 /// Where the signing keys are mounted.
@@ -206,11 +204,13 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-/// A restricted security context: non-root, read-only root, no capabilities.
-pub fn container_security() -> SecurityContext {
+/// A restricted container security context (Pod Security "restricted"):
+/// runs as `uid`, read-only root filesystem, no capabilities, no privilege
+/// escalation. Services and managed stores share it.
+pub fn container_security(uid: i64) -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS_USER),
+        run_as_user: Some(uid),
         read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {
@@ -221,17 +221,44 @@ pub fn container_security() -> SecurityContext {
     }
 }
 
+/// A restricted pod security context: non-root as `uid`:`gid`, volumes
+/// group-owned by `gid` (so a fresh data volume is writable), the runtime's
+/// default seccomp profile.
+pub fn pod_security(uid: i64, gid: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(gid),
+        fs_group: Some(gid),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// An emptyDir volume `name` mounted at `path`: a writable directory under
+/// the read-only root filesystem.
+pub fn scratch(name: &str, path: &str) -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: name.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: name.into(),
+            mount_path: path.into(),
+            ..Default::default()
+        },
+    )
+}
+
 fn volumes(cc: &ChatCluster, c: Component) -> (Vec<Volume>, Vec<VolumeMount>) {
-    let mut volumes = vec![Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Default::default()
-    }];
-    let mut mounts = vec![VolumeMount {
-        name: "tmp".into(),
-        mount_path: "/tmp".into(),
-        ..Default::default()
-    }];
+    let (tmp, tmp_mount) = scratch("tmp", "/tmp");
+    let mut volumes = vec![tmp];
+    let mut mounts = vec![tmp_mount];
     // user gets the private key, chat only the public one.
     let key = match c {
         Component::User => Some(PRIVATE_KEY),
@@ -284,7 +311,7 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
         resources: spec.resources.clone(),
         liveness_probe: Some(probe("/healthz", 10, 3)),
         readiness_probe: Some(probe("/readyz", 5, 2)),
-        security_context: Some(container_security()),
+        security_context: Some(container_security(RUN_AS_USER)),
         volume_mounts: Some(mounts),
         ..Default::default()
     };
@@ -295,6 +322,21 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
         .iter()
         .map(|n| LocalObjectReference { name: n.clone() })
         .collect();
+    let pod = PodSpec {
+        service_account_name: Some(service_account_name(cc)),
+        automount_service_account_token: Some(false),
+        containers: vec![container],
+        volumes: Some(volumes),
+        image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
+        security_context: Some(pod_security(RUN_AS_USER, RUN_AS_USER)),
+        node_selector: (!sched.node_selector.is_empty()).then(|| sched.node_selector.clone()),
+        tolerations: (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone()),
+        affinity: sched.affinity.clone(),
+        topology_spread_constraints: (!sched.topology_spread_constraints.is_empty())
+            .then(|| sched.topology_spread_constraints.clone()),
+        termination_grace_period_seconds: Some(30),
+        ..Default::default()
+    };
     Deployment {
         metadata: meta(cc, name, c.name()),
         spec: Some(DeploymentSpec {
@@ -312,42 +354,7 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
                 match_labels: Some(super::selector_labels(cc, c.name())),
                 ..Default::default()
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(cc, c.name())),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_owned(),
-                        ctx.config_hash.clone(),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(service_account_name(cc)),
-                    automount_service_account_token: Some(false),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
-                        fs_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    node_selector: (!sched.node_selector.is_empty())
-                        .then(|| sched.node_selector.clone()),
-                    tolerations: (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone()),
-                    affinity: sched.affinity.clone(),
-                    topology_spread_constraints: (!sched.topology_spread_constraints.is_empty())
-                        .then(|| sched.topology_spread_constraints.clone()),
-                    termination_grace_period_seconds: Some(30),
-                    ..Default::default()
-                }),
-            },
+            template: pod_template(cc, c.name(), pod, ctx),
             ..Default::default()
         }),
         ..Default::default()
@@ -356,6 +363,8 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::api::{ExternalStore, SecretKeyRef};
     use crate::build::fixtures::{cluster, ctx};
@@ -481,7 +490,11 @@ mod tests {
                 .annotations
                 .as_ref()
                 .unwrap();
-            assert_eq!(ann[CONFIG_HASH_ANNOTATION], "abc123");
+            let hash = &ann[crate::build::CONFIG_HASH_ANNOTATION];
+            assert!(
+                hash.len() == 32 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+                "{hash}"
+            );
         }
     }
 
@@ -556,8 +569,8 @@ mod tests {
     #[test]
     fn autoscaling_leaves_replicas_to_the_hpa_only_when_served() {
         let mut spec = crate::api::ChatClusterSpec::default();
-        spec.chat.autoscaling.enabled = true;
-        spec.chat.replicas = Some(3);
+        spec.chat.component.autoscaling.enabled = true;
+        spec.chat.component.replicas = Some(3);
         let cc = cluster(spec);
         let mut c = ctx();
         assert_eq!(replicas(&cc, Component::Chat, &c), None);

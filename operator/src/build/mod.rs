@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
@@ -14,6 +15,7 @@ pub mod hpa;
 pub mod ingress;
 pub mod networkpolicy;
 pub mod pdb;
+pub mod rollout;
 pub mod secret;
 pub mod service;
 pub mod serviceaccount;
@@ -30,7 +32,8 @@ pub use service::{component_service, store_service};
 pub use serviceaccount::service_account;
 pub use statefulset::statefulset;
 
-/// Annotation on pod templates carrying the hash of config and secrets they read.
+/// Annotation on pod templates carrying the hash of the config and Secret
+/// keys their pods read (see [`rollout`]).
 pub const CONFIG_HASH_ANNOTATION: &str = "parley.dev/config-hash";
 /// Label naming the owning ChatCluster.
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
@@ -62,8 +65,8 @@ impl Default for ApiSupport {
 /// Everything the builders need beyond the spec.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Context {
-    /// Hash over the ConfigMap data and every Secret the pods read.
-    pub config_hash: String,
+    /// Digests of the referenced Secrets, for each workload's rollout hash.
+    pub secrets: rollout::SecretDigests,
     /// Optional APIs served.
     pub apis: ApiSupport,
 }
@@ -175,6 +178,27 @@ pub fn owner_ref(cc: &ChatCluster) -> OwnerReference {
     }
 }
 
+/// The pod template of a workload: its labels and the rollout hash of what
+/// `pod` reads ([`rollout::rollout_hash`]) around `pod`.
+pub fn pod_template(
+    cc: &ChatCluster,
+    component: &str,
+    pod: PodSpec,
+    ctx: &Context,
+) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(cc, component)),
+            annotations: Some(BTreeMap::from([(
+                CONFIG_HASH_ANNOTATION.to_owned(),
+                rollout::rollout_hash(cc, &pod, &ctx.secrets),
+            )])),
+            ..Default::default()
+        }),
+        spec: Some(pod),
+    }
+}
+
 /// Metadata of a child object: name, namespace, labels, owner.
 pub fn meta(cc: &ChatCluster, name: String, component: &str) -> ObjectMeta {
     ObjectMeta {
@@ -201,7 +225,7 @@ pub(crate) mod fixtures {
 
     pub fn ctx() -> super::Context {
         super::Context {
-            config_hash: "abc123".into(),
+            secrets: Default::default(),
             apis: Default::default(),
         }
     }
@@ -286,7 +310,7 @@ mod snapshot {
             policy_v1: false,
         };
         let mut spec = ChatClusterSpec::default();
-        spec.chat.autoscaling.enabled = true;
+        spec.chat.component.autoscaling.enabled = true;
         spec.mongodb.external = Some(ExternalStore {
             url_secret: SecretKeyRef {
                 name: "m".into(),
@@ -296,5 +320,301 @@ mod snapshot {
         let d = desired(&cluster(spec), &old);
         assert!(d.hpas.is_empty() && d.pdbs.is_empty());
         assert_eq!(d.deployments[1].spec.as_ref().unwrap().replicas, Some(2));
+    }
+}
+
+#[cfg(test)]
+mod rollout_tests {
+    //! Which pod templates a change rolls: each workload only for what it reads.
+
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::{PodTemplateSpec, Secret};
+
+    use super::fixtures::cluster;
+    use super::*;
+    use crate::api::ChatClusterSpec;
+
+    type Secrets = Vec<(String, Option<Secret>)>;
+
+    fn secret(pairs: &[(&str, &str)]) -> Option<Secret> {
+        Some(Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        })
+    }
+
+    fn secrets() -> Secrets {
+        vec![
+            (
+                "demo-jwt".into(),
+                secret(&[("private.pem", "priv-1"), ("public.pem", "pub-1")]),
+            ),
+            (
+                "demo-generated".into(),
+                secret(&[
+                    ("otp-secret", "otp"),
+                    ("redis-password", "r-1"),
+                    ("rabbitmq-password", "q-1"),
+                    ("mongodb-password", "m-1"),
+                ]),
+            ),
+            (
+                "smtp".into(),
+                secret(&[("username", "u"), ("password", "p-1")]),
+            ),
+        ]
+    }
+
+    fn replace(secrets: &mut Secrets, name: &str, key: &str, value: &str) {
+        let data = secrets
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, s)| s.as_mut())
+            .and_then(|s| s.data.as_mut())
+            .unwrap();
+        data.insert(key.into(), ByteString(value.as_bytes().to_vec()));
+    }
+
+    /// The build context `reconcile` would make from these Secrets.
+    fn context(secrets: &Secrets) -> Context {
+        Context {
+            secrets: rollout::SecretDigests::new(secrets),
+            apis: ApiSupport::default(),
+        }
+    }
+
+    /// Pod template of every workload, by `kind/name`.
+    fn templates(spec: &ChatClusterSpec, secrets: &Secrets) -> BTreeMap<String, PodTemplateSpec> {
+        let cc = cluster(spec.clone());
+        let d = desired(&cc, &context(secrets));
+        let mut out = BTreeMap::new();
+        for x in d.deployments {
+            let name = format!("deployment/{}", x.metadata.name.unwrap());
+            out.insert(name, x.spec.unwrap().template);
+        }
+        for x in d.statefulsets {
+            let name = format!("statefulset/{}", x.metadata.name.unwrap());
+            out.insert(name, x.spec.unwrap().template);
+        }
+        out
+    }
+
+    fn rolled(
+        before: &BTreeMap<String, PodTemplateSpec>,
+        after: &BTreeMap<String, PodTemplateSpec>,
+    ) -> Vec<String> {
+        before
+            .keys()
+            .filter(|k| before.get(*k) != after.get(*k))
+            .cloned()
+            .collect()
+    }
+
+    fn base() -> ChatClusterSpec {
+        let mut spec = ChatClusterSpec::default();
+        spec.smtp.credentials_secret = Some("smtp".into());
+        spec
+    }
+
+    #[test]
+    fn a_change_rolls_only_the_workloads_that_read_it() {
+        let before = templates(&base(), &secrets());
+        let spec_change = |edit: fn(&mut ChatClusterSpec)| {
+            let mut spec = base();
+            edit(&mut spec);
+            rolled(&before, &templates(&spec, &secrets()))
+        };
+        let secret_change = |name: &str, key: &str| {
+            let mut s = secrets();
+            replace(&mut s, name, key, "rotated");
+            rolled(&before, &templates(&base(), &s))
+        };
+        let services = [
+            "deployment/demo-chat",
+            "deployment/demo-mail",
+            "deployment/demo-user",
+        ];
+        assert_eq!(
+            spec_change(|s| s.log = Some("debug".into())),
+            services,
+            "spec.log"
+        );
+        assert_eq!(
+            spec_change(|s| {
+                s.smtp.host = "smtp.example".into();
+                s.smtp.port = 2525;
+                s.smtp.from = "chat@example.org".into();
+            }),
+            ["deployment/demo-mail"],
+            "smtp settings"
+        );
+        assert_eq!(
+            spec_change(|s| s.ingress.host = Some("chat.example".into())),
+            ["deployment/demo-mail"],
+            "ingress host (the mail links' base URL)"
+        );
+        assert_eq!(
+            spec_change(|s| s.auth.token_ttl_seconds = 3600),
+            ["deployment/demo-user"],
+            "token lifetime"
+        );
+        assert_eq!(
+            secret_change("smtp", "password"),
+            ["deployment/demo-mail"],
+            "SMTP password"
+        );
+        assert_eq!(
+            secret_change("demo-jwt", "private.pem"),
+            ["deployment/demo-user"],
+            "private signing key"
+        );
+        assert_eq!(
+            secret_change("demo-jwt", "public.pem"),
+            ["deployment/demo-chat"],
+            "public signing key"
+        );
+        assert_eq!(
+            secret_change("demo-generated", "otp-secret"),
+            ["deployment/demo-user"],
+            "OTP secret"
+        );
+        for (key, store) in [
+            ("redis-password", "redis"),
+            ("rabbitmq-password", "rabbitmq"),
+            ("mongodb-password", "mongodb"),
+        ] {
+            let mut expected = services.map(String::from).to_vec();
+            expected.push(format!("statefulset/demo-{store}"));
+            assert_eq!(secret_change("demo-generated", key), expected, "{key}");
+        }
+        // a Secret nobody reads rolls nothing; the same inputs give the same hashes
+        let mut s = secrets();
+        s.push(("unrelated".into(), secret(&[("k", "v")])));
+        assert!(rolled(&before, &templates(&base(), &s)).is_empty());
+        assert!(rolled(&before, &templates(&base(), &secrets())).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod pod_security_tests {
+    //! Every pod the operator builds passes Pod Security Standards "restricted".
+
+    use k8s_openapi::api::core::v1::{PodSpec, SecurityContext};
+
+    use super::fixtures::{cluster, ctx};
+    use super::*;
+    use crate::api::ChatClusterSpec;
+
+    /// What keeps `pod` from the "restricted" profile (Kubernetes Pod Security
+    /// Standards, baseline checks included); empty when it passes.
+    pub(crate) fn restricted_violations(pod: &PodSpec) -> Vec<String> {
+        let mut v = Vec::new();
+        let psc = pod.security_context.clone().unwrap_or_default();
+        for (set, what) in [
+            (pod.host_network, "hostNetwork"),
+            (pod.host_pid, "hostPID"),
+            (pod.host_ipc, "hostIPC"),
+        ] {
+            if set == Some(true) {
+                v.push(format!("pod: {what}"));
+            }
+        }
+        if psc.run_as_user == Some(0) {
+            v.push("pod: runAsUser 0".into());
+        }
+        if psc.sysctls.as_ref().is_some_and(|s| !s.is_empty()) {
+            v.push("pod: sysctls".into());
+        }
+        let pod_seccomp = psc.seccomp_profile.as_ref().map(|p| p.type_.as_str());
+        if pod_seccomp == Some("Unconfined") {
+            v.push("pod: seccompProfile Unconfined".into());
+        }
+        const ALLOWED_VOLUMES: &str =
+            "configMap csi downwardAPI emptyDir ephemeral persistentVolumeClaim projected secret";
+        for vol in pod.volumes.iter().flatten() {
+            let json = serde_json::to_value(vol).unwrap();
+            for key in json.as_object().unwrap().keys() {
+                if key != "name" && !ALLOWED_VOLUMES.split(' ').any(|a| a == key) {
+                    v.push(format!("volume {}: type {key}", vol.name));
+                }
+            }
+        }
+        let containers = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(pod.containers.iter());
+        for c in containers {
+            let at = &c.name;
+            let sc: SecurityContext = c.security_context.clone().unwrap_or_default();
+            if sc.privileged == Some(true) {
+                v.push(format!("{at}: privileged"));
+            }
+            if sc.allow_privilege_escalation != Some(false) {
+                v.push(format!("{at}: allowPrivilegeEscalation is not false"));
+            }
+            let non_root = sc.run_as_non_root.or(psc.run_as_non_root);
+            if non_root != Some(true) {
+                v.push(format!("{at}: runAsNonRoot is not true"));
+            }
+            if sc.run_as_user == Some(0) {
+                v.push(format!("{at}: runAsUser 0"));
+            }
+            let seccomp = sc
+                .seccomp_profile
+                .as_ref()
+                .map(|p| p.type_.as_str())
+                .or(pod_seccomp);
+            if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
+                v.push(format!("{at}: seccompProfile is {seccomp:?}"));
+            }
+            let caps = sc.capabilities.clone().unwrap_or_default();
+            if !caps.drop.iter().flatten().any(|d| d == "ALL") {
+                v.push(format!("{at}: capabilities do not drop ALL"));
+            }
+            for add in caps.add.iter().flatten() {
+                if add != "NET_BIND_SERVICE" {
+                    v.push(format!("{at}: adds capability {add}"));
+                }
+            }
+            if sc.proc_mount.as_deref().is_some_and(|p| p != "Default") {
+                v.push(format!("{at}: procMount"));
+            }
+            for port in c.ports.iter().flatten() {
+                if port.host_port.is_some_and(|p| p != 0) {
+                    v.push(format!("{at}: hostPort"));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn every_pod_passes_the_restricted_profile() {
+        let d = desired(&cluster(ChatClusterSpec::default()), &ctx());
+        assert_eq!(d.statefulsets.len(), 3);
+        let pods = d
+            .statefulsets
+            .iter()
+            .map(|s| (&s.metadata.name, &s.spec.as_ref().unwrap().template))
+            .chain(
+                d.deployments
+                    .iter()
+                    .map(|s| (&s.metadata.name, &s.spec.as_ref().unwrap().template)),
+            );
+        let mut problems = Vec::new();
+        for (name, template) in pods {
+            for p in restricted_violations(template.spec.as_ref().unwrap()) {
+                problems.push(format!("{}: {p}", name.as_deref().unwrap_or_default()));
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 }
