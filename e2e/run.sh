@@ -64,8 +64,10 @@ OPERATOR_RELEASE="parley-operator"
 CC="parley"
 SINK="smtp-sink"
 MONGO="mongodb"
-TAG_A="e2e-a"
-TAG_B="e2e-b"
+# Set from the built image's digest: a rebuilt image gets new tags, so a
+# reused cluster rolls onto it.
+TAG_A=""
+TAG_B=""
 IMAGES="${PARLEY_IMAGES:-/var/tmp/parley/images/out}"
 KIND_CLUSTER="${KIND_CLUSTER_NAME:-parley-e2e}"
 
@@ -334,26 +336,29 @@ fi
 step cluster
 cluster_up
 step images
-PARLEY_IMAGE_TAG="${TAG_A}" "${ROOT}/e2e/images/build.sh" >/dev/null
-# The same image under a second tag, for the rolling upgrade.
-python3 - "${IMAGES}/parley.tar" "${WORK}/parley-b.tar" "localhost/parley:${TAG_A}" "localhost/parley:${TAG_B}" <<'PY'
-import json, sys, tarfile
-src, dst, old, new = sys.argv[1:]
-with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
-    for member in tin:
-        data = tin.extractfile(member) if member.isfile() else None
-        if member.name == "manifest.json":
-            manifest = json.load(data)
-            for entry in manifest:
-                entry["RepoTags"] = [new if t == old else t for t in entry.get("RepoTags") or []]
-            raw = json.dumps(manifest).encode()
-            member.size = len(raw)
-            import io
-            tout.addfile(member, io.BytesIO(raw))
-        else:
+PARLEY_IMAGE_TAG=e2e "${ROOT}/e2e/images/build.sh" >/dev/null
+digest="$(sha256sum "${IMAGES}/parley.tar" | cut -c1-10)"
+TAG_A="e2e-${digest}-a"
+TAG_B="e2e-${digest}-b"
+# The same image under two tags, the second for the rolling upgrade.
+python3 - "${IMAGES}/parley.tar" localhost/parley:e2e "${WORK}/parley-a.tar" "localhost/parley:${TAG_A}" \
+    "${WORK}/parley-b.tar" "localhost/parley:${TAG_B}" <<'PY'
+import io, json, sys, tarfile
+src, old, *pairs = sys.argv[1:]
+for dst, new in zip(pairs[::2], pairs[1::2]):
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for member in tin:
+            data = tin.extractfile(member) if member.isfile() else None
+            if member.name == "manifest.json":
+                manifest = json.load(data)
+                for entry in manifest:
+                    entry["RepoTags"] = [new if t == old else t for t in entry.get("RepoTags") or []]
+                raw = json.dumps(manifest).encode()
+                member.size = len(raw)
+                data = io.BytesIO(raw)
             tout.addfile(member, data)
 PY
-load_images "${IMAGES}"/parley-{redis,rabbitmq,mongodb,smtp-sink}.tar "${IMAGES}/parley.tar" "${WORK}/parley-b.tar"
+load_images "${IMAGES}"/parley-{redis,rabbitmq,mongodb,smtp-sink}.tar "${WORK}/parley-a.tar" "${WORK}/parley-b.tar"
 
 # ------------------------------------------------------------------ 2. operator
 

@@ -72,7 +72,8 @@ start() {
         return 0
     fi
     mkdir -p "${NODE_HOME}/logs" "${NODE_HOME}/pids"
-    setsid "$@" >>"${NODE_HOME}/logs/${name}.log" 2>&1 </dev/null &
+    # fd 7 is this script's lock: the daemon must not keep holding it.
+    setsid "$@" >>"${NODE_HOME}/logs/${name}.log" 2>&1 </dev/null 7>&- &
     echo "$!" >"${NODE_HOME}/pids/${name}"
     log "started ${name} (pid $!)"
 }
@@ -627,6 +628,12 @@ clean_iptables() {
 status() {
     pid_alive kube-apiserver && pid_alive kubelet && node_ready
 }
+
+# One up, down or import at a time (an e2e run's teardown and the next run's
+# start must not interleave).
+mkdir -p "$(dirname "${NODE_HOME}")"
+exec 7>"${NODE_HOME}.lock"
+flock 7
 
 case "${1:-}" in
 up) up ;;
