@@ -309,7 +309,7 @@ continuity() {
     shift
     rm -f "${stop}" "${out}"
     USER_URL="${USER_URL}" CHAT_URL="${CHAT_SVC_URL}" CODES_FROM="http:${SINK_URL}" STOP_FILE="${stop}" \
-        RATE="${CONTINUITY_RATE:-20}" node "${ROOT}/e2e/js/continuity.mjs" >"${out}" 2>&1 &
+        RATE="${CONTINUITY_RATE:-20}" MIN_RECONNECTS="${MIN_RECONNECTS:-1}" node "${ROOT}/e2e/js/continuity.mjs" >"${out}" 2>&1 &
     pid=$!
     BG_PIDS+=("${pid}")
     wait_until "${label}: the conversation streaming" 120 grep -q "\"phase\":\"streaming\"" "${out}"
@@ -478,14 +478,17 @@ fi
 
 if wanted pod.dies; then
     step pod.dies
-    delete_a_chat_pod() {
+    # Every chat pod of the moment dies in turn, so the pod the clients sit
+    # on is among them (affinity decides which one that is).
+    delete_the_chat_pods() {
         local victim
-        victim="$(ready_pods chat | head -n 1)"
-        log "deleting chat pod ${victim} mid-conversation"
-        kc delete pod "${victim}" --wait=false >/dev/null
-        wait_until "chat back to 2 ready pods" "${STEP_TIMEOUT}" rolled_out "${CC}-chat"
+        for victim in $(ready_pods chat); do
+            log "deleting chat pod ${victim} mid-conversation"
+            kc delete pod "${victim}" --wait=false >/dev/null
+            wait_until "chat back to its ready pods" "${STEP_TIMEOUT}" rolled_out "${CC}-chat"
+        done
     }
-    continuity "pod.dies" delete_a_chat_pod
+    MIN_RECONNECTS=1 continuity "pod.dies" delete_the_chat_pods
 fi
 
 if wanted rolling.upgrade; then
@@ -570,6 +573,13 @@ if wanted fault.rabbitmq; then
     [ "$(kc get pod "${CC}-rabbitmq-0" -o jsonpath='{.metadata.uid}')" != "${rabbit_uid}" ] ||
         die "the RabbitMQ pod was not replaced during the step"
     wait_until "Ready after the RabbitMQ fault" "${STEP_TIMEOUT}" cluster_ready
+    # And logins work again by themselves.
+    USER_URL="${USER_URL}" CODES_FROM="http:${SINK_URL}" DURATION_MS=3000 ONLY_ACCEPTED=1 \
+        node "${ROOT}/e2e/js/logins.mjs" >"${WORK}/logins.out" 2>&1 || {
+        cat "${WORK}/logins.out" >&2
+        die "logins did not recover after RabbitMQ came back"
+    }
+    log "logins after the fault: $(tail -n 1 "${WORK}/logins.out")"
 fi
 
 step scale

@@ -17,6 +17,8 @@
 //   MAX_SECONDS           sending stops after this long anyway (default 300)
 //   SETTLE_MS             bound on the final catch-up (default 30000)
 //   TRANSPORTS            default (default) or websocket
+//   MIN_RECONNECTS        each user must have reconnected at least this often
+//                         (default 0): proves the disruption reached them
 //
 // stdout: {"phase":"streaming"} once both users are connected and sending
 // has started (the caller acts then), then one summary line. Exit 0 only when
@@ -39,6 +41,7 @@ const RATE = Number(process.env.RATE ?? 20);
 const MAX_SECONDS = Number(process.env.MAX_SECONDS ?? 300);
 const SETTLE_MS = Number(process.env.SETTLE_MS ?? 30000);
 const TRANSPORTS = process.env.TRANSPORTS ?? "default";
+const MIN_RECONNECTS = Number(process.env.MIN_RECONNECTS ?? 0);
 const ACK_TIMEOUT_MS = 5000;
 limits.httpTimeoutMs = 10000;
 const RUN_ID = randomBytes(4).toString("hex");
@@ -146,12 +149,12 @@ async function send(n) {
   const clientMessageId = `c-${RUN_ID}-${n}`;
   const deadline = Date.now() + 60000;
   while (Date.now() < deadline) {
-    attempts += 1;
     try {
       if (!alice.socket.connected) {
         await sleep(100);
         continue;
       }
+      attempts += 1;
       const answer = await alice.socket
         .timeout(ACK_TIMEOUT_MS)
         .emitWithAck("sendMessage", { chatId, text: `message ${n}`, clientMessageId });
@@ -206,4 +209,6 @@ const summary = {
 out(summary);
 alice.socket.close();
 bob.socket.close();
-process.exit(failed.length === 0 && missing.length === 0 && acked.size === sent ? 0 : 1);
+const reconnected = Math.min(alice.reconnects, bob.reconnects) >= MIN_RECONNECTS;
+if (!reconnected) process.stderr.write(`continuity: expected at least ${MIN_RECONNECTS} reconnection(s) of each user\n`);
+process.exit(failed.length === 0 && missing.length === 0 && acked.size === sent && reconnected ? 0 : 1);
