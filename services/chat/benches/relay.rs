@@ -174,6 +174,16 @@ struct Client {
     next_ack: AtomicU64,
     /// Flow-control permits for closed-loop mode (returned on delivery or refusal).
     window: Arc<Semaphore>,
+    /// The reader and writer tasks: aborted on drop, which closes the socket.
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -245,7 +255,7 @@ async fn connect(port: u16, token: &str, wiring: Wiring) -> anyhow::Result<Clien
     }
     let (tx, mut rx) = mpsc::channel::<String>(4096);
     let pong = tx.clone();
-    tokio::spawn(async move {
+    let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
             if sink.feed(Message::text(out)).await.is_err() {
                 return;
@@ -263,14 +273,15 @@ async fn connect(port: u16, token: &str, wiring: Wiring) -> anyhow::Result<Clien
     });
     let acks: Arc<std::sync::Mutex<HashMap<u64, (Instant, AckKind)>>> = Arc::default();
     let window = wiring.own_window.clone();
-    let client = Client {
+    let mut client = Client {
         out: tx.clone(),
         acks: acks.clone(),
         next_ack: AtomicU64::new(0),
         window: window.clone(),
+        tasks: vec![writer.abort_handle()],
     };
     let receipt_out = tx;
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let Wiring {
             stats,
             inbound,
@@ -353,6 +364,7 @@ async fn connect(port: u16, token: &str, wiring: Wiring) -> anyhow::Result<Clien
             }
         }
     });
+    client.tasks.push(reader.abort_handle());
     Ok(client)
 }
 

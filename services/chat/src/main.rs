@@ -1,7 +1,8 @@
 //! parley-chat: chats, messages and realtime delivery.
 
-/// mimalloc instead of glibc malloc: less memory per socket and freed memory
-/// returned to the system after a burst (see BENCHMARKS.md).
+/// mimalloc instead of glibc malloc (the `mimalloc` feature, on by default);
+/// BENCHMARKS.md compares the two.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

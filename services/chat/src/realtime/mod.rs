@@ -261,14 +261,10 @@ pub async fn register(
         state.config.socket_events_per_sec,
         state.config.socket_event_burst,
     );
-    let peers = Peers::watch(
-        state.redis.clone(),
-        peers::request_channel(&channel_prefix(&state.redis)),
-        shutdown,
-    );
+    let peers = Peers::default();
     let dispatch = Dispatch(Arc::new(Shared {
         admission: Admission::new(&state.config.admission),
-        peers,
+        peers: peers.clone(),
         state: state.clone(),
     }));
     let for_auth = state.clone();
@@ -299,7 +295,14 @@ pub async fn register(
             async move { connected(state, socket).await }
         }
     };
-    state.io.ns("/", on_connect.with(auth)).await
+    state.io.ns("/", on_connect.with(auth)).await?;
+    // Only now is this pod's own subscription in place.
+    peers.watch(
+        state.redis.clone(),
+        peers::request_channel(&channel_prefix(&state.redis)),
+        shutdown,
+    );
+    Ok(())
 }
 
 /// Joins the user's room and registers the event handlers. Runs inside the
@@ -594,7 +597,7 @@ impl Shared {
         };
         match sent {
             Some(Ok(())) => Ok(json!({ "ok": true })),
-            Some(Err(e)) => Err(ApiError::unavailable("socket.io", e)),
+            Some(Err(e)) => Err(broadcast_error(e)),
             None => Err(ApiError::internal("local emit did not complete at once")),
         }
     }
@@ -617,7 +620,7 @@ impl Shared {
             [one] => io.to(one.clone()).emit(event, body).await,
             many => io.to(many.to_vec()).emit(event, body).await,
         };
-        result.map_err(|e| ApiError::unavailable("redis", e))
+        result.map_err(broadcast_error)
     }
 
     /// The admitted part of an event.
@@ -707,6 +710,33 @@ impl Shared {
             ClientEvent::LeaveChat => Ok(json!({ "ok": true })),
         }
     }
+}
+
+/// Pure: what the sender hears when a relay could not be handed over. A
+/// recipient whose bounded send buffer is full is not keeping up: the relay
+/// is dropped for it (counted) rather than queued.
+pub fn relay_error(socket_side: bool) -> ApiError {
+    if socket_side {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "recipient is not keeping up: event dropped",
+            )
+        }
+    } else {
+        ApiError::unavailable("redis", "socket.io adapter")
+    }
+}
+
+fn broadcast_error(error: socketioxide::BroadcastError) -> ApiError {
+    let socket_side = matches!(error, socketioxide::BroadcastError::Socket(_));
+    if socket_side {
+        metrics::counter!("chat_socket_relays_dropped_total").increment(1);
+    } else {
+        tracing::warn!(%error, "relay not sent");
+    }
+    relay_error(socket_side)
 }
 
 /// The event a typing relay is sent as.
@@ -866,6 +896,14 @@ mod tests {
         );
         assert_eq!(chat_id_of(&json!({"chatId": 5})), None);
         assert_eq!(chat_id_of(&json!(null)), None);
+    }
+
+    #[test]
+    fn a_full_recipient_is_a_dropped_relay_not_an_outage() {
+        let full = relay_error(true);
+        assert_eq!(full.status.as_u16(), 503);
+        assert!(full.message.contains("not keeping up"), "{}", full.message);
+        assert!(relay_error(false).message.contains("redis"));
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! Every emit through the Redis adapter is published to Redis (and comes
 //! back to this pod, which drops it) even when no other pod exists. While
 //! this pod is alone, relays (typing, receipts) are emitted locally only.
-//! The count is refreshed every second, so for up to a second after another
-//! pod starts, its sockets can miss a relay; messages and presence always go
-//! through the adapter.
+//! The count is read only once this pod's own subscription is in place (so
+//! one subscriber means this pod), then every 250 ms: for up to that long
+//! after another pod starts, a relay to its sockets can be missed. Messages
+//! and presence always go through the adapter.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use parley_common::cache::Redis;
 use tokio_util::sync::CancellationToken;
 
 /// How often the number of pods is read.
-pub const REFRESH: Duration = Duration::from_secs(1);
+pub const REFRESH: Duration = Duration::from_millis(250);
 
 /// The adapter's request channel of the default namespace, which every pod
 /// subscribes to (socketioxide-redis names it `<prefix>-request#<ns>#`).
@@ -37,10 +38,10 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// Starts watching `channel`; until the first answer the pod is not alone.
-    pub fn watch(redis: Redis, channel: String, shutdown: CancellationToken) -> Self {
-        let peers = Self::default();
-        let flag = peers.alone.clone();
+    /// Starts watching `channel`; until the first answer the pod is not
+    /// alone. Call it after this pod's adapter has subscribed.
+    pub fn watch(&self, redis: Redis, channel: String, shutdown: CancellationToken) {
+        let flag = self.alone.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REFRESH);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -57,7 +58,6 @@ impl Peers {
                 flag.store(alone(reply.ok().map(|(_, n)| n)), Ordering::Relaxed);
             }
         });
-        peers
     }
 
     /// True while no other pod shares the adapter.
