@@ -24,9 +24,10 @@
 //! - `messages`: PARLEY_BENCH_SENDERS [32] sockets send `sendMessage` at
 //!   PARLEY_BENCH_RATE [300]/s in total for PARLEY_BENCH_SECONDS [15]; the
 //!   recipient times `newMessage` and answers `messageDelivered`.
-//! - `smoke`: a short `typing` run (200 sockets, 2,000/s, 3 s, two pods) plus
-//!   messages; prints its figures and fails only on lost deliveries or
-//!   errors, never on timing.
+//! - `smoke`: a short `typing` run (200 sockets, 500/s, 3 s, two pods) plus
+//!   10 messages/s; prints its figures and fails only on lost deliveries or
+//!   errors, never on timing (CI: `cargo bench --profile dev -p parley-chat
+//!   --bench relay --locked -- smoke`).
 //!
 //! The benchmark raises `PARLEY_SOCKET_EVENTS_PER_SEC`/`_BURST` (the per-socket
 //! limit, 10/s by default) to 1,000,000 so that it measures the relay, not the
@@ -727,10 +728,10 @@ async fn typing(scenario: &str) -> anyhow::Result<Outcome> {
     let closed = scenario == "max";
     let sockets =
         knob("PARLEY_BENCH_SOCKETS", if smoke { 200 } else { 1000 }).max(2) as usize / 2 * 2;
-    let rate = knob("PARLEY_BENCH_RATE", if smoke { 2000 } else { 5000 }) as f64;
+    let rate = knob("PARLEY_BENCH_RATE", if smoke { 500 } else { 5000 }) as f64;
     let seconds = knob("PARLEY_BENCH_SECONDS", if smoke { 3 } else { 10 });
     let pods = knob("PARLEY_BENCH_PODS", if smoke { 2 } else { 1 }).clamp(1, 2) as usize;
-    let message_rate = knob("PARLEY_BENCH_MESSAGE_RATE", if smoke { 20 } else { 0 }) as f64;
+    let message_rate = knob("PARLEY_BENCH_MESSAGE_RATE", if smoke { 10 } else { 0 }) as f64;
     let window = knob("PARLEY_BENCH_WINDOW", 8) as usize;
     let (stack, pods_) = stack(pods, false).await?;
     let world = world(&stack, sockets, true).await?;

@@ -1,7 +1,7 @@
 //! parley-chat: chats, messages and realtime delivery.
 
-/// mimalloc instead of glibc malloc (the `mimalloc` feature, on by default);
-/// BENCHMARKS.md compares the two.
+/// mimalloc instead of glibc malloc with the `mimalloc` feature (off by
+/// default: BENCHMARKS.md compares the two).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
