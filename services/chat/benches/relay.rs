@@ -231,7 +231,8 @@ struct Wiring {
 
 async fn connect(port: u16, token: &str, wiring: Wiring) -> anyhow::Result<Client> {
     let url = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket");
-    let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+    // TCP_NODELAY: small frames are not held back by Nagle's algorithm.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
     let (mut sink, mut stream) = ws.split();
     let open = stream
         .next()

@@ -50,9 +50,16 @@ pub type Adapter = CustomRedisAdapter<Emitter, ResilientDriver>;
 /// Largest Socket.IO packet accepted (bigger ones close that socket only).
 pub const MAX_PACKET_BYTES: usize = 64 * 1024;
 
-/// Packets waiting to be written to one client before emits to it fail.
-/// socketioxide's default is 128; a client that far behind is not reading.
-pub const SOCKET_BUFFER_PACKETS: usize = 64;
+/// Packets waiting to be written to one client before emits to it fail
+/// (counted as dropped relays). socketioxide's default is 128; the queue's
+/// memory is only taken while a client lags, so a larger bound rides out a
+/// short stall of a busy client instead of dropping its events.
+pub const SOCKET_BUFFER_PACKETS: usize = 256;
+
+/// Adapter messages from other pods waiting to be handled before the driver
+/// drops them (counted in `socketio_adapter_dropped_total`); the adapter's
+/// default is 1,024, a fifth of a second of 5k/s.
+pub const ADAPTER_STREAM_BUFFER: usize = 8192;
 
 /// Websocket read buffer per socket (socketioxide's default is 4 KiB;
 /// larger frames are read in several steps).
@@ -153,7 +160,9 @@ pub fn build(
     let driver = ResilientDriver::new(redis_url)?;
     let ctr = RedisAdapterCtr::new_with_driver(
         driver,
-        RedisAdapterConfig::new().with_prefix(channel_prefix),
+        RedisAdapterConfig::new()
+            .with_prefix(channel_prefix)
+            .with_stream_buffer(ADAPTER_STREAM_BUFFER),
     );
     let (service, io) = SocketIo::builder()
         .max_payload(MAX_PACKET_BYTES as u64)
