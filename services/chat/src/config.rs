@@ -8,6 +8,8 @@ use parley_common::config::{ConfigError, Env, REQUIRED, ServerConfig, VarDoc};
 use parley_common::mongo::MongoConfig;
 use parley_common::token::TokenVerifier;
 
+use crate::realtime::admission::AdmissionConfig;
+
 /// Everything the chat service reads at start-up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -31,6 +33,9 @@ pub struct Config {
     pub socket_events_per_sec: u32,
     /// Burst above that rate (`PARLEY_SOCKET_EVENT_BURST`, default 20).
     pub socket_event_burst: u32,
+    /// Bounds on socket events in flight (`PARLEY_SOCKET_IN_FLIGHT`,
+    /// `PARLEY_SOCKET_RELAY_IN_FLIGHT`, `PARLEY_SOCKET_STORE_IN_FLIGHT`).
+    pub admission: AdmissionConfig,
 }
 
 /// The variables only the chat service reads.
@@ -60,6 +65,21 @@ pub const ENV: &[VarDoc] = &[
         "PARLEY_SOCKET_EVENT_BURST",
         "20",
         "burst allowed above that rate",
+    ),
+    VarDoc::new(
+        "PARLEY_SOCKET_IN_FLIGHT",
+        "8",
+        "socket events of one socket handled at once (relays and MongoDB-bound events each); more are refused (429)",
+    ),
+    VarDoc::new(
+        "PARLEY_SOCKET_RELAY_IN_FLIGHT",
+        "2048",
+        "typing and receipt relays in flight per pod; more are refused (503) and counted",
+    ),
+    VarDoc::new(
+        "PARLEY_SOCKET_STORE_IN_FLIGHT",
+        "256",
+        "socket events that reach MongoDB in flight per pod; more are refused (503) and counted",
     ),
 ];
 
@@ -104,6 +124,33 @@ impl Config {
                 "rate and burst must be positive",
             ));
         }
+        let defaults = AdmissionConfig::default();
+        let admission = AdmissionConfig {
+            per_socket: env.parsed_or(
+                "PARLEY_SOCKET_IN_FLIGHT",
+                "a whole number",
+                defaults.per_socket,
+            )?,
+            relay: env.parsed_or(
+                "PARLEY_SOCKET_RELAY_IN_FLIGHT",
+                "a whole number",
+                defaults.relay,
+            )?,
+            store: env.parsed_or(
+                "PARLEY_SOCKET_STORE_IN_FLIGHT",
+                "a whole number",
+                defaults.store,
+            )?,
+        };
+        for (var, value) in [
+            ("PARLEY_SOCKET_IN_FLIGHT", admission.per_socket as usize),
+            ("PARLEY_SOCKET_RELAY_IN_FLIGHT", admission.relay),
+            ("PARLEY_SOCKET_STORE_IN_FLIGHT", admission.store),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(var, "must be positive"));
+            }
+        }
         Ok(Self {
             server: ServerConfig::from_env(env)?,
             mongo: MongoConfig::from_env(env)?,
@@ -115,6 +162,7 @@ impl Config {
             presence_ttl,
             socket_events_per_sec,
             socket_event_burst,
+            admission,
         })
     }
 }

@@ -133,6 +133,44 @@ pub fn other_member(members: &[ObjectId], me: &ObjectId) -> Option<ObjectId> {
     members.iter().find(|m| *m != me).copied()
 }
 
+/// Pure: for each of `users`, the other members of the chats (`members` of
+/// each chat) they belong to, sorted and without repeats.
+pub fn partners_by_user(
+    users: &[ObjectId],
+    chats: &[Vec<ObjectId>],
+) -> std::collections::HashMap<ObjectId, Vec<ObjectId>> {
+    let wanted: std::collections::HashSet<&ObjectId> = users.iter().collect();
+    let mut out: std::collections::HashMap<ObjectId, Vec<ObjectId>> =
+        users.iter().map(|u| (*u, Vec::new())).collect();
+    for members in chats {
+        for member in members.iter().filter(|m| wanted.contains(m)) {
+            if let Some(list) = out.get_mut(member) {
+                list.extend(members.iter().filter(|m| *m != member).copied());
+            }
+        }
+    }
+    for list in out.values_mut() {
+        list.sort();
+        list.dedup();
+    }
+    out
+}
+
+/// Pure: the `getOnlineUser` list: which of `contacts` are online, as sorted hex ids.
+pub fn online_list(
+    contacts: &[ObjectId],
+    online: &std::collections::HashSet<ObjectId>,
+) -> Vec<String> {
+    let mut list: Vec<String> = contacts
+        .iter()
+        .filter(|c| online.contains(c))
+        .map(|c| c.to_hex())
+        .collect();
+    list.sort();
+    list.dedup();
+    list
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +242,36 @@ mod tests {
             other_member(&[id, ObjectId::new()], &id).map(|o| o != id),
             Some(true)
         );
+    }
+
+    #[test]
+    fn partners_of_several_users_from_one_list_of_chats() {
+        let (a, b, c, d) = (
+            ObjectId::new(),
+            ObjectId::new(),
+            ObjectId::new(),
+            ObjectId::new(),
+        );
+        let chats = vec![vec![a, b], vec![a, c], vec![b, c], vec![c, d], vec![a, b]];
+        let map = partners_by_user(&[a, d], &chats);
+        let mut expect_a = vec![b, c];
+        expect_a.sort();
+        assert_eq!(map[&a], expect_a);
+        assert_eq!(map[&d], vec![c]);
+        assert!(!map.contains_key(&b), "only the asked users");
+        assert_eq!(
+            partners_by_user(&[ObjectId::new()], &chats).values().next(),
+            Some(&Vec::new())
+        );
+    }
+
+    #[test]
+    fn online_lists_hold_only_online_contacts_sorted() {
+        let (a, b, c) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
+        let online: std::collections::HashSet<ObjectId> = [a, c].into_iter().collect();
+        let mut expect = vec![a.to_hex(), c.to_hex()];
+        expect.sort();
+        assert_eq!(online_list(&[c, b, a, a], &online), expect);
+        assert!(online_list(&[b], &online).is_empty());
     }
 }

@@ -123,9 +123,11 @@ async fn all_chats(
         .map(|id| id.to_hex())
         .collect();
     let profiles = state.profiles.get(&others, &token_of(&headers)).await;
+    let ids: Vec<ObjectId> = chats.iter().map(|c| c.id).collect();
+    let unseen_counts = state.store.unseen_counts(&ids, &me).await?;
     let mut items = Vec::with_capacity(chats.len());
     for chat in &chats {
-        let unseen = state.store.unseen_count(&chat.id, &me).await?;
+        let unseen = unseen_counts.get(&chat.id).copied().unwrap_or(0);
         let other = domain::other_member(&chat.members, &me)
             .map(|id| id.to_hex())
             .unwrap_or_default();

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::presence::Presence;
 use crate::profiles::Profiles;
+use crate::realtime::receipts::Receipts;
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -112,11 +113,13 @@ pub async fn serve(
     let amqp = Amqp::start(config.amqp.clone(), "parley-chat");
     let store = Store::new(mongo.db());
     ensure_indexes(store.clone(), shutdown.clone());
-    let (socket_routes, io) =
-        realtime::build(&config.redis.url, redis.key("socket.io")).context("socket.io adapter")?;
+    let (socket_routes, io) = realtime::build(&config.redis.url, realtime::channel_prefix(&redis))
+        .context("socket.io adapter")?;
     let profiles =
         Profiles::new(redis.clone(), &config.user_service_url).context("user service URL")?;
     let presence = Presence::new(redis.clone(), config.presence_ttl);
+    let receipts_stop = CancellationToken::new();
+    let (receipts, receipt_writer) = Receipts::start(store.clone(), receipts_stop.clone());
     let grace = config.server.shutdown_grace;
     let state = AppState {
         config: Arc::new(config),
@@ -126,8 +129,9 @@ pub async fn serve(
         io: io.clone(),
         presence: presence.clone(),
         profiles: profiles.clone(),
+        receipts,
     };
-    realtime::register(state.clone())
+    realtime::register(state.clone(), shutdown.clone())
         .await
         .context("socket.io namespace")?;
 
@@ -172,6 +176,9 @@ pub async fn serve(
         .await
         .context("http server")?;
     let _ = closer.await;
+    // Sockets are closed: write the receipts still queued, then stop.
+    receipts_stop.cancel();
+    let _ = receipt_writer.await;
     let _ = heartbeat.await;
     let _ = consumer.await;
     amqp.close().await;

@@ -1,5 +1,11 @@
 //! parley-chat: chats, messages and realtime delivery.
 
+/// mimalloc instead of glibc malloc with the `mimalloc` feature (off by
+/// default: BENCHMARKS.md compares the two).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     parley_common::entry::main(

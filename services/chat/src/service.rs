@@ -9,7 +9,7 @@ use parley_common::token::Claims;
 use crate::domain::{self, Window};
 use crate::model::{ChatDoc, ImageRef, MessageView};
 use crate::state::AppState;
-use crate::store::NewMessage;
+use crate::store::{Appended, NewMessage};
 
 /// The caller's id from verified claims.
 pub fn caller(claims: &Claims) -> Result<ObjectId, ApiError> {
@@ -89,7 +89,11 @@ pub async fn send(
         })?),
         None => None,
     };
-    let chat = member_chat(state, &chat_id, &sender).await?;
+    // An image is stored only for a member; a text needs no read: the
+    // append itself is filtered on membership.
+    if input.image.is_some() {
+        member_chat(state, &chat_id, &sender).await?;
+    }
     if let Some(cid) = &client_message_id
         && let Some(existing) = state.store.by_client_id(&chat_id, &sender, cid).await?
     {
@@ -105,9 +109,9 @@ pub async fn send(
         _ => None,
     };
     let preview = domain::preview(&text, image.is_some());
-    let (message, created) = state
+    let appended = state
         .store
-        .insert_message(NewMessage {
+        .append_message(NewMessage {
             chat_id,
             sender,
             text,
@@ -116,33 +120,40 @@ pub async fn send(
             preview: preview.clone(),
         })
         .await?;
+    let (message, chat) = match appended {
+        Appended::Created(message, chat) => (message, chat),
+        Appended::Duplicate(existing) => return Ok((MessageView::from(&existing), false)),
+        Appended::NotMember => {
+            // Only now tell "no such chat" from "not a member".
+            member_chat(state, &chat_id, &sender).await?;
+            return Err(ApiError::forbidden("you are not a member of this chat"));
+        }
+    };
     let view = MessageView::from(&message);
-    if created {
-        metrics::counter!("chat_messages_stored_total").increment(1);
-        let rooms: Vec<String> = chat.members.iter().map(user_room).collect();
-        if let Err(error) = state.io.to(rooms).emit("newMessage", &view).await {
-            tracing::warn!(%error, "newMessage fan-out failed");
-        }
-        let event = MessageCreated {
-            message_id: view.id.clone(),
-            chat_id: view.chat_id.clone(),
-            sender_id: view.sender.clone(),
-            sender_name: claims.name.clone(),
-            recipient_ids: chat
-                .members
-                .iter()
-                .filter(|m| **m != sender)
-                .map(|id| id.to_hex())
-                .collect(),
-            preview,
-            sent_at: chrono::Utc::now(),
-        };
-        if let Err(error) = state.amqp.publish(event).await {
-            metrics::counter!("chat_event_publish_failed_total").increment(1);
-            tracing::error!(%error, message_id = %view.id, "chat.message_created.v1 not published");
-        }
+    metrics::counter!("chat_messages_stored_total").increment(1);
+    let rooms: Vec<String> = chat.members.iter().map(user_room).collect();
+    if let Err(error) = state.io.to(rooms).emit("newMessage", &view).await {
+        tracing::warn!(%error, "newMessage fan-out failed");
     }
-    Ok((view, created))
+    let event = MessageCreated {
+        message_id: view.id.clone(),
+        chat_id: view.chat_id.clone(),
+        sender_id: view.sender.clone(),
+        sender_name: claims.name.clone(),
+        recipient_ids: chat
+            .members
+            .iter()
+            .filter(|m| **m != sender)
+            .map(|id| id.to_hex())
+            .collect(),
+        preview,
+        sent_at: chrono::Utc::now(),
+    };
+    if let Err(error) = state.amqp.publish(event).await {
+        metrics::counter!("chat_event_publish_failed_total").increment(1);
+        tracing::error!(%error, message_id = %view.id, "chat.message_created.v1 not published");
+    }
+    Ok((view, true))
 }
 
 /// Reads a page of history; marks the other side's messages seen and tells
@@ -179,46 +190,27 @@ pub async fn read(
     Ok((chat, messages.iter().map(MessageView::from).collect()))
 }
 
-/// Marks messages delivered to the caller's device and tells the senders.
-pub async fn delivered(
-    state: &AppState,
-    claims: &Claims,
-    chat_id: &str,
-    message_ids: &[String],
-) -> Result<usize, ApiError> {
-    let recipient = caller(claims)?;
-    let chat_id = domain::parse_id("chatId", chat_id)?;
+/// Validates the ids of a delivered receipt: 1 to 100 message ids.
+pub fn receipt_ids(message_ids: &[String]) -> Result<Vec<ObjectId>, ApiError> {
     if message_ids.is_empty() || message_ids.len() > 100 {
         return Err(ApiError::bad_request("messageIds must hold 1 to 100 ids"));
     }
-    let ids = message_ids
+    message_ids
         .iter()
         .map(|id| domain::parse_id("messageIds", id))
-        .collect::<Result<Vec<_>, _>>()?;
-    let chat = member_chat(state, &chat_id, &recipient).await?;
-    let at = state
-        .store
-        .mark_delivered(&chat_id, &recipient, &ids)
-        .await?;
-    let payload = serde_json::json!({
-        "chatId": chat_id.to_hex(),
-        "deliveredTo": recipient.to_hex(),
-        "messageIds": message_ids,
-        "deliveredAt": at.try_to_rfc3339_string().unwrap_or_default(),
-    });
-    let others: Vec<String> = chat
-        .members
-        .iter()
-        .filter(|m| **m != recipient)
-        .map(user_room)
-        .collect();
-    if let Err(error) = state
-        .io
-        .to(others)
-        .emit("messagesDelivered", &payload)
-        .await
-    {
-        tracing::warn!(%error, "messagesDelivered fan-out failed");
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipt_ids_are_bounded_and_checked() {
+        assert!(receipt_ids(&[]).is_err());
+        assert!(receipt_ids(&vec![ObjectId::new().to_hex(); 101]).is_err());
+        assert!(receipt_ids(&["nope".to_owned()]).is_err());
+        let id = ObjectId::new();
+        assert_eq!(receipt_ids(&[id.to_hex()]).unwrap(), vec![id]);
     }
-    Ok(ids.len())
 }

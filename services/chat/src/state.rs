@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::presence::Presence;
 use crate::profiles::Profiles;
 use crate::realtime::Adapter;
+use crate::realtime::receipts::Receipts;
 use crate::store::Store;
 
 /// Shared handles; cheap to clone.
@@ -31,6 +32,8 @@ pub struct AppState {
     pub presence: Presence,
     /// Profile cache.
     pub profiles: Profiles,
+    /// Delivered receipts waiting for their (coalesced) write.
+    pub receipts: Receipts,
 }
 
 impl FromRef<AppState> for TokenVerifier {

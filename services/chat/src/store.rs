@@ -1,5 +1,7 @@
 //! MongoDB access for chats, messages, media and last-seen times.
 
+use std::collections::HashMap;
+
 use futures::{AsyncReadExt, AsyncWriteExt, TryStreamExt};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, DateTime, doc};
@@ -8,7 +10,7 @@ use mongodb::{Collection, Database, IndexModel};
 use parley_common::api_error::ApiError;
 
 use crate::domain::{Window, pair_key};
-use crate::model::{ChatDoc, ImageRef, LatestMessage, MessageDoc};
+use crate::model::{ChatDoc, ImageRef, MessageDoc};
 
 pub use parley_common::mongo::api_error as db_error;
 use parley_common::mongo::is_duplicate_key;
@@ -28,6 +30,17 @@ pub struct NewMessage {
     pub client_message_id: Option<String>,
     /// Preview for the chat list.
     pub preview: String,
+}
+
+/// The outcome of [`Store::append_message`].
+#[derive(Debug)]
+pub enum Appended {
+    /// Stored now; the chat as updated.
+    Created(MessageDoc, ChatDoc),
+    /// The idempotency key was already used: the first message.
+    Duplicate(MessageDoc),
+    /// No such chat, or the sender is not a member.
+    NotMember,
 }
 
 /// The chat service's collections.
@@ -211,12 +224,34 @@ impl Store {
         Ok(partners)
     }
 
-    /// Messages in `chat` from others that `reader` has not seen.
-    pub async fn unseen_count(&self, chat: &ObjectId, reader: &ObjectId) -> Result<u64, ApiError> {
-        self.messages
-            .count_documents(doc! {"chatId": chat, "seen": false, "sender": {"$ne": reader}})
+    /// The chat partners of each of `users`, from one query.
+    pub async fn partners_of_many(
+        &self,
+        users: &[ObjectId],
+    ) -> Result<HashMap<ObjectId, Vec<ObjectId>>, ApiError> {
+        if users.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let chats: Vec<mongodb::bson::Document> = self
+            .chats
+            .clone_with_type::<mongodb::bson::Document>()
+            .find(doc! {"members": {"$in": users}})
+            .projection(doc! {"members": 1, "_id": 0})
+            .limit(i64::try_from(users.len() * 1000).unwrap_or(i64::MAX))
             .await
-            .map_err(db_error)
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        let members: Vec<Vec<ObjectId>> = chats
+            .iter()
+            .map(|c| {
+                c.get_array("members")
+                    .map(|m| m.iter().filter_map(Bson::as_object_id).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Ok(crate::domain::partners_by_user(users, &members))
     }
 
     /// The message the sender already stored under this idempotency key.
@@ -232,23 +267,37 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Stores a message: allocates its seq, inserts it, updates the chat's
-    /// latest message. A repeated idempotency key returns the first message
-    /// (`false` = not newly created).
-    pub async fn insert_message(&self, new: NewMessage) -> Result<(MessageDoc, bool), ApiError> {
-        if let Some(cid) = &new.client_message_id
-            && let Some(existing) = self.by_client_id(&new.chat_id, &new.sender, cid).await?
-        {
-            return Ok((existing, false));
-        }
-        let chat = self
+    /// Stores a message in two writes: one `findAndModify` on the chat,
+    /// filtered on the sender's membership, allocates the sequence number and
+    /// sets the chat's latest message atomically (so the latest message can
+    /// never move backwards); then the insert.
+    ///
+    /// A repeated idempotency key that races past the caller's check is
+    /// answered with the first message; its sequence number stays unused
+    /// (sequence numbers are cursors and may have gaps).
+    pub async fn append_message(&self, new: NewMessage) -> Result<Appended, ApiError> {
+        let now = DateTime::now();
+        let pipeline = vec![
+            doc! {"$set": {"lastSeq": {"$add": [{"$ifNull": ["$lastSeq", 0_i64]}, 1_i64]}}},
+            doc! {"$set": {
+                "latestMessage": {
+                    "text": {"$literal": new.preview.as_str()},
+                    "sender": new.sender,
+                    "sentAt": now,
+                    "seq": "$lastSeq",
+                },
+                "updatedAt": now,
+            }},
+        ];
+        let Some(chat) = self
             .chats
-            .find_one_and_update(doc! {"_id": new.chat_id}, doc! {"$inc": {"lastSeq": 1_i64}})
+            .find_one_and_update(doc! {"_id": new.chat_id, "members": new.sender}, pipeline)
             .return_document(ReturnDocument::After)
             .await
             .map_err(db_error)?
-            .ok_or_else(|| ApiError::not_found("no such chat"))?;
-        let now = DateTime::now();
+        else {
+            return Ok(Appended::NotMember);
+        };
         let message = MessageDoc {
             id: ObjectId::new(),
             chat_id: new.chat_id,
@@ -268,26 +317,47 @@ impl Store {
                 && let Some(cid) = &new.client_message_id
                 && let Some(existing) = self.by_client_id(&new.chat_id, &new.sender, cid).await?
             {
-                return Ok((existing, false));
+                return Ok(Appended::Duplicate(existing));
             }
             return Err(db_error(e));
         }
-        let latest = LatestMessage {
-            text: new.preview,
-            sender: message.sender,
-            sent_at: now,
-            seq: message.seq,
-        };
-        let latest = mongodb::bson::to_bson(&latest).map_err(ApiError::internal)?;
-        // Only move forward: a slower concurrent send must not overwrite a newer one.
-        self.chats
-            .update_one(
-                doc! {"_id": new.chat_id, "$or": [{"latestMessage.seq": {"$lt": message.seq}}, {"latestMessage": Bson::Null}, {"latestMessage": {"$exists": false}}]},
-                doc! {"$set": {"latestMessage": latest, "updatedAt": now}},
-            )
+        Ok(Appended::Created(message, chat))
+    }
+
+    /// Unseen message counts (messages from others) of each of `chats`, in
+    /// one aggregation; chats without unseen messages are absent.
+    pub async fn unseen_counts(
+        &self,
+        chats: &[ObjectId],
+        reader: &ObjectId,
+    ) -> Result<HashMap<ObjectId, u64>, ApiError> {
+        if chats.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<mongodb::bson::Document> = self
+            .messages
+            .aggregate(vec![
+                doc! {"$match": {"chatId": {"$in": chats}, "seen": false, "sender": {"$ne": reader}}},
+                doc! {"$group": {"_id": "$chatId", "n": {"$sum": 1}}},
+            ])
+            .await
+            .map_err(db_error)?
+            .try_collect()
             .await
             .map_err(db_error)?;
-        Ok((message, true))
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let chat = row.get_object_id("_id").ok()?;
+                let n = match row.get("n")? {
+                    Bson::Int32(n) => u64::try_from(*n).ok()?,
+                    Bson::Int64(n) => u64::try_from(*n).ok()?,
+                    Bson::Double(n) => *n as u64,
+                    _ => return None,
+                };
+                Some((chat, n))
+            })
+            .collect())
     }
 
     /// A page of a chat's messages, oldest first.

@@ -45,3 +45,19 @@ async fn configuration_errors_name_the_variable() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn admission_limits_must_be_positive_whole_numbers() -> anyhow::Result<()> {
+    let stack = Stack::new().await?;
+    for (var, value) in [
+        ("PARLEY_SOCKET_IN_FLIGHT", "0"),
+        ("PARLEY_SOCKET_RELAY_IN_FLIGHT", "0"),
+        ("PARLEY_SOCKET_STORE_IN_FLIGHT", "many"),
+    ] {
+        let mut env = stack.env();
+        env.retain(|(k, _)| k != var);
+        env.push((var.into(), value.into()));
+        assert_config_error(BIN, &env, var).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! Admission of socket events: how much work may be in flight, per socket
+//! and per pod, before more is refused.
+//!
+//! Nothing is queued: an event either gets a slot of its socket and a ticket
+//! of its class at once, or it is refused, counted in
+//! `chat_socket_events_refused_total{event,reason}` and its sender told.
+//! Two classes keep relays (typing and receipts of chats the socket already
+//! passed a membership check for: no MongoDB) from waiting behind work that
+//! reaches MongoDB (sends, first-time checks).
+
+use std::sync::{Arc, OnceLock};
+
+use axum::http::StatusCode;
+use metrics::Counter;
+use parley_common::api_error::ApiError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Limits on work in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// Events of one socket being handled at once, per class (`PARLEY_SOCKET_IN_FLIGHT`).
+    pub per_socket: u32,
+    /// Relay events in flight in the pod (`PARLEY_SOCKET_RELAY_IN_FLIGHT`).
+    pub relay: usize,
+    /// Events that reach MongoDB in flight in the pod (`PARLEY_SOCKET_STORE_IN_FLIGHT`).
+    pub store: usize,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            per_socket: 8,
+            relay: 2048,
+            store: 256,
+        }
+    }
+}
+
+/// The kind of work an event needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Emits only (authorised from the socket's state).
+    Relay,
+    /// Reaches MongoDB.
+    Store,
+}
+
+/// Why an event was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The socket already has its limit of events in flight.
+    Socket,
+    /// The pod is at its limit for the event's class.
+    Pod,
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Socket => "socket",
+            Self::Pod => "pod",
+        }
+    }
+
+    /// What the sender is told: 429 for its own excess, 503 for the pod's.
+    pub fn error(self) -> ApiError {
+        match self {
+            Self::Socket => ApiError::too_many("too many events in flight on this socket", 1),
+            Self::Pod => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server busy: event refused, try again shortly",
+                )
+            },
+        }
+    }
+}
+
+/// Admission of one pod.
+pub struct Admission {
+    per_socket: u32,
+    relay: Arc<Semaphore>,
+    store: Arc<Semaphore>,
+}
+
+/// Held while an admitted event's work runs.
+pub struct Ticket(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Admission {
+    /// Admission with these limits.
+    pub fn new(config: &AdmissionConfig) -> Self {
+        Self {
+            per_socket: config.per_socket.max(1),
+            relay: Arc::new(Semaphore::new(config.relay.max(1))),
+            store: Arc::new(Semaphore::new(config.store.max(1))),
+        }
+    }
+
+    /// Events one socket may have in flight.
+    pub fn per_socket(&self) -> u32 {
+        self.per_socket
+    }
+
+    /// A ticket of `class`, or `None` when the pod is at its limit.
+    pub fn admit(&self, class: Class) -> Option<Ticket> {
+        let pool = match class {
+            Class::Relay => &self.relay,
+            Class::Store => &self.store,
+        };
+        pool.clone().try_acquire_owned().ok().map(Ticket)
+    }
+}
+
+const EVENTS: [&str; 6] = [
+    "joinChat",
+    "leaveChat",
+    "typing",
+    "stopTyping",
+    "sendMessage",
+    "messageDelivered",
+];
+
+struct Counters {
+    events: Vec<Counter>,
+    refused: Vec<[Counter; 2]>,
+}
+
+/// Counter handles, looked up once (after the recorder is installed, which
+/// happens before the server accepts a connection).
+fn counters() -> &'static Counters {
+    static COUNTERS: OnceLock<Counters> = OnceLock::new();
+    COUNTERS.get_or_init(|| Counters {
+        events: EVENTS
+            .iter()
+            .map(|e| metrics::counter!("chat_socket_events_total", "event" => *e))
+            .collect(),
+        refused: EVENTS
+            .iter()
+            .map(|e| {
+                [Refusal::Socket, Refusal::Pod].map(|r| {
+                    metrics::counter!("chat_socket_events_refused_total", "event" => *e, "reason" => r.label())
+                })
+            })
+            .collect(),
+    })
+}
+
+fn index(event: &str) -> Option<usize> {
+    EVENTS.iter().position(|e| *e == event)
+}
+
+/// Counts a received event.
+pub fn count_event(event: &'static str) {
+    if let Some(i) = index(event) {
+        counters().events[i].increment(1);
+    }
+}
+
+/// Counts a refused event.
+pub fn count_refusal(event: &'static str, refusal: Refusal) {
+    if let Some(i) = index(event) {
+        let r = match refusal {
+            Refusal::Socket => 0,
+            Refusal::Pod => 1,
+        };
+        counters().refused[i][r].increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_run_out_and_come_back() {
+        let admission = Admission::new(&AdmissionConfig {
+            per_socket: 2,
+            relay: 2,
+            store: 1,
+        });
+        let a = admission.admit(Class::Relay).expect("first");
+        let _b = admission.admit(Class::Relay).expect("second");
+        assert!(admission.admit(Class::Relay).is_none(), "third refused");
+        // The classes are separate pools.
+        let s = admission
+            .admit(Class::Store)
+            .expect("store has its own pool");
+        assert!(admission.admit(Class::Store).is_none());
+        drop(a);
+        assert!(admission.admit(Class::Relay).is_some(), "freed on drop");
+        drop(s);
+        assert!(admission.admit(Class::Store).is_some());
+        assert_eq!(admission.per_socket(), 2);
+    }
+
+    #[test]
+    fn refusals_say_who_is_over_the_limit() {
+        assert_eq!(
+            Refusal::Socket.error().status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(Refusal::Pod.error().status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(Refusal::Pod.error().retry_after, Some(1));
+        assert_eq!(Refusal::Socket.label(), "socket");
+    }
+}
