@@ -68,7 +68,7 @@ MONGO="mongodb"
 # reused cluster rolls onto it.
 TAG_A=""
 TAG_B=""
-IMAGES="${PARLEY_IMAGES:-/var/tmp/parley/images/out}"
+IMAGES="${PARLEY_IMAGES:-${PARLEY_HOME:-/var/tmp/parley}/images/out}"
 KIND_CLUSTER="${KIND_CLUSTER_NAME:-parley-e2e}"
 
 STARTED=$SECONDS
@@ -120,7 +120,7 @@ cluster_up() {
     case "${MODE}" in
     local)
         "${ROOT}/e2e/node/node.sh" up
-        export KUBECONFIG="${PARLEY_NODE_HOME:-/var/tmp/parley/node}/kubeconfig"
+        export KUBECONFIG="${PARLEY_NODE_HOME:-${PARLEY_HOME:-/var/tmp/parley}/node}/kubeconfig"
         ;;
     kind)
         command -v kind >/dev/null || die "kind is not installed"
@@ -157,31 +157,29 @@ cluster_down() {
     esac
 }
 
-# http_url SERVICE PORT: a URL for the Service as the host reaches it. On the
-# local node the host routes to Service IPs through kube-proxy, like a pod.
-# On kind it is a port-forward (to one pod).
-http_url() {
-    local svc="$1" port="$2"
+# url_of svc|pod NAME PORT: a URL for a Service or a pod as the host reaches
+# it. On the local node the host routes to pod and Service IPs (through
+# kube-proxy, like a pod); on kind it is a port-forward (a Service's goes to
+# one of its pods).
+url_of() {
+    local kind="$1" name="$2" port="$3" field
+    case "${kind}" in
+    svc) field='{.spec.clusterIP}' ;;
+    pod) field='{.status.podIP}' ;;
+    esac
     case "${MODE}" in
-    local) printf 'http://%s:%s' "$(kc get svc "${svc}" -o jsonpath='{.spec.clusterIP}')" "${port}" ;;
-    kind) port_forward "svc/${svc}" "${port}" ;;
+    local) printf 'http://%s:%s' "$(kc get "${kind}" "${name}" -o jsonpath="${field}")" "${port}" ;;
+    kind) port_forward "${kind}/${name}" "${port}" ;;
     esac
 }
 
-# pod_url POD PORT: a URL for one pod.
-pod_url() {
-    local pod="$1" port="$2"
-    case "${MODE}" in
-    local) printf 'http://%s:%s' "$(kc get pod "${pod}" -o jsonpath='{.status.podIP}')" "${port}" ;;
-    kind) port_forward "pod/${pod}" "${port}" ;;
-    esac
-}
-
+# Runs in a command substitution: the forward's PID goes to a file the exit
+# trap reads.
 port_forward() {
     local target="$1" port="$2" pflog
     pflog="$(mktemp "${WORK}/pf.XXXXXX")"
     kubectl -n "${NS}" port-forward --address 127.0.0.1 "${target}" ":${port}" >"${pflog}" 2>&1 &
-    BG_PIDS+=("$!")
+    echo "$!" >>"${WORK}/forward-pids"
     wait_until "port-forward to ${target}" 30 grep -q '^Forwarding from 127.0.0.1:' "${pflog}"
     printf 'http://127.0.0.1:%s' "$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "${pflog}" | head -n 1)"
 }
@@ -206,7 +204,7 @@ diagnostics() {
     done
     if [ "${MODE}" = local ]; then
         log "kubelet log (last lines)"
-        tail -n 40 "${PARLEY_NODE_HOME:-/var/tmp/parley/node}/logs/kubelet.log" 2>&1 || true
+        tail -n 40 "${PARLEY_NODE_HOME:-${PARLEY_HOME:-/var/tmp/parley}/node}/logs/kubelet.log" 2>&1 || true
     fi
 }
 
@@ -214,7 +212,7 @@ on_exit() {
     local status=$?
     set +e
     local pid
-    for pid in "${BG_PIDS[@]}"; do
+    for pid in "${BG_PIDS[@]}" $(cat "${WORK}/forward-pids" 2>/dev/null); do
         kill "${pid}" 2>/dev/null
         wait "${pid}" 2>/dev/null
     done
@@ -382,7 +380,7 @@ kubectl create namespace "${NS}" --dry-run=client -o yaml | kubectl apply -f - >
 kc apply -f "${ROOT}/e2e/manifests/smtp-sink.yaml" -f "${ROOT}/e2e/manifests/mongodb.yaml" >/dev/null
 kc rollout status "deployment/${SINK}" --timeout="${STEP_TIMEOUT}s"
 kc rollout status "deployment/${MONGO}" --timeout="${STEP_TIMEOUT}s"
-SINK_URL="$(http_url "${SINK}" 8025)"
+SINK_URL="$(url_of svc "${SINK}" 8025)"
 wait_until "the sink's HTTP API at ${SINK_URL}" 60 curl -fsS "${SINK_URL}/healthz"
 
 # ------------------------------------------------------------------ 4. the ChatCluster
@@ -410,8 +408,8 @@ JSON
 wait_until "ChatCluster ${CC} Ready" "${READY_TIMEOUT}" cluster_ready
 kc get chatcluster "${CC}"
 kc get pods -o wide
-USER_URL="$(http_url "${CC}-user" 8080)"
-CHAT_SVC_URL="$(http_url "${CC}-chat" 8080)"
+USER_URL="$(url_of svc "${CC}-user" 8080)"
+CHAT_SVC_URL="$(url_of svc "${CC}-chat" 8080)"
 if [ "${E2E_UP_ONLY:-0}" = 1 ]; then
     end_step
     KEEP_CLUSTER=1
@@ -466,7 +464,7 @@ if wanted scenario.pods; then
     mapfile -t CHAT_PODS < <(ready_pods chat)
     [ "${#CHAT_PODS[@]}" -ge 2 ] || die "expected 2 ready chat pods, found ${#CHAT_PODS[@]}"
     run_scenario "A on ${CHAT_PODS[0]}, B on ${CHAT_PODS[1]}" \
-        "$(pod_url "${CHAT_PODS[0]}" 8080),$(pod_url "${CHAT_PODS[1]}" 8080)"
+        "$(url_of pod "${CHAT_PODS[0]}" 8080),$(url_of pod "${CHAT_PODS[1]}" 8080)"
 fi
 
 if wanted scenario.service; then
@@ -551,7 +549,7 @@ if wanted fault.redis; then
     wait_until "Ready after the Redis fault" "${STEP_TIMEOUT}" cluster_ready
     mapfile -t CHAT_PODS < <(ready_pods chat)
     run_scenario "cross-pod delivery after Redis came back" \
-        "$(pod_url "${CHAT_PODS[0]}" 8080),$(pod_url "${CHAT_PODS[1]}" 8080)"
+        "$(url_of pod "${CHAT_PODS[0]}" 8080),$(url_of pod "${CHAT_PODS[1]}" 8080)"
 fi
 
 if wanted fault.rabbitmq; then
@@ -594,7 +592,7 @@ for replicas in 3 1; do
     wait_until "Ready with ${replicas} chat pods" "${STEP_TIMEOUT}" cluster_ready
 done
 mapfile -t CHAT_PODS < <(ready_pods chat)
-run_scenario "both users on ${CHAT_PODS[0]}, the one chat pod" "$(pod_url "${CHAT_PODS[0]}" 8080)"
+run_scenario "both users on ${CHAT_PODS[0]}, the one chat pod" "$(url_of pod "${CHAT_PODS[0]}" 8080)"
 
 step delete
 kc delete chatcluster "${CC}" --wait=true --timeout="${STEP_TIMEOUT}s" >/dev/null

@@ -14,7 +14,7 @@
 set -euo pipefail
 
 K8S_VERSION="1.20.2"
-CACHE_ROOT="${PARLEY_K8S_CACHE:-/var/tmp/parley/k8s}"
+CACHE_ROOT="${PARLEY_K8S_CACHE:-${PARLEY_HOME:-/var/tmp/parley}/k8s}"
 BIN_DIR="${CACHE_ROOT}/${K8S_VERSION}/bin"
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }

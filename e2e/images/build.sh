@@ -27,11 +27,11 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "${HERE}/../.." && pwd)"
-OUT="${PARLEY_IMAGES:-/var/tmp/parley/images/out}"
+OUT="${PARLEY_IMAGES:-${PARLEY_HOME:-/var/tmp/parley}/images/out}"
 WORK="$(dirname "${OUT}")"
 ROOTFS="${WORK}/rootfs"
 TAG="${PARLEY_IMAGE_TAG:-dev}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/parley/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${PARLEY_HOME:-/var/tmp/parley}/target}"
 
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[images] error: %s\n' "$*" >&2; exit 1; }
@@ -42,16 +42,9 @@ mkdir -p "${OUT}" "${ROOTFS}"
 exec 8>"${WORK}/.build.lock"
 flock 8
 
-ensure_packages() {
-    local missing=() pkg
-    for pkg in "$@"; do
-        [[ "$(dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("${pkg}")
-    done
-    [ "${#missing[@]}" -eq 0 ] && return 0
-    log "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+# parley_apt: installs missing Debian packages (shared with the local stack).
+# shellcheck source=../../scripts/lib/deps.sh
+source "${ROOT}/scripts/lib/deps.sh"
 
 # key TEXT FILE...: a short hash of a recipe's text and its input files.
 key() {
@@ -71,7 +64,7 @@ base_rootfs() {
     k="$(key "${BASE_RECIPE}")"
     dir="${ROOTFS}/base-${k}"
     if [ ! -f "${dir}.done" ]; then
-        ensure_packages debootstrap
+        parley_apt debootstrap
         # shellcheck source=../../scripts/lib/debian-mirror.sh
         source "${ROOT}/scripts/lib/debian-mirror.sh"
         local mirror keyring codename
@@ -252,7 +245,7 @@ build_smtp_sink() {
 # file layout and the entrypoint that run here are the ones that ship.
 build_parley() {
     build_base
-    ensure_packages buildah
+    parley_apt buildah
     local bins="${CARGO_TARGET_DIR}/release" ctx out="${OUT}/parley.tar" k
     # The Dockerfile's own build command, read from it.
     local -a build

