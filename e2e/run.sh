@@ -568,8 +568,14 @@ if wanted fault.rabbitmq; then
         die "a /login answered neither 200-with-mail nor 503"
     }
     log "logins: $(tail -n 1 "${WORK}/logins.out")"
-    [ "$(kc get pod "${CC}-rabbitmq-0" -o jsonpath='{.metadata.uid}')" != "${rabbit_uid}" ] ||
-        die "the RabbitMQ pod was not replaced during the step"
+    # The old pod may still be terminating (RabbitMQ stops slowly): wait for
+    # its replacement.
+    rabbit_replaced() {
+        local uid
+        uid="$(kc get pod "${CC}-rabbitmq-0" -o jsonpath='{.metadata.uid}')"
+        [ -n "${uid}" ] && [ "${uid}" != "${rabbit_uid}" ]
+    }
+    wait_until "the RabbitMQ pod replaced" "${STEP_TIMEOUT}" rabbit_replaced
     wait_until "Ready after the RabbitMQ fault" "${STEP_TIMEOUT}" cluster_ready
     # And logins work again by themselves.
     USER_URL="${USER_URL}" CODES_FROM="http:${SINK_URL}" DURATION_MS=3000 ONLY_ACCEPTED=1 \
