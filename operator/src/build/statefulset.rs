@@ -123,17 +123,28 @@ fn store_env(cc: &ChatCluster, s: Store) -> Vec<EnvVar> {
     }
 }
 
-fn store_args(s: Store) -> Option<Vec<String>> {
+/// Redis's start command. The password reaches redis-server as a config
+/// file on its standard input (a here-document of the shell it replaces),
+/// never on a command line, which any process of the node could read.
+/// The shell `exec`s, so redis-server is the container's PID 1 and gets
+/// SIGTERM itself. `"$@"` carries the container's args.
+pub const REDIS_START: &str =
+    "exec redis-server - \"$@\" <<EOF\nrequirepass \"$REDIS_PASSWORD\"\nEOF\n";
+
+/// The container's command and args: `None` keeps the image's own.
+fn store_command(s: Store) -> (Option<Vec<String>>, Option<Vec<String>>) {
     match s {
-        // Kubernetes expands $(REDIS_PASSWORD) from the container's env.
-        Store::Redis => Some(vec![
-            "redis-server".into(),
-            "--appendonly".into(),
-            "yes".into(),
-            "--requirepass".into(),
-            "$(REDIS_PASSWORD)".into(),
-        ]),
-        Store::Rabbitmq | Store::Mongodb => None,
+        Store::Redis => (
+            Some(vec![
+                "sh".into(),
+                "-c".into(),
+                REDIS_START.into(),
+                // $0 of the script
+                "redis-server".into(),
+            ]),
+            Some(vec!["--appendonly".into(), "yes".into()]),
+        ),
+        Store::Rabbitmq | Store::Mongodb => (None, None),
     }
 }
 
@@ -156,10 +167,12 @@ pub fn statefulset(cc: &ChatCluster, s: Store, m: &ManagedStore, ctx: &Context) 
         mount_path: data_path(s).into(),
         ..Default::default()
     });
+    let (command, args) = store_command(s);
     let container = Container {
         name: s.name().into(),
         image: Some(m.image.clone().unwrap_or_else(|| s.default_image().into())),
-        args: store_args(s),
+        command,
+        args,
         env: Some(store_env(cc, s)),
         ports: Some(vec![ContainerPort {
             name: Some(s.name().into()),
@@ -325,6 +338,35 @@ mod tests {
         assert_eq!(scratch, ["/tmp", "/var/log/rabbitmq"]);
         // the image's own user, so volumes of earlier versions stay its own
         assert_eq!(pod.security_context.unwrap().run_as_user, Some(100));
+    }
+
+    #[test]
+    fn no_store_takes_a_secret_on_its_command_line() {
+        for s in Store::ALL {
+            let pod = pod(s, &ManagedStore::default());
+            let ctr = &pod.containers[0];
+            let from_secrets: Vec<_> = ctr
+                .env
+                .iter()
+                .flatten()
+                .filter(|e| {
+                    e.value_from
+                        .as_ref()
+                        .is_some_and(|v| v.secret_key_ref.is_some())
+                })
+                .map(|e| format!("$({})", e.name))
+                .collect();
+            let argv = ctr.command.iter().chain(ctr.args.iter()).flatten();
+            for arg in argv {
+                for secret in &from_secrets {
+                    assert!(
+                        !arg.contains(secret.as_str()),
+                        "{}: {secret} expands into argv: {arg}",
+                        s.name()
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -71,7 +71,8 @@ fn start() -> anyhow::Result<ControlPlane> {
         .stderr(log)
         .spawn()
         .with_context(|| format!("running {}", script.display()))?;
-    // A first run may build kube-apiserver from source (about 7 minutes).
+    // scripts/test builds the binaries first; a first run without it may
+    // build them from source here (7 minutes on an idle machine).
     let deadline = Instant::now() + Duration::from_secs(20 * 60);
     while !dir.join("ready").exists() {
         if let Some(status) = child.try_wait()? {

@@ -306,6 +306,15 @@ async fn supervise(
                             return;
                         }
                         event = events.next() => match event {
+                            // The broker closing one channel (a refused
+                            // declaration, say) is reported here too; the
+                            // connection and its other channels live on.
+                            Some(lapin::Event::Error(error))
+                                if error.is_amqp_soft_error()
+                                    && live.connection.status().connected() =>
+                            {
+                                tracing::debug!(dependency = "rabbitmq", %error, "a channel was closed by the broker");
+                            }
                             Some(lapin::Event::Error(error)) => {
                                 tracing::warn!(dependency = "rabbitmq", %error, "connection lost");
                                 break;

@@ -94,6 +94,43 @@ pub struct Delivery {
     pub notify_window: Duration,
     /// Base of links in notifications (`PARLEY_APP_BASE_URL`, default `http://localhost:3000`).
     pub app_base_url: url::Url,
+    /// How long and how many parked mails are kept.
+    pub parking: Parking,
+}
+
+/// Bounds of the `*.dead` queues: a parked mail holds an address, so it is
+/// dropped after `ttl`, and the oldest go first beyond `max_length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parking {
+    /// Time a parked mail is kept (`PARLEY_MAIL_PARK_TTL_SECS`, default 7 days).
+    pub ttl: Duration,
+    /// Parked mails kept per queue (`PARLEY_MAIL_PARK_MAX`, default 10000).
+    pub max_length: u32,
+}
+
+impl Parking {
+    /// Reads `PARLEY_MAIL_PARK_TTL_SECS` and `PARLEY_MAIL_PARK_MAX`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let ttl = env.seconds_or(
+            "PARLEY_MAIL_PARK_TTL_SECS",
+            Duration::from_secs(7 * 24 * 3600),
+        )?;
+        // RabbitMQ's x-message-ttl is a 32-bit count of milliseconds.
+        if ttl.is_zero() || ttl.as_millis() > u128::from(u32::MAX) {
+            return Err(ConfigError::new(
+                "PARLEY_MAIL_PARK_TTL_SECS",
+                "must be between 1 and 4294967 seconds (about 49 days)",
+            ));
+        }
+        let max_length: u32 = env.parsed_or("PARLEY_MAIL_PARK_MAX", "a whole number", 10_000)?;
+        if max_length == 0 {
+            return Err(ConfigError::new(
+                "PARLEY_MAIL_PARK_MAX",
+                "must be at least 1",
+            ));
+        }
+        Ok(Self { ttl, max_length })
+    }
 }
 
 impl Delivery {
@@ -139,6 +176,7 @@ impl Delivery {
             notify_grace: env.seconds_or("PARLEY_NOTIFY_GRACE_SECS", Duration::from_secs(120))?,
             notify_window: env.seconds_or("PARLEY_NOTIFY_WINDOW_SECS", Duration::from_secs(900))?,
             app_base_url,
+            parking: Parking::from_env(env)?,
         })
     }
 }
@@ -194,6 +232,16 @@ pub const ENV: &[VarDoc] = &[
         "PARLEY_MAIL_RETRY_DELAYS_MS",
         "5000,30000,120000,600000",
         "waits between retries in milliseconds (the last repeats)",
+    ),
+    VarDoc::new(
+        "PARLEY_MAIL_PARK_TTL_SECS",
+        "604800",
+        "how long a mail that could not be sent stays parked in its `*.dead` queue (1 s to 49 days)",
+    ),
+    VarDoc::new(
+        "PARLEY_MAIL_PARK_MAX",
+        "10000",
+        "parked mails kept per `*.dead` queue; the oldest are dropped beyond it",
     ),
     VarDoc::new(
         "PARLEY_NOTIFY_GRACE_SECS",
@@ -253,6 +301,13 @@ mod tests {
         assert_eq!(cfg.smtp.tls, TlsMode::StartTls);
         assert_eq!(cfg.delivery.retry_delays.len(), 4);
         assert_eq!(cfg.delivery.max_attempts, 5);
+        assert_eq!(
+            cfg.delivery.parking,
+            Parking {
+                ttl: Duration::from_secs(604_800),
+                max_length: 10_000
+            }
+        );
     }
 
     #[test]
@@ -265,6 +320,10 @@ mod tests {
             ("PARLEY_MAIL_RETRY_DELAYS_MS", "100,soon"),
             ("PARLEY_MAIL_PREFETCH", "0"),
             ("PARLEY_APP_BASE_URL", "ftp://x"),
+            ("PARLEY_MAIL_PARK_TTL_SECS", "0"),
+            ("PARLEY_MAIL_PARK_TTL_SECS", "5000000"),
+            ("PARLEY_MAIL_PARK_MAX", "0"),
+            ("PARLEY_MAIL_PARK_MAX", "many"),
         ] {
             let mut pairs = base();
             pairs.push((var, value));

@@ -38,8 +38,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     serve(config, listener, shutdown).await
 }
 
-/// Declares the delay, dead and grace queues after every (re)connection.
-fn keep_topology(amqp: Amqp, policy: config::Delivery, shutdown: CancellationToken) {
+/// Declares the delay, dead and grace queues after every (re)connection;
+/// the receiver turns true once they were declared the first time.
+fn keep_topology(
+    amqp: Amqp,
+    policy: config::Delivery,
+    shutdown: CancellationToken,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (declared_tx, declared_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         loop {
             if shutdown.is_cancelled() {
@@ -50,24 +56,35 @@ fn keep_topology(amqp: Amqp, policy: config::Delivery, shutdown: CancellationTok
             }
             let declared = async {
                 let channel = amqp.channel().await.map_err(|e| e.to_string())?;
-                for queue in [topology::OTP, topology::DUE] {
-                    topology::declare_around(&channel, queue, &policy.retry_delays)
+                for queue in [topology::OTP, topology::DUE, topology::NOTIFICATIONS] {
+                    topology::declare_retries(&channel, queue, &policy.retry_delays)
                         .await
                         .map_err(|e| e.to_string())?;
                 }
-                topology::declare_around(&channel, topology::NOTIFICATIONS, &policy.retry_delays)
-                    .await
-                    .map_err(|e| e.to_string())?;
                 topology::declare_grace(&channel, policy.notify_grace)
                     .await
                     .map_err(|e| e.to_string())?;
                 let _ = channel.close(200, "topology declared".into()).await;
+                for queue in [topology::OTP, topology::DUE, topology::NOTIFICATIONS] {
+                    let parked = topology::declare_parking(&amqp, queue, policy.parking)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if let topology::Parked::Legacy { messages } = parked {
+                        tracing::warn!(
+                            queue = topology::dead_queue(queue),
+                            messages,
+                            "parking queue has other bounds than configured and is not empty; \
+                             it keeps its old bounds until it is drained or deleted"
+                        );
+                    }
+                }
                 Ok::<(), String>(())
             }
             .await;
             match declared {
                 Ok(()) => {
                     tracing::info!("mail queues declared");
+                    declared_tx.send_replace(true);
                     // Until this connection drops.
                     while amqp.is_connected() && !shutdown.is_cancelled() {
                         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -80,6 +97,7 @@ fn keep_topology(amqp: Amqp, policy: config::Delivery, shutdown: CancellationTok
             }
         }
     });
+    declared_rx
 }
 
 /// Runs the service on an already bound listener (tests bind port 0).
@@ -95,7 +113,9 @@ pub async fn serve(
         .context("mongodb client")?;
     let transport = smtp::transport(&config.smtp).context("smtp transport")?;
     let from: Mailbox = config.smtp.from.parse().context("PARLEY_MAIL_FROM")?;
+    let topology = keep_topology(amqp.clone(), config.delivery.clone(), shutdown.clone());
     let worker = Worker {
+        topology,
         amqp: amqp.clone(),
         redis: redis.clone(),
         db: mongo.db().clone(),
@@ -103,7 +123,6 @@ pub async fn serve(
         from,
         policy: config.delivery.clone(),
     };
-    keep_topology(amqp.clone(), config.delivery.clone(), shutdown.clone());
 
     let tracker = TaskTracker::new();
     let mut consumers = Vec::new();

@@ -2,15 +2,19 @@
 //!
 //! A mail that failed transiently waits in `<queue>.retry.<n>`, whose TTL
 //! dead-letters it back to `<queue>`; one that cannot be sent is parked in
-//! `<queue>.dead` with the reason in its headers. Notifications first wait
+//! `<queue>.dead` with the reason in its headers, for a bounded time and
+//! number (a parked mail names its recipient). Notifications first wait
 //! out the grace period in `mail.notifications.grace`, which dead-letters
 //! them to `mail.notifications.due`.
 
 use std::time::Duration;
 
 use lapin::Channel;
-use lapin::options::QueueDeclareOptions;
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use parley_common::amqp::{Amqp, PublishError};
+
+use crate::config::Parking;
 
 /// Login codes.
 pub const OTP: &str = "mail.otp";
@@ -53,6 +57,25 @@ pub fn delay_arguments(ttl: Duration, target: &str) -> FieldTable {
     args
 }
 
+/// Arguments of a parking queue: messages expire after `ttl`, and beyond
+/// `max_length` the oldest are dropped.
+pub fn park_arguments(parking: Parking) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-message-ttl"),
+        AMQPValue::LongUInt(millis(parking.ttl)),
+    );
+    args.insert(
+        ShortString::from("x-max-length"),
+        AMQPValue::LongUInt(parking.max_length),
+    );
+    args.insert(
+        ShortString::from("x-overflow"),
+        AMQPValue::LongString(LongString::from("drop-head")),
+    );
+    args
+}
+
 async fn declare(channel: &Channel, name: &str, args: FieldTable) -> Result<(), lapin::Error> {
     channel
         .queue_declare(
@@ -67,9 +90,9 @@ async fn declare(channel: &Channel, name: &str, args: FieldTable) -> Result<(), 
         .map(drop)
 }
 
-/// Declares the retry and dead queues of `queue` (idempotent while the
-/// delays stay the same).
-pub async fn declare_around(
+/// Declares the retry queues of `queue` (idempotent while the delays stay
+/// the same).
+pub async fn declare_retries(
     channel: &Channel,
     queue: &str,
     delays: &[Duration],
@@ -82,7 +105,79 @@ pub async fn declare_around(
         )
         .await?;
     }
-    declare(channel, &dead_queue(queue), FieldTable::default()).await
+    Ok(())
+}
+
+/// What declaring a parking queue came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parked {
+    /// Declared with the configured bounds.
+    Bounded,
+    /// An older declaration with other arguments holds `messages` mails; it
+    /// is kept as it is until it is drained (the broker refuses to change a
+    /// queue's arguments).
+    Legacy {
+        /// Mails in the old queue.
+        messages: u32,
+    },
+}
+
+/// Declares `queue`'s parking queue with `parking`'s bounds. A queue left
+/// by an earlier version (or other bounds) is replaced when it is empty;
+/// otherwise it is kept and reported, because deleting it would lose mail.
+/// Each attempt uses its own channel: the broker closes a channel on a
+/// declaration with other arguments.
+pub async fn declare_parking(
+    amqp: &Amqp,
+    queue: &str,
+    parking: Parking,
+) -> Result<Parked, PublishError> {
+    let name = dead_queue(queue);
+    let channel = amqp.channel().await?;
+    if declare(&channel, &name, park_arguments(parking))
+        .await
+        .is_ok()
+    {
+        let _ = channel.close(200, "declared".into()).await;
+        return Ok(Parked::Bounded);
+    }
+    let channel = amqp.channel().await?;
+    let deleted = channel
+        .queue_delete(
+            name.as_str().into(),
+            QueueDeleteOptions {
+                if_empty: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let channel = if deleted.is_ok() {
+        channel
+    } else {
+        amqp.channel().await?
+    };
+    if declare(&channel, &name, park_arguments(parking))
+        .await
+        .is_ok()
+    {
+        let _ = channel.close(200, "declared".into()).await;
+        return Ok(Parked::Bounded);
+    }
+    let channel = amqp.channel().await?;
+    let existing = channel
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let _ = channel.close(200, "inspected".into()).await;
+    Ok(Parked::Legacy {
+        messages: existing.message_count(),
+    })
 }
 
 /// Declares the grace queue feeding the due queue.
@@ -108,6 +203,21 @@ mod tests {
         assert_eq!(
             args.inner().get(&ShortString::from("x-message-ttl")),
             Some(&AMQPValue::LongUInt(5000))
+        );
+    }
+
+    #[test]
+    fn parking_is_bounded() {
+        let args = park_arguments(Parking {
+            ttl: Duration::from_secs(60),
+            max_length: 7,
+        });
+        let get = |key: &str| args.inner().get(&ShortString::from(key)).cloned();
+        assert_eq!(get("x-message-ttl"), Some(AMQPValue::LongUInt(60_000)));
+        assert_eq!(get("x-max-length"), Some(AMQPValue::LongUInt(7)));
+        assert_eq!(
+            get("x-overflow"),
+            Some(AMQPValue::LongString(LongString::from("drop-head")))
         );
     }
 }

@@ -22,6 +22,8 @@ use crate::topology;
 
 /// How long a sent marker is kept (redeliveries come much sooner).
 const SENT_TTL_SECS: u64 = 7 * 24 * 3600;
+/// How long a failed mail waits for the retry and parking queues.
+const TOPOLOGY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long one worker may hold an event before another may try it.
 const CLAIM_TTL_SECS: u64 = 120;
 
@@ -55,6 +57,9 @@ impl Problem {
 pub struct Worker {
     /// Broker (retries and parking).
     pub amqp: Amqp,
+    /// True once the retry and parking queues were declared: a failed mail
+    /// waits for them rather than landing in a queue without its bounds.
+    pub topology: tokio::sync::watch::Receiver<bool>,
     /// Dedupe markers, presence, notification windows.
     pub redis: Redis,
     /// Users and messages.
@@ -84,6 +89,25 @@ fn attempt_of(delivery: &Delivery) -> u32 {
             _ => None,
         })
         .unwrap_or(1)
+}
+
+/// What is kept of a mail that is parked: a login code is useless once it
+/// could not be sent and must not sit in a queue, so the OTP queue keeps the
+/// envelope without `data.code`, and nothing of a body it cannot read.
+fn parked_body(queue: &str, data: &[u8]) -> Vec<u8> {
+    if queue != topology::OTP {
+        return data.to_vec();
+    }
+    let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return Vec::new();
+    };
+    match event.get_mut("data").and_then(|d| d.as_object_mut()) {
+        Some(fields) => {
+            fields.remove("code");
+        }
+        None => return Vec::new(),
+    }
+    serde_json::to_vec(&event).unwrap_or_default()
 }
 
 impl Worker {
@@ -127,47 +151,66 @@ impl Worker {
         attempt: u32,
         problem: Problem,
     ) -> bool {
+        let mut topology = self.topology.clone();
+        let declared = tokio::time::timeout(TOPOLOGY_WAIT, topology.wait_for(|done| *done))
+            .await
+            .is_ok_and(|seen| seen.is_ok());
+        if !declared {
+            tracing::warn!(
+                queue,
+                "mail queues not declared yet; the broker will redeliver"
+            );
+            return false;
+        }
         let next = policy::after_failure(
             problem.failure,
             attempt,
             self.policy.max_attempts,
             &self.policy.retry_delays,
         );
-        let (target, headers) = match next {
+        let parking = matches!(next, Next::Park);
+        let (target, headers, counter) = match next {
             Next::Retry {
                 attempt: next_attempt,
                 level,
                 delay,
             } => {
                 tracing::warn!(queue, attempt, reason = %problem.reason, delay_ms = delay.as_millis() as u64, "mail failed; will retry");
-                metrics::counter!("mail_retried_total", "queue" => queue.to_owned()).increment(1);
                 let mut headers = FieldTable::default();
                 headers.insert("x-parley-attempt".into(), AMQPValue::LongUInt(next_attempt));
-                (topology::retry_queue(queue, level), headers)
+                (
+                    topology::retry_queue(queue, level),
+                    headers,
+                    "mail_retried_total",
+                )
             }
             Next::Park => {
                 tracing::error!(queue, attempt, reason = %problem.reason, "mail parked");
-                metrics::counter!("mail_parked_total", "queue" => queue.to_owned()).increment(1);
                 let mut headers = FieldTable::default();
                 headers.insert("x-parley-attempt".into(), AMQPValue::LongUInt(attempt));
                 headers.insert(
                     "x-parley-reason".into(),
                     AMQPValue::LongString(LongString::from(problem.reason.as_str())),
                 );
-                (topology::dead_queue(queue), headers)
+                (topology::dead_queue(queue), headers, "mail_parked_total")
             }
+        };
+        let body = if parking {
+            parked_body(queue, &delivery.data)
+        } else {
+            delivery.data.clone()
         };
         let properties = delivery
             .properties
             .clone()
             .with_headers(headers)
             .with_delivery_mode(2);
-        match self
-            .amqp
-            .publish_with("", &target, properties, &delivery.data)
-            .await
-        {
-            Ok(()) => true,
+        match self.amqp.publish_with("", &target, properties, &body).await {
+            Ok(()) => {
+                // Counted once the broker has confirmed the move.
+                metrics::counter!(counter, "queue" => queue.to_owned()).increment(1);
+                true
+            }
             Err(error) => {
                 tracing::warn!(%error, target, "could not move the mail; leaving it on its queue");
                 false
@@ -369,5 +412,27 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parked_codes_are_dropped() {
+        let event = serde_json::json!({
+            "id": "0b4a1f52-8f3a-4a0e-9c55-0f6f2b7c1d11",
+            "type": OtpRequested::TYPE,
+            "data": {"email": "a@example.com", "code": "123456", "expiresAt": "2026-01-01T00:00:00Z"}
+        });
+        let bytes = serde_json::to_vec(&event).unwrap_or_default();
+        let parked = parked_body(topology::OTP, &bytes);
+        let text = String::from_utf8_lossy(&parked);
+        assert!(!text.contains("123456"), "{text}");
+        assert!(text.contains("a@example.com"), "{text}");
+        assert!(parked_body(topology::OTP, b"{not json 123456").is_empty());
+        assert!(parked_body(topology::OTP, b"[\"123456\"]").is_empty());
+        assert_eq!(parked_body(topology::DUE, &bytes), bytes);
     }
 }

@@ -305,6 +305,126 @@ async fn bad_events_are_parked_with_a_reason() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Messages in `queue` right now.
+async fn depth(channel: &Channel, queue: &str) -> anyhow::Result<u32> {
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(q.message_count())
+}
+
+async fn parked(mail: &ServiceProcess, want: f64) -> anyhow::Result<()> {
+    wait_until(&format!("{want} mail(s) parked"), T, || async {
+        mail.metric("mail_parked_total{queue=\"mail.otp\"}")
+            .await
+            .is_ok_and(|n| n >= want)
+    })
+    .await
+    .map(drop)
+    .map_err(|e| e.context(mail.output()))
+}
+
+#[tokio::test]
+async fn parked_login_mail_holds_no_code_and_is_bounded() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let sink = SmtpSink::start().await?;
+    // A parking queue as an earlier version declared it: no bounds.
+    let (_conn, channel) = channel(&ns.amqp_url()).await?;
+    channel
+        .queue_declare(
+            "mail.otp.dead".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mail = mail_service(&env(&ns, &sink, &[("PARLEY_MAIL_PARK_MAX", "2")])).await?;
+    for code in ["987651", "987652", "987653"] {
+        publish(&channel, &otp_event("not an address", code)).await?;
+    }
+    parked(&mail, 3.0).await?;
+    assert_eq!(
+        depth(&channel, "mail.otp.dead").await?,
+        2,
+        "the oldest is dropped"
+    );
+    for _ in 0..2 {
+        let message = channel
+            .basic_get("mail.otp.dead".into(), BasicGetOptions { no_ack: true })
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a parked mail"))?;
+        let body = String::from_utf8_lossy(&message.delivery.data).into_owned();
+        assert!(
+            !body.contains("98765"),
+            "a parked login mail keeps no code: {body}"
+        );
+        assert!(body.contains("not an address"), "{body}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn parked_mail_expires() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let sink = SmtpSink::start().await?;
+    let mail = mail_service(&env(&ns, &sink, &[("PARLEY_MAIL_PARK_TTL_SECS", "1")])).await?;
+    let (_conn, channel) = channel(&ns.amqp_url()).await?;
+    publish(&channel, &otp_event("not an address", "123123")).await?;
+    parked(&mail, 1.0).await?;
+    wait_until("the parked mail expired", T, || async {
+        depth(&channel, "mail.otp.dead").await.is_ok_and(|n| n == 0)
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_full_legacy_parking_queue_is_kept_and_parking_goes_on() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let sink = SmtpSink::start().await?;
+    let (_conn, channel) = channel(&ns.amqp_url()).await?;
+    channel
+        .queue_declare(
+            "mail.otp.dead".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .basic_publish(
+            "".into(),
+            "mail.otp.dead".into(),
+            Default::default(),
+            b"parked by an earlier version",
+            BasicProperties::default(),
+        )
+        .await?
+        .await?;
+    let mail = mail_service(&env(&ns, &sink, &[])).await?;
+    publish(&channel, &otp_event("not an address", "555111")).await?;
+    parked(&mail, 1.0).await?;
+    assert_eq!(
+        depth(&channel, "mail.otp.dead").await?,
+        2,
+        "nothing was deleted"
+    );
+    publish(&channel, &otp_event("fine@example.com", "222222")).await?;
+    settled_with(&sink, &channel, "fine@example.com", 1).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn rabbitmq_restart_is_survived_and_nothing_queued_is_lost() -> anyhow::Result<()> {
     let mut rabbit = RabbitServer::start().await?;

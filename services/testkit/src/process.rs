@@ -103,6 +103,24 @@ impl ServiceProcess {
         ))
     }
 
+    /// The sum of the `/metrics` samples whose line starts with `prefix`
+    /// (a metric name, optionally with the start of its labels).
+    pub async fn metric(&self, prefix: &str) -> anyhow::Result<f64> {
+        let body = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(body
+            .lines()
+            .filter(|line| line.starts_with(prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
     /// `/readyz`'s status code and JSON body (`None` when nothing answers).
     pub async fn readyz(&self) -> Option<(u16, serde_json::Value)> {
         let response = self.http.get(self.url("/readyz")).send().await.ok()?;
