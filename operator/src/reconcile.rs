@@ -11,6 +11,8 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{ApiResource, DynamicObject};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -25,6 +27,11 @@ use crate::{apply, build, status, validate};
 
 /// Label selector for the children the controller watches.
 pub const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=parley-operator";
+
+/// A ChatCluster as the controller receives it: one that does not
+/// deserialize (a value its schema let through but the operator cannot read)
+/// arrives as an error of its own instead of failing the whole list.
+pub type Guarded = DeserializeGuard<ChatCluster>;
 
 /// Shared state of the reconciler.
 pub struct Context {
@@ -55,8 +62,12 @@ impl Context {
         }
     }
 
-    /// Publishes an Event about `cc`; failures are logged, never fatal.
-    pub async fn event(&self, cc: &ChatCluster, warning: bool, reason: &str, note: String) {
+    /// Publishes an Event about `obj` (a ChatCluster, readable or not);
+    /// failures are logged, never fatal.
+    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -68,7 +79,7 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &cc.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }
@@ -89,10 +100,14 @@ fn now() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
-/// Reconciles one ChatCluster.
-pub async fn reconcile(cc: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Reconciles one ChatCluster; one that does not deserialize is reported
+/// (warning Event, Degraded status) and otherwise left alone.
+pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&cc, &ctx).await;
+    let result = match &obj.0 {
+        Ok(cc) => reconcile_inner(cc, &ctx).await,
+        Err(invalid) => report_unreadable(&obj, invalid, &ctx).await,
+    };
     let outcome = if result.is_ok() { "ok" } else { "error" };
     metrics::counter!("parley_operator_reconciles_total", "result" => outcome).increment(1);
     metrics::histogram!("parley_operator_reconcile_duration_seconds")
@@ -100,9 +115,44 @@ pub async fn reconcile(cc: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<Action
     if result.is_ok()
         && let Ok(mut f) = ctx.failures.lock()
     {
-        f.remove(&cc.uid().unwrap_or_default());
+        f.remove(&obj.uid().unwrap_or_default());
     }
     result
+}
+
+/// A stored ChatCluster the operator cannot read (stored through an older
+/// CRD without bounds, say): a warning Event and a Degraded status naming the
+/// problem. Nothing else is touched; only an edit of the object can fix it.
+async fn report_unreadable(
+    obj: &Guarded,
+    invalid: &kube::core::error_boundary::InvalidObject,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_else(|| "default".into());
+    let message = format!("spec cannot be read: {}", invalid.error);
+    tracing::warn!(name = %obj.name_any(), namespace = %ns, error = %invalid.error, "unreadable ChatCluster; nothing changed");
+    ctx.event(obj, true, "InvalidSpec", message.clone()).await;
+    // The status is written from an otherwise empty ChatCluster carrying the
+    // object's metadata and its previous status (read apart from the spec),
+    // so unchanged conditions keep their transition times.
+    let ar = ApiResource::erase::<ChatCluster>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
+    let previous = api
+        .get_opt(&obj.name_any())
+        .await?
+        .and_then(|o| o.data.get("status").cloned())
+        .and_then(|s| serde_json::from_value(s).ok());
+    let stand_in = ChatCluster {
+        metadata: invalid.metadata.clone(),
+        spec: Default::default(),
+        status: previous,
+    };
+    let observed = Observed {
+        spec_errors: vec![message],
+        ..Default::default()
+    };
+    write_status(ctx, &stand_in, &ns, &observed).await?;
+    Ok(Action::await_change())
 }
 
 async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Error> {
@@ -187,20 +237,20 @@ async fn write_status(
 }
 
 /// The ChatClusters in `secret`'s namespace that read it.
-pub fn clusters_reading(
+pub fn clusters_reading<'a>(
     secret: &Secret,
-    clusters: &[Arc<ChatCluster>],
-) -> Vec<ObjectRef<ChatCluster>> {
+    clusters: impl IntoIterator<Item = &'a ChatCluster>,
+) -> Vec<ObjectRef<Guarded>> {
     let name = secret.name_any();
     clusters
-        .iter()
+        .into_iter()
         .filter(|cc| cc.namespace() == secret.namespace())
         .filter(|cc| {
             crate::dereference::secret_refs(cc)
                 .iter()
                 .any(|(n, _)| *n == name)
         })
-        .map(|cc| ObjectRef::from_obj(cc.as_ref()))
+        .map(|cc| ObjectRef::from_obj(cc).into_kind_unchecked(()))
         .collect()
 }
 
@@ -210,7 +260,7 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 /// Requeues a failed ChatCluster with exponential backoff.
-pub fn error_policy(cc: Arc<ChatCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(cc: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
     metrics::counter!("parley_operator_reconcile_errors_total").increment(1);
     let n = ctx
         .failures
@@ -239,7 +289,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     }
     let children = watcher::Config::default().labels(CHILD_SELECTOR);
     let controller = Controller::new(
-        api::<ChatCluster>(&client, &namespace),
+        api::<Guarded>(&client, &namespace),
         watcher::Config::default(),
     );
     let store = controller.store();
@@ -248,7 +298,10 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         .watches(
             api::<Secret>(&client, &namespace),
             watcher::Config::default(),
-            move |secret| clusters_reading(&secret, &store.state()),
+            move |secret| {
+                let clusters = store.state();
+                clusters_reading(&secret, clusters.iter().filter_map(|g| g.0.as_ref().ok()))
+            },
         )
         // store volumes appear after their StatefulSet: `Delete` ones get owned then
         .watches(
@@ -258,7 +311,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
                 let instance = pvc.labels().get(build::INSTANCE_LABEL).cloned();
                 let ns = pvc.namespace();
                 instance.map(|name| {
-                    let r = ObjectRef::<ChatCluster>::new(&name);
+                    let r = ObjectRef::<Guarded>::new(&name);
                     match ns {
                         Some(ns) => r.within(&ns),
                         None => r,
@@ -309,7 +362,7 @@ mod tests {
             ..Default::default()
         };
         let names = |s: &Secret| -> Vec<String> {
-            clusters_reading(s, &clusters)
+            clusters_reading(s, clusters.iter().map(AsRef::as_ref))
                 .into_iter()
                 .map(|r| r.name)
                 .collect()
