@@ -308,7 +308,11 @@ pub struct ManagedStore {
     /// CPU and memory of the store container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// What happens to the data volume when the ChatCluster is deleted: Retain (default) or Delete.
+    /// What happens to the data volume when the ChatCluster is deleted:
+    /// Retain (default) or Delete. While any store retains its volume, the
+    /// store passwords in `<name>-generated` are kept as well, so a
+    /// ChatCluster re-created under the same name opens the kept data; delete
+    /// the volumes and that Secret together to start afresh.
     pub volume_reclaim: VolumeReclaim,
 }
 

@@ -63,21 +63,30 @@ pub async fn ensure_generated_secrets(
             values.insert(key.to_owned(), random_hex(bytes)?);
         }
     }
-    if existing.is_none() {
+    let Some(existing) = existing else {
         created += create_once(&api, &build::generated_secret(cc, values)).await?;
-    } else if !values.is_empty() {
-        // A Secret from an older operator: add the new keys, keep the rest.
-        // The resourceVersion makes a concurrent writer's change win.
-        let rv = existing.and_then(|s| s.metadata.resource_version);
-        let patch = serde_json::json!({
-            "metadata": {"resourceVersion": rv},
-            "stringData": values,
-        });
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .with_context(|| format!("adding {missing:?} to Secret {name}"))?;
+        return Ok(created);
+    };
+    // Kept from an earlier ChatCluster of this name, or made by an older
+    // operator: adopt it, add any new keys, keep the present ones.
+    let owners = build::secret::generated_secret_owners(cc, existing.owner_references());
+    if values.is_empty() && owners == existing.owner_references() {
+        return Ok(created);
+    }
+    // The resourceVersion makes a concurrent writer's change win.
+    let mut patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": existing.metadata.resource_version,
+            "ownerReferences": owners,
+        },
+    });
+    if !values.is_empty() {
+        patch["stringData"] = serde_json::json!(values);
         created += 1;
     }
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("updating Secret {name} (adding {missing:?}, owners)"))?;
     Ok(created)
 }
 

@@ -4,10 +4,17 @@
 
 mod support;
 
-use kube::api::{ApiResource, DynamicObject, PostParams};
-use kube::{Api, Client};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
 use parley_operator::api::ChatCluster;
-use support::admin;
+use support::{admin, all_children, create, exists, get, namespace, operator, plane, wait_for};
+
+/// Bound for a change to land on a loaded 2-core machine.
+const SETTLE: Duration = Duration::from_secs(20);
 
 /// Creates a ChatCluster from raw JSON (values no typed spec could hold).
 async fn create_raw(
@@ -26,7 +33,7 @@ async fn create_raw(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schema_refuses_out_of_range_values_naming_the_field() -> anyhow::Result<()> {
     let client = admin().await?;
-    let ns = support::namespace(&client).await?;
+    let ns = namespace(&client).await?;
     let cases = [
         (
             serde_json::json!({"chat": {"replicas": 3_000_000_000u64}}),
@@ -77,6 +84,105 @@ async fn the_schema_refuses_out_of_range_values_naming_the_field() -> anyhow::Re
         "edge",
         serde_json::json!({"chat": {"replicas": 1000}, "user": {"replicas": 0},
             "mongodb": {"managed": {"storageSize": "1.5Gi"}}, "ingress": {"host": "*.chat.example"}}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The generated store passwords, by key.
+async fn passwords(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let secret: Secret = get(client, ns, &format!("{name}-generated")).await?;
+    Ok(secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.ends_with("-password"))
+        .map(|(k, v)| (k, v.0))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_re_created_on_kept_volumes_keeps_its_store_passwords() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(&client, &ns, "keep", serde_json::json!({})).await?;
+    wait_for("every child", SETTLE, || all_children(&client, &ns, "keep")).await?;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    wait_for("the MongoDB volume", SETTLE, || async {
+        pvcs.get_opt("data-keep-mongodb-0")
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await?;
+    let before = passwords(&client, &ns, "keep").await?;
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    let first_uid = api.get("keep").await?.uid();
+    api.delete("keep", &DeleteParams::background()).await?;
+    wait_for("the cluster and its children gone", SETTLE * 3, || async {
+        !exists::<ChatCluster>(&client, &ns, "keep").await
+            && !exists::<Deployment>(&client, &ns, "keep-chat").await
+            && !exists::<StatefulSet>(&client, &ns, "keep-mongodb").await
+            && !exists::<Secret>(&client, &ns, "keep-jwt").await
+    })
+    .await?;
+    assert!(
+        exists::<Secret>(&client, &ns, "keep-generated").await,
+        "the store passwords went with the cluster while its volumes stay"
+    );
+    assert!(
+        pvcs.get_opt("data-keep-mongodb-0").await?.is_some(),
+        "retained volume gone"
+    );
+
+    create(&client, &ns, "keep", serde_json::json!({})).await?;
+    wait_for("every child again", SETTLE, || {
+        all_children(&client, &ns, "keep")
+    })
+    .await
+    .map_err(|e| e.context(op.output()))?;
+    assert_eq!(passwords(&client, &ns, "keep").await?, before);
+    let secret: Secret = get(&client, &ns, "keep-generated").await?;
+    assert!(
+        secret
+            .owner_references()
+            .iter()
+            .all(|o| Some(&o.uid) != first_uid.as_ref()),
+        "{:?}",
+        secret.owner_references()
+    );
+
+    // once no store keeps a volume, the passwords go with the cluster
+    api.patch(
+        "keep",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {
+            "redis": {"managed": {"volumeReclaim": "Delete"}},
+            "rabbitmq": {"managed": {"volumeReclaim": "Delete"}},
+            "mongodb": {"managed": {"volumeReclaim": "Delete"}},
+        }})),
+    )
+    .await?;
+    let uid = api.get("keep").await?.uid().unwrap_or_default();
+    wait_for("the Secret owned by the cluster", SETTLE, || async {
+        get::<Secret>(&client, &ns, "keep-generated")
+            .await
+            .is_ok_and(|s| s.owner_references().iter().any(|o| o.uid == uid))
+    })
+    .await?;
+    api.delete("keep", &DeleteParams::background()).await?;
+    wait_for(
+        "the Secret collected with the cluster",
+        SETTLE * 3,
+        || async { !exists::<Secret>(&client, &ns, "keep-generated").await },
     )
     .await?;
     Ok(())
