@@ -430,7 +430,8 @@ pub struct ChatClusterStatus {
     /// Pending, Progressing, Ready or Degraded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Ready, Progressing, DependenciesReady, Degraded and APIsAvailable.
+    /// Ready, Progressing, DependenciesReady, Degraded, APIsAvailable and
+    /// VolumesMatchSpec (False naming the field when a volume change cannot be made).
     pub conditions: Vec<Condition>,
     /// Per component (user, chat, mail, redis, rabbitmq, mongodb): replicas and image.
     pub components: BTreeMap<String, ComponentStatus>,

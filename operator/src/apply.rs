@@ -1,30 +1,92 @@
 //! Server-side apply of the desired objects under one field manager, pruning
-//! of children the spec no longer wants, create-once generated Secrets, and
-//! volume ownership for managed stores whose volumes go with the cluster.
+//! of children the spec no longer wants, create-once generated Secrets,
+//! volume changes of managed stores, and volume ownership for managed stores
+//! whose volumes go with the cluster.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::ChatCluster;
+use crate::api::{ChatCluster, Store};
 use crate::build::statefulset::RECLAIM_LABEL;
-use crate::build::{self, Desired, INSTANCE_LABEL};
+use crate::build::{self, COMPONENT_LABEL, Desired, INSTANCE_LABEL, volumes};
 
 /// The field manager of every write.
 pub const MANAGER: &str = "parley-operator";
 
+/// How long a StatefulSet deleted for a new volume claim template may take
+/// to go (the garbage collector first releases its pods).
+const ORPHAN_DELETE_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Why one write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The API server refused or failed.
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    /// A StatefulSet deleted for a new volume claim template is still there.
+    #[error("still being deleted with its pods orphaned; created anew on a later pass")]
+    StillDeleting,
+}
+
+/// One write that failed; the others were still made.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} {name}: {source}")]
+pub struct ApplyFailure {
+    /// Kind of the object.
+    pub kind: String,
+    /// Name of the object.
+    pub name: String,
+    /// What went wrong.
+    #[source]
+    pub source: WriteError,
+}
+
+/// Every failed write of one apply pass.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct ApplyErrors(pub Vec<ApplyFailure>);
+
 /// What applying did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Applied {
     /// Objects applied.
     pub applied: usize,
     /// Objects deleted because the spec no longer wants them.
     pub pruned: usize,
+    /// Volume changes the spec asks for that cannot be made, each naming its
+    /// field (see [`volumes::plan`]).
+    pub volume_problems: Vec<String>,
+    /// Writes that failed; applying went on past each.
+    pub failures: Vec<ApplyFailure>,
+}
+
+impl Applied {
+    /// `Err` with every failure when any write failed.
+    pub fn result(&mut self) -> Result<(), ApplyErrors> {
+        if self.failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ApplyErrors(std::mem::take(&mut self.failures)))
+        }
+    }
+
+    fn failed<K: Resource<DynamicType = ()>>(&mut self, name: &str, source: impl Into<WriteError>) {
+        self.failures.push(ApplyFailure {
+            kind: K::kind(&()).into_owned(),
+            name: name.to_owned(),
+            source: source.into(),
+        });
+    }
 }
 
 /// Creates the generated Secrets when absent; never updates them.
@@ -140,14 +202,15 @@ where
 }
 
 /// Applies `objs` and deletes this cluster's other objects of the same kind.
+/// A failed write is recorded in `out` and the next object is still applied.
 async fn sync_kind<K>(
     client: &Client,
     namespace: &str,
     instance: &str,
     objs: &[K],
     prune: bool,
-) -> Result<Applied, kube::Error>
-where
+    out: &mut Applied,
+) where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
         + DeserializeOwned
@@ -155,87 +218,196 @@ where
         + Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let mut result = Applied::default();
     let dry_run_first = K::kind(&()) == "StatefulSet";
     for obj in objs {
-        if apply_one(&api, obj, dry_run_first).await? {
-            result.applied += 1;
+        match apply_one(&api, obj, dry_run_first).await {
+            Ok(true) => out.applied += 1,
+            Ok(false) => {}
+            Err(e) => out.failed::<K>(&obj.name_any(), e),
         }
     }
-    if prune {
-        let wanted: Vec<String> = objs.iter().map(|o| o.name_any()).collect();
-        let lp = ListParams::default().labels(&format!("{INSTANCE_LABEL}={instance}"));
-        for existing in api.list(&lp).await? {
-            let owned = existing
-                .owner_references()
-                .iter()
-                .any(|o| o.kind == "ChatCluster" && o.name == instance);
-            if owned && !wanted.contains(&existing.name_any()) {
-                api.delete(&existing.name_any(), &DeleteParams::background())
-                    .await?;
-                result.pruned += 1;
+    if !prune {
+        return;
+    }
+    let wanted: Vec<String> = objs.iter().map(|o| o.name_any()).collect();
+    let lp = ListParams::default().labels(&format!("{INSTANCE_LABEL}={instance}"));
+    let existing = match api.list(&lp).await {
+        Ok(list) => list,
+        Err(e) => return out.failed::<K>("(list)", e),
+    };
+    for existing in existing {
+        let owned = existing
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "ChatCluster" && o.name == instance);
+        let name = existing.name_any();
+        if owned && !wanted.contains(&name) {
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => out.pruned += 1,
+                Err(e) => out.failed::<K>(&name, e),
             }
         }
     }
-    Ok(result)
 }
 
-fn add(a: &mut Applied, b: Applied) {
-    a.applied += b.applied;
-    a.pruned += b.pruned;
-}
-
-/// Applies every desired object of `cc`, pruning optional kinds.
+/// Applies every desired object of `cc`, pruning optional kinds. Every kind
+/// is applied even when an earlier one failed (a refused StatefulSet must not
+/// hold back a Deployment's new image); the failures are in the result.
 pub async fn apply_desired(
     client: &Client,
     cc: &ChatCluster,
     namespace: &str,
     desired: &Desired,
     apis: build::ApiSupport,
-) -> Result<Applied, kube::Error> {
+) -> Applied {
+    let Desired {
+        service_accounts,
+        config_maps,
+        services,
+        deployments,
+        statefulsets,
+        hpas,
+        pdbs,
+        network_policies,
+        ingresses,
+    } = desired;
     let i = cc.name_any();
     let mut r = Applied::default();
-    add(
-        &mut r,
-        sync_kind(client, namespace, &i, &desired.service_accounts, false).await?,
-    );
-    add(
-        &mut r,
-        sync_kind(client, namespace, &i, &desired.config_maps, false).await?,
-    );
-    add(
-        &mut r,
-        sync_kind(client, namespace, &i, &desired.services, true).await?,
-    );
-    add(
-        &mut r,
-        sync_kind(client, namespace, &i, &desired.statefulsets, true).await?,
-    );
-    add(
-        &mut r,
-        sync_kind(client, namespace, &i, &desired.deployments, false).await?,
-    );
-    add(
-        &mut r,
-        sync_kind(client, namespace, &i, &desired.network_policies, true).await?,
-    );
-    add(
-        &mut r,
-        sync_kind(client, namespace, &i, &desired.ingresses, true).await?,
-    );
+    sync_kind(client, namespace, &i, service_accounts, false, &mut r).await;
+    sync_kind(client, namespace, &i, config_maps, false, &mut r).await;
+    sync_kind(client, namespace, &i, services, true, &mut r).await;
+    for set in statefulsets {
+        prepare_volumes(client, cc, namespace, set, &mut r).await;
+    }
+    sync_kind(client, namespace, &i, statefulsets, true, &mut r).await;
+    sync_kind(client, namespace, &i, deployments, false, &mut r).await;
+    sync_kind(client, namespace, &i, network_policies, true, &mut r).await;
+    sync_kind(client, namespace, &i, ingresses, true, &mut r).await;
     if apis.autoscaling_v2 {
-        add(
-            &mut r,
-            sync_kind(client, namespace, &i, &desired.hpas, true).await?,
-        );
+        sync_kind(client, namespace, &i, hpas, true, &mut r).await;
     }
     if apis.policy_v1 {
-        add(
-            &mut r,
-            sync_kind(client, namespace, &i, &desired.pdbs, true).await?,
-        );
+        sync_kind(client, namespace, &i, pdbs, true, &mut r).await;
     }
-    Ok(r)
+    r
+}
+
+/// Carries out the [`volumes::plan`] of the store whose StatefulSet is
+/// `desired`: grows claims, relabels them for the reclaim policy, and deletes
+/// the StatefulSet (orphaning its pods) when its claim template must change,
+/// so that the apply that follows creates it anew. What cannot be done is
+/// added to `out.volume_problems`.
+async fn prepare_volumes(
+    client: &Client,
+    cc: &ChatCluster,
+    namespace: &str,
+    desired: &StatefulSet,
+    out: &mut Applied,
+) {
+    let name = desired.name_any();
+    if let Err(e) = try_prepare_volumes(client, cc, namespace, desired, out).await {
+        out.failed::<StatefulSet>(&name, e);
+    }
+}
+
+async fn try_prepare_volumes(
+    client: &Client,
+    cc: &ChatCluster,
+    namespace: &str,
+    desired: &StatefulSet,
+    out: &mut Applied,
+) -> Result<(), WriteError> {
+    let component = desired.labels().get(COMPONENT_LABEL).cloned();
+    let Some(store) = Store::ALL
+        .into_iter()
+        .find(|s| Some(s.name()) == component.as_deref())
+    else {
+        return Ok(());
+    };
+    let name = desired.name_any();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let existing = sets.get_opt(&name).await?;
+    let lp = ListParams::default().labels(&format!(
+        "{INSTANCE_LABEL}={},{COMPONENT_LABEL}={}",
+        cc.name_any(),
+        store.name()
+    ));
+    let claims = pvcs.list(&lp).await?.items;
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let mut expandable = BTreeMap::new();
+    for class in claims
+        .iter()
+        .filter_map(|c| c.spec.as_ref()?.storage_class_name.clone())
+    {
+        if !expandable.contains_key(&class) {
+            let allows = classes
+                .get_opt(&class)
+                .await?
+                .and_then(|c| c.allow_volume_expansion)
+                .unwrap_or(false);
+            expandable.insert(class, allows);
+        }
+    }
+    let plan = volumes::plan(store, desired, existing.as_ref(), &claims, |c| {
+        expandable.get(c).copied().unwrap_or(false)
+    });
+    out.volume_problems.extend(plan.problems);
+    for (claim, size) in &plan.resize {
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        if let Err(e) = pvcs
+            .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            out.volume_problems.push(format!(
+                "spec.{}.managed.storageSize: growing volume {claim} to {} failed: {e}",
+                store.name(),
+                size.0
+            ));
+        }
+    }
+    let uid = cc.uid().unwrap_or_default();
+    for (claim, reclaim) in &plan.relabel {
+        let Some(current) = claims.iter().find(|c| c.name_any() == *claim) else {
+            continue;
+        };
+        // A volume now retained must no longer go with the ChatCluster.
+        let owners: Vec<_> = current
+            .owner_references()
+            .iter()
+            .filter(|o| o.uid != uid || reclaim != "Retain")
+            .cloned()
+            .collect();
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": current.metadata.resource_version,
+            "labels": {RECLAIM_LABEL: reclaim},
+            "ownerReferences": owners,
+        }});
+        pvcs.patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    if plan.recreate
+        && let Some(old) = existing
+    {
+        tracing::info!(statefulset = %name, "volume claim template changed: re-creating the StatefulSet, its pods orphaned");
+        let orphan = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Orphan),
+            ..Default::default()
+        };
+        sets.delete(&name, &orphan).await?;
+        let deadline = tokio::time::Instant::now() + ORPHAN_DELETE_DEADLINE;
+        loop {
+            match sets.get_opt(&name).await? {
+                Some(s) if s.uid() == old.uid() => {}
+                _ => break,
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(WriteError::StillDeleting);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Makes the ChatCluster own the data volumes whose store says `Delete`, so

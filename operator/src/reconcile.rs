@@ -91,6 +91,9 @@ pub enum Error {
     /// The Kubernetes API refused or failed.
     #[error("kubernetes api: {0}")]
     Kube(#[from] kube::Error),
+    /// Some desired objects could not be written (the others were).
+    #[error("applying: {0}")]
+    Apply(#[from] apply::ApplyErrors),
     /// Anything else, with context.
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
@@ -197,24 +200,30 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
             apis: deref.apis,
         },
     );
-    let applied = apply::apply_desired(client, cc, &ns, &desired, deref.apis).await;
-    let apply_error = applied.as_ref().err().map(ToString::to_string);
+    let mut applied = apply::apply_desired(client, cc, &ns, &desired, deref.apis).await;
+    let result = applied.result();
+    let apply_error = result.as_ref().err().map(ToString::to_string);
     if let Some(e) = &apply_error {
         ctx.event(cc, true, "ApplyFailed", e.clone()).await;
     }
-    if applied.is_ok() {
+    if !applied.volume_problems.is_empty() {
+        let note = applied.volume_problems.join("; ");
+        ctx.event(cc, true, "VolumeChangeUnsupported", note).await;
+    }
+    if result.is_ok() {
         apply::own_deletable_volumes(client, cc, &ns).await?;
     }
     let observed = Observed {
         apply_error: apply_error.clone(),
+        volume_problems: std::mem::take(&mut applied.volume_problems),
         missing: deref.missing,
         apis: Some(deref.apis),
         components: observe_workloads(client, cc, &ns).await?,
         ..Default::default()
     };
     write_status(ctx, cc, &ns, &observed).await?;
-    match applied {
-        Ok(_) => Ok(Action::requeue(ctx.resync)),
+    match result {
+        Ok(()) => Ok(Action::requeue(ctx.resync)),
         Err(e) => Err(e.into()),
     }
 }

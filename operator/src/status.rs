@@ -20,6 +20,8 @@ pub struct Observed {
     pub apply_error: Option<String>,
     /// Referenced Secrets missing.
     pub missing: Vec<String>,
+    /// Volume changes the spec asks for that cannot be made, each naming its field.
+    pub volume_problems: Vec<String>,
     /// APIs served, when discovery ran.
     pub apis: Option<ApiSupport>,
     /// Per component and store: replicas and image as the cluster reports them.
@@ -116,6 +118,23 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
             )
         },
     ];
+    if !observed.paused && observed.spec_errors.is_empty() {
+        conditions.push(if observed.volume_problems.is_empty() {
+            condition(
+                "VolumesMatchSpec",
+                true,
+                "AsExpected",
+                "every store volume has the size, class and reclaim policy of the spec",
+            )
+        } else {
+            condition(
+                "VolumesMatchSpec",
+                false,
+                "VolumeChangeUnsupported",
+                observed.volume_problems.join("; "),
+            )
+        });
+    }
     if let Some(apis) = observed.apis {
         let mut missing = Vec::new();
         if !apis.autoscaling_v2 {

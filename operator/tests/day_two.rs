@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use parley_operator::api::ChatCluster;
@@ -185,5 +185,136 @@ async fn a_cluster_re_created_on_kept_volumes_keeps_its_store_passwords() -> any
         || async { !exists::<Secret>(&client, &ns, "keep-generated").await },
     )
     .await?;
+    Ok(())
+}
+
+fn template_size(set: &StatefulSet) -> Option<String> {
+    let claim = set
+        .spec
+        .as_ref()?
+        .volume_claim_templates
+        .as_ref()?
+        .first()?;
+    let q = claim
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")?;
+    Some(q.0.clone())
+}
+
+fn image_of(d: &Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()
+}
+
+fn condition(cc: &ChatCluster, t: &str) -> Option<(String, String, String)> {
+    cc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_change_never_blocks_later_updates() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(&client, &ns, "disk", serde_json::json!({})).await?;
+    wait_for("every child", SETTLE, || all_children(&client, &ns, "disk")).await?;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait_for("the MongoDB pod and volume", SETTLE, || async {
+        pvcs.get_opt("data-disk-mongodb-0")
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+            && pods
+                .get_opt("disk-mongodb-0")
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+    })
+    .await?;
+    let pvc_uid = pvcs.get("data-disk-mongodb-0").await?.uid();
+    let pod_uid = pods.get("disk-mongodb-0").await?.uid();
+
+    // a volume claim template change the API server refuses on the StatefulSet …
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        "disk",
+        &PatchParams::default(),
+        &Patch::Merge(
+            serde_json::json!({"spec": {"mongodb": {"managed": {"storageSize": "2Gi"}}}}),
+        ),
+    )
+    .await?;
+    // … then an upgrade, which must still land
+    api.patch(
+        "disk",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"image": {"tag": "2.0.0"}}})),
+    )
+    .await?;
+    for c in ["user", "chat", "mail"] {
+        wait_for(&format!("the new image on {c}"), SETTLE, || async {
+            get::<Deployment>(&client, &ns, &format!("disk-{c}"))
+                .await
+                .ok()
+                .and_then(|d| image_of(&d))
+                .is_some_and(|i| i.ends_with(":2.0.0"))
+        })
+        .await
+        .map_err(|e| e.context(op.output()))?;
+    }
+    // the StatefulSet was re-created with the new template, its pod and volume kept
+    wait_for("the new claim template", SETTLE, || async {
+        get::<StatefulSet>(&client, &ns, "disk-mongodb")
+            .await
+            .ok()
+            .and_then(|s| template_size(&s))
+            .as_deref()
+            == Some("2Gi")
+    })
+    .await?;
+    assert_eq!(pvcs.get("data-disk-mongodb-0").await?.uid(), pvc_uid);
+    assert_eq!(pods.get("disk-mongodb-0").await?.uid(), pod_uid);
+    // the volume itself cannot grow here (no StorageClass allows it): said, naming the field
+    wait_for("VolumesMatchSpec False", SETTLE, || async {
+        get::<ChatCluster>(&client, &ns, "disk")
+            .await
+            .ok()
+            .and_then(|cc| condition(&cc, "VolumesMatchSpec"))
+            .is_some_and(|c| c.0 == "False")
+    })
+    .await?;
+    let cc: ChatCluster = get(&client, &ns, "disk").await?;
+    let (_, reason, message) = condition(&cc, "VolumesMatchSpec").unwrap_or_default();
+    assert_eq!(reason, "VolumeChangeUnsupported");
+    assert!(
+        message
+            .starts_with("spec.mongodb.managed.storageSize: volume data-disk-mongodb-0 stays 1Gi"),
+        "{message}"
+    );
+    assert_ne!(
+        condition(&cc, "Degraded").map(|c| c.0).as_deref(),
+        Some("True"),
+        "{:?}",
+        cc.status
+    );
     Ok(())
 }

@@ -20,6 +20,7 @@ pub mod secret;
 pub mod service;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod volumes;
 
 pub use configmap::config_map;
 pub use deployment::deployment;
