@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use parley_operator::api::ChatCluster;
@@ -316,5 +317,94 @@ async fn a_storage_change_never_blocks_later_updates() -> anyhow::Result<()> {
         "{:?}",
         cc.status
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_grows_in_place_where_its_storage_class_allows() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    // a StorageClass allowing expansion and a volume for the claim to bind to
+    let class = format!("expandable-{ns}");
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    classes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": class},
+                "provisioner": "kubernetes.io/no-provisioner",
+                "allowVolumeExpansion": true,
+            }))?,
+        )
+        .await?;
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    pvs.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("pv-{ns}")},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": class,
+                "hostPath": {"path": format!("/var/tmp/parley/never-mounted/{ns}")},
+                "claimRef": {"namespace": ns, "name": "data-grow-mongodb-0"},
+            },
+        }))?,
+    )
+    .await?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(
+        &client,
+        &ns,
+        "grow",
+        serde_json::json!({"mongodb": {"managed": {"storageClassName": class, "storageSize": "1Gi"}}}),
+    )
+    .await?;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    wait_for("the MongoDB volume bound", SETTLE * 3, || async {
+        pvcs.get_opt("data-grow-mongodb-0")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| p.status?.phase)
+            .as_deref()
+            == Some("Bound")
+    })
+    .await?;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        "grow",
+        &PatchParams::default(),
+        &Patch::Merge(
+            serde_json::json!({"spec": {"mongodb": {"managed": {"storageSize": "2Gi"}}}}),
+        ),
+    )
+    .await?;
+    wait_for("the claim grown to 2Gi", SETTLE, || async {
+        pvcs.get_opt("data-grow-mongodb-0")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| p.spec?.resources?.requests?.get("storage").cloned())
+            .is_some_and(|q| q.0 == "2Gi")
+    })
+    .await?;
+    wait_for("VolumesMatchSpec True", SETTLE, || async {
+        get::<ChatCluster>(&client, &ns, "grow")
+            .await
+            .ok()
+            .and_then(|cc| condition(&cc, "VolumesMatchSpec"))
+            .is_some_and(|c| c.0 == "True")
+    })
+    .await?;
+    wait_for("the new claim template", SETTLE, || async {
+        get::<StatefulSet>(&client, &ns, "grow-mongodb")
+            .await
+            .ok()
+            .and_then(|s| template_size(&s))
+            .as_deref()
+            == Some("2Gi")
+    })
+    .await?;
     Ok(())
 }
