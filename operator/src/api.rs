@@ -151,9 +151,9 @@ pub struct ComponentSpec {
     /// CPU and memory requests and limits of the service container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Horizontal pod autoscaling on CPU (needs autoscaling/v2 on the cluster).
+    /// Horizontal pod autoscaling on CPU (autoscaling/v2, or v2beta2 on older clusters).
     pub autoscaling: AutoscalingSpec,
-    /// Pod disruption budget (needs policy/v1 on the cluster).
+    /// Pod disruption budget (policy/v1, or v1beta1 on older clusters).
     pub pod_disruption_budget: PdbSpec,
     /// Where the pods may run.
     pub scheduling: SchedulingSpec,
@@ -197,7 +197,9 @@ pub enum SessionAffinity {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AutoscalingSpec {
-    /// Create a HorizontalPodAutoscaler; the Deployment's replicas are then left to it.
+    /// Create a HorizontalPodAutoscaler (autoscaling/v2, or v2beta2 where v2
+    /// is not served); the Deployment's replicas are then handed over to it
+    /// at their current count. Needs `resources.requests.cpu`.
     pub enabled: bool,
     /// Lowest number of pods, 1 to 1000.
     #[schemars(range(min = 1, max = MAX_REPLICAS))]

@@ -8,10 +8,15 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    PropagationPolicy,
+};
+use kube::core::GroupVersionKind;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,6 +27,12 @@ use crate::build::{self, COMPONENT_LABEL, Desired, INSTANCE_LABEL, volumes};
 
 /// The field manager of every write.
 pub const MANAGER: &str = "parley-operator";
+
+/// The field manager that holds a Deployment's `replicas` while they pass
+/// from the operator to a HorizontalPodAutoscaler (the server-side apply
+/// ownership transfer: the apply step holds the current count under this
+/// manager before it drops the field from its own apply).
+pub const HANDOVER_MANAGER: &str = "parley-operator-handover";
 
 /// How long a StatefulSet deleted for a new volume claim template may take
 /// to go (the garbage collector first releases its pods).
@@ -80,9 +91,9 @@ impl Applied {
         }
     }
 
-    fn failed<K: Resource<DynamicType = ()>>(&mut self, name: &str, source: impl Into<WriteError>) {
+    fn failed(&mut self, kind: &str, name: &str, source: impl Into<WriteError>) {
         self.failures.push(ApplyFailure {
-            kind: K::kind(&()).into_owned(),
+            kind: kind.to_owned(),
             name: name.to_owned(),
             source: source.into(),
         });
@@ -201,8 +212,7 @@ where
     Ok(true)
 }
 
-/// Applies `objs` and deletes this cluster's other objects of the same kind.
-/// A failed write is recorded in `out` and the next object is still applied.
+/// Applies `objs` of a kind whose Rust type is fixed, then prunes (see [`sync_objects`]).
 async fn sync_kind<K>(
     client: &Client,
     namespace: &str,
@@ -218,12 +228,53 @@ async fn sync_kind<K>(
         + Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let dry_run_first = K::kind(&()) == "StatefulSet";
+    sync_objects(&api, &K::kind(&()), instance, objs, prune, out).await;
+}
+
+/// Applies `objs` of `kind` written in `api_version` (an older version the
+/// cluster serves in place of the one the objects were built in).
+#[allow(clippy::too_many_arguments)]
+async fn sync_in_version<K: Serialize>(
+    client: &Client,
+    namespace: &str,
+    instance: &str,
+    (api_version, kind, plural): (&str, &str, &str),
+    objs: &[K],
+    out: &mut Applied,
+) {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+    let mut converted = Vec::new();
     for obj in objs {
-        match apply_one(&api, obj, dry_run_first).await {
+        match build::in_version(obj, api_version) {
+            Ok(o) => converted.push(o),
+            Err(e) => tracing::error!(error = %e, kind, "cannot convert to {api_version}"),
+        }
+    }
+    sync_objects(&api, kind, instance, &converted, true, out).await;
+}
+
+/// Applies `objs` and, with `prune`, deletes this cluster's other objects of
+/// the same kind. A failed write is recorded in `out` and the next object is
+/// still applied.
+async fn sync_objects<K>(
+    api: &Api<K>,
+    kind: &str,
+    instance: &str,
+    objs: &[K],
+    prune: bool,
+    out: &mut Applied,
+) where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let dry_run_first = kind == "StatefulSet";
+    for obj in objs {
+        match apply_one(api, obj, dry_run_first).await {
             Ok(true) => out.applied += 1,
             Ok(false) => {}
-            Err(e) => out.failed::<K>(&obj.name_any(), e),
+            Err(e) => out.failed(kind, &obj.name_any(), e),
         }
     }
     if !prune {
@@ -233,7 +284,7 @@ async fn sync_kind<K>(
     let lp = ListParams::default().labels(&format!("{INSTANCE_LABEL}={instance}"));
     let existing = match api.list(&lp).await {
         Ok(list) => list,
-        Err(e) => return out.failed::<K>("(list)", e),
+        Err(e) => return out.failed(kind, "(list)", e),
     };
     for existing in existing {
         let owned = existing
@@ -244,10 +295,91 @@ async fn sync_kind<K>(
         if owned && !wanted.contains(&name) {
             match api.delete(&name, &DeleteParams::background()).await {
                 Ok(_) => out.pruned += 1,
-                Err(e) => out.failed::<K>(&name, e),
+                Err(e) => out.failed(kind, &name, e),
             }
         }
     }
+}
+
+/// Whether `manager`'s server-side apply owns the Deployment's `spec.replicas`.
+fn applies_replicas(d: &Deployment, manager: &str) -> bool {
+    d.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(manager)
+            && m.operation.as_deref() == Some("Apply")
+            && m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+    })
+}
+
+/// The Deployments to apply, with `replicas` handed over to autoscalers the
+/// documented server-side apply way: where a desired Deployment leaves
+/// `replicas` to an autoscaler but the operator still owns the field, the
+/// current count is first applied under [`HANDOVER_MANAGER`], so that
+/// dropping the field from the operator's apply leaves it as it is (instead
+/// of resetting it to 1) until the autoscaler sets it. A Deployment created
+/// with autoscaling on starts at the autoscaler's minimum.
+async fn hand_over_replicas(
+    api: &Api<Deployment>,
+    deployments: &[Deployment],
+    hpas: &[HorizontalPodAutoscaler],
+    out: &mut Applied,
+) -> Vec<Deployment> {
+    let mut result = Vec::with_capacity(deployments.len());
+    for d in deployments {
+        let mut d = d.clone();
+        let name = d.name_any();
+        let left_to_autoscaler = d.spec.as_ref().is_some_and(|s| s.replicas.is_none());
+        if !left_to_autoscaler {
+            result.push(d);
+            continue;
+        }
+        match api.get_opt(&name).await {
+            Ok(None) => {
+                let min = hpas
+                    .iter()
+                    .find(|h| h.name_any() == name)
+                    .and_then(|h| h.spec.as_ref()?.min_replicas);
+                if let Some(spec) = d.spec.as_mut() {
+                    spec.replicas = min;
+                }
+            }
+            Ok(Some(existing)) if applies_replicas(&existing, MANAGER) => {
+                let current = existing.spec.as_ref().and_then(|s| s.replicas);
+                let patch = serde_json::json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": name},
+                    "spec": {"replicas": current},
+                });
+                match api
+                    .patch(
+                        &name,
+                        &PatchParams::apply(HANDOVER_MANAGER),
+                        &Patch::Apply(&patch),
+                    )
+                    .await
+                {
+                    Ok(_) => {}
+                    // The autoscaler set it already: nothing to hold.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => {
+                        // Keep owning the count rather than reset it.
+                        out.failed("Deployment", &name, e);
+                        if let Some(spec) = d.spec.as_mut() {
+                            spec.replicas = current;
+                        }
+                    }
+                }
+            }
+            Ok(Some(_)) => {}
+            Err(e) => {
+                out.failed("Deployment", &name, e);
+                continue;
+            }
+        }
+        result.push(d);
+    }
+    result
 }
 
 /// Applies every desired object of `cc`, pruning optional kinds. Every kind
@@ -280,14 +412,34 @@ pub async fn apply_desired(
         prepare_volumes(client, cc, namespace, set, &mut r).await;
     }
     sync_kind(client, namespace, &i, statefulsets, true, &mut r).await;
-    sync_kind(client, namespace, &i, deployments, false, &mut r).await;
+    let deployment_api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let deployments = hand_over_replicas(&deployment_api, deployments, hpas, &mut r).await;
+    sync_objects(
+        &deployment_api,
+        "Deployment",
+        &i,
+        &deployments,
+        false,
+        &mut r,
+    )
+    .await;
     sync_kind(client, namespace, &i, network_policies, true, &mut r).await;
     sync_kind(client, namespace, &i, ingresses, true, &mut r).await;
-    if apis.autoscaling_v2 {
-        sync_kind(client, namespace, &i, hpas, true, &mut r).await;
+    match apis.hpa_version() {
+        Some("autoscaling/v2") => sync_kind(client, namespace, &i, hpas, true, &mut r).await,
+        Some(v) => {
+            let kind = (v, "HorizontalPodAutoscaler", "horizontalpodautoscalers");
+            sync_in_version(client, namespace, &i, kind, hpas, &mut r).await;
+        }
+        None => {}
     }
-    if apis.policy_v1 {
-        sync_kind(client, namespace, &i, pdbs, true, &mut r).await;
+    match apis.pdb_version() {
+        Some("policy/v1") => sync_kind(client, namespace, &i, pdbs, true, &mut r).await,
+        Some(v) => {
+            let kind = (v, "PodDisruptionBudget", "poddisruptionbudgets");
+            sync_in_version(client, namespace, &i, kind, pdbs, &mut r).await;
+        }
+        None => {}
     }
     r
 }
@@ -306,7 +458,7 @@ async fn prepare_volumes(
 ) {
     let name = desired.name_any();
     if let Err(e) = try_prepare_volumes(client, cc, namespace, desired, out).await {
-        out.failed::<StatefulSet>(&name, e);
+        out.failed("StatefulSet", &name, e);
     }
 }
 

@@ -302,7 +302,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         watcher::Config::default(),
     );
     let store = controller.store();
-    controller
+    let mut controller = controller
         // a changed Secret (signing key, SMTP credentials, store URLs) rolls the pods
         .watches(
             api::<Secret>(&client, &namespace),
@@ -334,9 +334,42 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         .owns(api::<ConfigMap>(&client, &namespace), children.clone())
         .owns(api::<ServiceAccount>(&client, &namespace), children.clone())
         .owns(api::<NetworkPolicy>(&client, &namespace), children.clone())
-        // HPAs and PDBs are not watched: their API version depends on the
-        // cluster; the periodic resync repairs drift in them.
-        .owns(api::<Ingress>(&client, &namespace), children)
+        .owns(api::<Ingress>(&client, &namespace), children.clone());
+    // HPAs and PDBs in the version the cluster serves (found at start; an
+    // upgraded cluster is picked up on the operator's next start, and the
+    // periodic resync repairs drift meanwhile).
+    match ctx.discovery.get(&client).await {
+        Ok(apis) => {
+            let kinds = [
+                (
+                    apis.hpa_version(),
+                    "HorizontalPodAutoscaler",
+                    "horizontalpodautoscalers",
+                ),
+                (
+                    apis.pdb_version(),
+                    "PodDisruptionBudget",
+                    "poddisruptionbudgets",
+                ),
+            ];
+            for (version, kind, plural) in kinds {
+                let Some((group, version)) = version.and_then(|v| v.split_once('/')) else {
+                    continue;
+                };
+                let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+                let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+                let api: Api<DynamicObject> = match &namespace {
+                    Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                    None => Api::all_with(client.clone(), &ar),
+                };
+                controller = controller.owns_with(api, ar, children.clone());
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "discovery failed: HorizontalPodAutoscalers and PodDisruptionBudgets are not watched")
+        }
+    }
+    controller
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

@@ -137,27 +137,41 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
     }
     if let Some(apis) = observed.apis {
         let mut missing = Vec::new();
-        if !apis.autoscaling_v2 {
-            missing.push(
+        let mut older = Vec::new();
+        match apis.hpa_version() {
+            Some("autoscaling/v2") => {}
+            Some(v) => older.push(format!(
+                "autoscaling/v2 (HorizontalPodAutoscalers written as {v})"
+            )),
+            None => missing.push(
                 "autoscaling/v2 (no HorizontalPodAutoscalers; Deployments keep spec replicas)",
-            );
+            ),
         }
-        if !apis.policy_v1 {
-            missing.push("policy/v1 (no PodDisruptionBudgets)");
+        match apis.pdb_version() {
+            Some("policy/v1") => {}
+            Some(v) => older.push(format!("policy/v1 (PodDisruptionBudgets written as {v})")),
+            None => missing.push("policy/v1 (no PodDisruptionBudgets)"),
         }
-        conditions.push(if missing.is_empty() {
-            condition(
-                "APIsAvailable",
-                true,
-                "AllServed",
-                "autoscaling/v2 and policy/v1 are served",
-            )
-        } else {
+        conditions.push(if !missing.is_empty() {
             condition(
                 "APIsAvailable",
                 false,
                 "APIMissing",
                 format!("not served, skipped: {}", missing.join("; ")),
+            )
+        } else if !older.is_empty() {
+            condition(
+                "APIsAvailable",
+                true,
+                "OlderVersionsServed",
+                format!("not served, older version used: {}", older.join("; ")),
+            )
+        } else {
+            condition(
+                "APIsAvailable",
+                true,
+                "AllServed",
+                "autoscaling/v2 and policy/v1 are served",
             )
         });
     }
@@ -337,6 +351,7 @@ mod tests {
             apis: Some(ApiSupport {
                 autoscaling_v2: false,
                 policy_v1: false,
+                ..Default::default()
             }),
             ..Default::default()
         };

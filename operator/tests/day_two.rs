@@ -408,3 +408,165 @@ async fn a_volume_grows_in_place_where_its_storage_class_allows() -> anyhow::Res
     .await?;
     Ok(())
 }
+
+/// A namespaced API of a kind in a version k8s-openapi has no type for.
+fn dynamic_api(
+    client: &Client,
+    ns: &str,
+    api_version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_autoscaling_on_hands_replicas_over_without_a_drop() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(
+        &client,
+        &ns,
+        "scale",
+        serde_json::json!({"chat": {"replicas": 3, "resources": {"requests": {"cpu": "100m"}}}}),
+    )
+    .await?;
+    wait_for("every child", SETTLE, || {
+        all_children(&client, &ns, "scale")
+    })
+    .await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let replicas = |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas);
+    assert_eq!(replicas(&deployments.get("scale-chat").await?), Some(3));
+
+    // every value spec.replicas takes from now on
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = {
+        let (seen, deployments) = (seen.clone(), deployments.clone());
+        tokio::spawn(async move {
+            let config = watcher::Config::default().fields("metadata.name=scale-chat");
+            let mut stream = watcher(deployments, config).applied_objects().boxed();
+            while let Some(Ok(d)) = stream.next().await {
+                if let Ok(mut seen) = seen.lock() {
+                    seen.push(d.spec.and_then(|s| s.replicas));
+                }
+            }
+        })
+    };
+
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        "scale",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"chat": {"autoscaling": {
+            "enabled": true, "minReplicas": 2, "maxReplicas": 6}}}})),
+    )
+    .await?;
+    // the 1.20 control plane serves autoscaling/v2beta2 and policy/v1beta1 only
+    let hpas = dynamic_api(
+        &client,
+        &ns,
+        "autoscaling/v2beta2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+    );
+    wait_for("the autoscaler (autoscaling/v2beta2)", SETTLE, || async {
+        hpas.get_opt("scale-chat")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|h| h.data["spec"]["maxReplicas"] == 6)
+    })
+    .await
+    .map_err(|e| e.context(op.output()))?;
+    let pdbs = dynamic_api(
+        &client,
+        &ns,
+        "policy/v1beta1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+    );
+    assert!(
+        pdbs.get_opt("scale-chat").await?.is_some(),
+        "no policy/v1beta1 PodDisruptionBudget"
+    );
+    // the operator lets go of replicas; the count stays where it was
+    let operator_applies_replicas = |d: &Deployment| {
+        d.metadata.managed_fields.iter().flatten().any(|m| {
+            m.manager.as_deref() == Some("parley-operator")
+                && m.fields_v1
+                    .as_ref()
+                    .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+        })
+    };
+    wait_for("replicas released by the operator", SETTLE, || async {
+        deployments
+            .get("scale-chat")
+            .await
+            .is_ok_and(|d| !operator_applies_replicas(&d))
+    })
+    .await?;
+    // a later pass (the resync is long; a spec change forces one) changes nothing
+    api.patch(
+        "scale",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"log": "debug"}})),
+    )
+    .await?;
+    wait_for("the new log filter applied", SETTLE, || async {
+        get::<ChatCluster>(&client, &ns, "scale")
+            .await
+            .ok()
+            .and_then(|c| c.status?.observed_generation)
+            >= Some(3)
+    })
+    .await?;
+    assert_eq!(replicas(&deployments.get("scale-chat").await?), Some(3));
+    recorder.abort();
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|r| *r == Some(3)),
+        "spec.replicas went {seen:?}"
+    );
+
+    // the autoscaler is watched: deleted, it is back at once (the resync is 5 minutes)
+    hpas.delete("scale-chat", &DeleteParams::default()).await?;
+    wait_for("the autoscaler restored", SETTLE, || async {
+        hpas.get_opt("scale-chat")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|h| h.metadata.deletion_timestamp.is_none())
+    })
+    .await?;
+
+    // autoscaling without a CPU request is refused, naming the field
+    api.patch(
+        "scale",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"user": {"autoscaling": {"enabled": true}}}})),
+    )
+    .await?;
+    wait_for("InvalidSpec naming the CPU request", SETTLE, || async {
+        get::<ChatCluster>(&client, &ns, "scale")
+            .await
+            .ok()
+            .and_then(|cc| condition(&cc, "Degraded"))
+            .is_some_and(|c| {
+                c.1 == "InvalidSpec" && c.2.contains("spec.user.resources.requests.cpu")
+            })
+    })
+    .await?;
+    Ok(())
+}
