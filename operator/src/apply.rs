@@ -215,8 +215,8 @@ where
 /// Applies `objs` of a kind whose Rust type is fixed, then prunes (see [`sync_objects`]).
 async fn sync_kind<K>(
     client: &Client,
+    cc: &ChatCluster,
     namespace: &str,
-    instance: &str,
     objs: &[K],
     prune: bool,
     out: &mut Applied,
@@ -228,7 +228,7 @@ async fn sync_kind<K>(
         + Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    sync_objects(&api, &K::kind(&()), instance, objs, prune, out).await;
+    sync_objects(&api, &K::kind(&()), cc, objs, prune, out).await;
 }
 
 /// Applies `objs` of `kind` written in `api_version` (an older version the
@@ -236,8 +236,8 @@ async fn sync_kind<K>(
 #[allow(clippy::too_many_arguments)]
 async fn sync_in_version<K: Serialize>(
     client: &Client,
+    cc: &ChatCluster,
     namespace: &str,
-    instance: &str,
     (api_version, kind, plural): (&str, &str, &str),
     objs: &[K],
     out: &mut Applied,
@@ -253,16 +253,18 @@ async fn sync_in_version<K: Serialize>(
             Err(e) => tracing::error!(error = %e, kind, "cannot convert to {api_version}"),
         }
     }
-    sync_objects(&api, kind, instance, &converted, true, out).await;
+    sync_objects(&api, kind, cc, &converted, true, out).await;
 }
 
-/// Applies `objs` and, with `prune`, deletes this cluster's other objects of
-/// the same kind. A failed write is recorded in `out` and the next object is
-/// still applied.
+/// Applies `objs` and, with `prune`, deletes the other objects of the same
+/// kind that this ChatCluster owns (matched by its uid: an object merely
+/// labelled with its name, or owned by a namesake of another kind or an
+/// earlier incarnation, is not its to delete). A failed write is recorded
+/// in `out` and the next object is still applied.
 async fn sync_objects<K>(
     api: &Api<K>,
     kind: &str,
-    instance: &str,
+    cc: &ChatCluster,
     objs: &[K],
     prune: bool,
     out: &mut Applied,
@@ -281,16 +283,16 @@ async fn sync_objects<K>(
         return;
     }
     let wanted: Vec<String> = objs.iter().map(|o| o.name_any()).collect();
-    let lp = ListParams::default().labels(&format!("{INSTANCE_LABEL}={instance}"));
+    let lp = ListParams::default().labels(&format!("{INSTANCE_LABEL}={}", cc.name_any()));
+    let Some(uid) = cc.uid() else {
+        return;
+    };
     let existing = match api.list(&lp).await {
         Ok(list) => list,
         Err(e) => return out.failed(kind, "(list)", e),
     };
     for existing in existing {
-        let owned = existing
-            .owner_references()
-            .iter()
-            .any(|o| o.kind == "ChatCluster" && o.name == instance);
+        let owned = existing.owner_references().iter().any(|o| o.uid == uid);
         let name = existing.name_any();
         if owned && !wanted.contains(&name) {
             match api.delete(&name, &DeleteParams::background()).await {
@@ -403,41 +405,40 @@ pub async fn apply_desired(
         network_policies,
         ingresses,
     } = desired;
-    let i = cc.name_any();
     let mut r = Applied::default();
-    sync_kind(client, namespace, &i, service_accounts, false, &mut r).await;
-    sync_kind(client, namespace, &i, config_maps, false, &mut r).await;
-    sync_kind(client, namespace, &i, services, true, &mut r).await;
+    sync_kind(client, cc, namespace, service_accounts, false, &mut r).await;
+    sync_kind(client, cc, namespace, config_maps, false, &mut r).await;
+    sync_kind(client, cc, namespace, services, true, &mut r).await;
     for set in statefulsets {
         prepare_volumes(client, cc, namespace, set, &mut r).await;
     }
-    sync_kind(client, namespace, &i, statefulsets, true, &mut r).await;
+    sync_kind(client, cc, namespace, statefulsets, true, &mut r).await;
     let deployment_api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let deployments = hand_over_replicas(&deployment_api, deployments, hpas, &mut r).await;
     sync_objects(
         &deployment_api,
         "Deployment",
-        &i,
+        cc,
         &deployments,
         false,
         &mut r,
     )
     .await;
-    sync_kind(client, namespace, &i, network_policies, true, &mut r).await;
-    sync_kind(client, namespace, &i, ingresses, true, &mut r).await;
+    sync_kind(client, cc, namespace, network_policies, true, &mut r).await;
+    sync_kind(client, cc, namespace, ingresses, true, &mut r).await;
     match apis.hpa_version() {
-        Some("autoscaling/v2") => sync_kind(client, namespace, &i, hpas, true, &mut r).await,
+        Some("autoscaling/v2") => sync_kind(client, cc, namespace, hpas, true, &mut r).await,
         Some(v) => {
             let kind = (v, "HorizontalPodAutoscaler", "horizontalpodautoscalers");
-            sync_in_version(client, namespace, &i, kind, hpas, &mut r).await;
+            sync_in_version(client, cc, namespace, kind, hpas, &mut r).await;
         }
         None => {}
     }
     match apis.pdb_version() {
-        Some("policy/v1") => sync_kind(client, namespace, &i, pdbs, true, &mut r).await,
+        Some("policy/v1") => sync_kind(client, cc, namespace, pdbs, true, &mut r).await,
         Some(v) => {
             let kind = (v, "PodDisruptionBudget", "poddisruptionbudgets");
-            sync_in_version(client, namespace, &i, kind, pdbs, &mut r).await;
+            sync_in_version(client, cc, namespace, kind, pdbs, &mut r).await;
         }
         None => {}
     }

@@ -187,12 +187,22 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
         // A spec change (a watch event) is the only thing that can fix it.
         return Ok(Action::await_change());
     }
-    let generated = apply::ensure_generated_secrets(client, cc, &ns).await?;
-    if generated > 0 {
-        let note = format!("created {generated} generated Secret(s); they are never replaced");
-        ctx.event(cc, false, "SecretsGenerated", note).await;
-    }
-    let deref = dereference(client, cc, &ns, &ctx.discovery).await?;
+    let deref = match prepare(cc, ctx, &ns).await {
+        Ok(deref) => deref,
+        Err(e) => {
+            // Say so in the status too: the log alone leaves users guessing.
+            let message = e.to_string();
+            ctx.event(cc, true, "PrepareFailed", message.clone()).await;
+            let observed = Observed {
+                prepare_error: Some(message),
+                ..Default::default()
+            };
+            if let Err(status_error) = write_status(ctx, cc, &ns, &observed).await {
+                tracing::warn!(error = %status_error, "could not write the status");
+            }
+            return Err(e);
+        }
+    };
     let desired = build::desired(
         cc,
         &build::Context {
@@ -226,6 +236,21 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
         Ok(()) => Ok(Action::requeue(ctx.resync)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// What comes before building: the generated Secrets exist, and the
+/// referenced Secrets and served APIs are read.
+async fn prepare(
+    cc: &ChatCluster,
+    ctx: &Context,
+    ns: &str,
+) -> Result<crate::dereference::Dereferenced, Error> {
+    let generated = apply::ensure_generated_secrets(&ctx.client, cc, ns).await?;
+    if generated > 0 {
+        let note = format!("created {generated} generated Secret(s); they are never replaced");
+        ctx.event(cc, false, "SecretsGenerated", note).await;
+    }
+    Ok(dereference(&ctx.client, cc, ns, &ctx.discovery).await?)
 }
 
 /// Computes and writes the status; publishes an Event when the phase changes.

@@ -16,6 +16,8 @@ use crate::build::{ApiSupport, child_name, configmap::user_service_url};
 pub struct Observed {
     /// Spec errors (Degraded, nothing applied).
     pub spec_errors: Vec<String>,
+    /// Failure before applying: generated Secrets, referenced Secrets, discovery (Degraded).
+    pub prepare_error: Option<String>,
     /// Failure while applying (Degraded).
     pub apply_error: Option<String>,
     /// Referenced Secrets missing.
@@ -52,6 +54,8 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
         .collect();
     let degraded_message = if !observed.spec_errors.is_empty() {
         Some(("InvalidSpec", observed.spec_errors.join("; ")))
+    } else if let Some(e) = &observed.prepare_error {
+        Some(("PrepareFailed", e.clone()))
     } else {
         observed
             .apply_error

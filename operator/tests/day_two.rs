@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -568,5 +570,129 @@ async fn turning_autoscaling_on_hands_replicas_over_without_a_drop() -> anyhow::
             })
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_deletes_only_what_this_cluster_owns_by_uid() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(&client, &ns, "demo", serde_json::json!({})).await?;
+    wait_for("every child", SETTLE, || all_children(&client, &ns, "demo")).await?;
+    // a Service carrying the instance label (as a Helm release named "demo"
+    // would) and owned by a namesake of another API group
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {
+                    "name": "demo-foreign",
+                    "labels": {"app.kubernetes.io/instance": "demo"},
+                    "ownerReferences": [{
+                        "apiVersion": "other.example/v1", "kind": "ChatCluster",
+                        "name": "demo", "uid": "6b0e8d8e-0000-4000-8000-000000000001",
+                    }],
+                },
+                "spec": {"ports": [{"port": 80}]},
+            }))?,
+        )
+        .await?;
+    // a pass that prunes Services (a spec change forces one)
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"ingress": {"enabled": true}}})),
+    )
+    .await?;
+    wait_for("the pass applied", SETTLE, || async {
+        get::<ChatCluster>(&client, &ns, "demo")
+            .await
+            .ok()
+            .and_then(|c| c.status?.observed_generation)
+            >= Some(2)
+    })
+    .await?;
+    assert!(
+        exists::<Service>(&client, &ns, "demo-foreign").await,
+        "the operator deleted a Service another owner's"
+    );
+    // while its own unwanted children still go: the ingress turned off again
+    api.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"ingress": {"enabled": false}}})),
+    )
+    .await?;
+    wait_for("its own Ingress pruned", SETTLE, || async {
+        !exists::<k8s_openapi::api::networking::v1::Ingress>(&client, &ns, "demo").await
+    })
+    .await?;
+    assert!(exists::<Service>(&client, &ns, "demo-foreign").await);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_before_apply_is_reported_in_the_status() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    // the operator's own rules in this namespace, reading Secrets excepted
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rbac/clusterrole.yaml"
+    ))?;
+    let role: ClusterRole = serde_yaml::from_str(&yaml)?;
+    let rules: Vec<PolicyRule> = role
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| !r.resources.iter().flatten().any(|x| x == "secrets"))
+        .collect();
+    let roles: Api<Role> = Api::namespaced(client.clone(), &ns);
+    roles
+        .create(
+            &PostParams::default(),
+            &Role {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("no-secrets".into()),
+                    ..Default::default()
+                },
+                rules: Some(rules),
+            },
+        )
+        .await?;
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
+    bindings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "no-secrets"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "no-secrets"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "parley-operator-test"}],
+            }))?,
+        )
+        .await?;
+    let _op = operator(
+        &plane()?.user_kubeconfig()?,
+        &ns,
+        &[("PARLEY_LEADER_ELECTION", "false")],
+    )
+    .await?;
+    create(&client, &ns, "blind", serde_json::json!({})).await?;
+    wait_for("Degraded naming the refusal", SETTLE, || async {
+        get::<ChatCluster>(&client, &ns, "blind")
+            .await
+            .ok()
+            .and_then(|cc| condition(&cc, "Degraded"))
+            .is_some_and(|c| c.0 == "True" && c.1 == "PrepareFailed" && c.2.contains("secrets"))
+    })
+    .await?;
+    let cc: ChatCluster = get(&client, &ns, "blind").await?;
+    assert_eq!(
+        cc.status.and_then(|s| s.phase),
+        Some(parley_operator::api::Phase::Degraded)
+    );
     Ok(())
 }
