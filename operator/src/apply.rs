@@ -489,18 +489,17 @@ async fn try_prepare_volumes(
     let claims = pvcs.list(&lp).await?.items;
     let classes: Api<StorageClass> = Api::all(client.clone());
     let mut expandable = BTreeMap::new();
-    for class in claims
+    let names: std::collections::BTreeSet<String> = claims
         .iter()
         .filter_map(|c| c.spec.as_ref()?.storage_class_name.clone())
-    {
-        if !expandable.contains_key(&class) {
-            let allows = classes
-                .get_opt(&class)
-                .await?
-                .and_then(|c| c.allow_volume_expansion)
-                .unwrap_or(false);
-            expandable.insert(class, allows);
-        }
+        .collect();
+    for class in names {
+        let allows = classes
+            .get_opt(&class)
+            .await?
+            .and_then(|c| c.allow_volume_expansion)
+            .unwrap_or(false);
+        expandable.insert(class, allows);
     }
     let plan = volumes::plan(store, desired, existing.as_ref(), &claims, |c| {
         expandable.get(c).copied().unwrap_or(false)

@@ -617,7 +617,7 @@ async fn pruning_deletes_only_what_this_cluster_owns_by_uid() -> anyhow::Result<
     .await?;
     assert!(
         exists::<Service>(&client, &ns, "demo-foreign").await,
-        "the operator deleted a Service another owner's"
+        "the operator deleted another owner's Service"
     );
     // while its own unwanted children still go: the ingress turned off again
     api.patch(
