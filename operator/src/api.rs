@@ -18,6 +18,18 @@ use serde::{Deserialize, Serialize};
 /// The API group of every parley resource.
 pub const GROUP: &str = "parley.dev";
 
+/// Highest replica count any field accepts (the CRD schema's maximum).
+pub const MAX_REPLICAS: i32 = 1000;
+/// An image tag, as the container image reference grammar allows it.
+pub const TAG_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$";
+/// A DNS host name, optionally a `*.` wildcard, as Ingress rules take it.
+pub const HOST_PATTERN: &str =
+    r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A storage quantity: digits with an optional fraction and binary or decimal suffix.
+pub const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$";
+/// A Secret data key.
+pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+
 /// Desired state of a parley chat stack: the user, chat and mail services,
 /// their data stores, ingress, SMTP and token signing.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -89,10 +101,13 @@ pub struct ChatClusterSpec {
 #[serde(rename_all = "camelCase", default)]
 pub struct ImageSpec {
     /// Image repository, without tag.
+    #[schemars(length(min = 1))]
     pub repository: String,
-    /// Image tag.
+    /// Image tag: letters, digits, `_`, `.` and `-`, at most 128 characters.
+    #[schemars(regex(pattern = TAG_PATTERN))]
     pub tag: String,
     /// Kubernetes image pull policy: Always, IfNotPresent or Never.
+    #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
     pub pull_policy: String,
     /// Names of Secrets (type kubernetes.io/dockerconfigjson) used to pull the image.
     pub pull_secrets: Vec<String>,
@@ -118,6 +133,7 @@ pub struct ImageOverride {
     pub repository: Option<String>,
     /// Image tag for this component only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TAG_PATTERN))]
     pub tag: Option<String>,
 }
 
@@ -125,17 +141,19 @@ pub struct ImageOverride {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ComponentSpec {
-    /// Number of pods when autoscaling is off. Defaults to 2 (user, chat) or 1 (mail).
+    /// Number of pods when autoscaling is off, 0 to 1000. Defaults to 2
+    /// (user, chat) or 1 (mail).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub replicas: Option<i32>,
     /// Image override for this component.
     pub image: ImageOverride,
     /// CPU and memory requests and limits of the service container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Horizontal pod autoscaling on CPU (needs autoscaling/v2 on the cluster).
+    /// Horizontal pod autoscaling on CPU (autoscaling/v2, or v2beta2 on older clusters).
     pub autoscaling: AutoscalingSpec,
-    /// Pod disruption budget (needs policy/v1 on the cluster).
+    /// Pod disruption budget (policy/v1, or v1beta1 on older clusters).
     pub pod_disruption_budget: PdbSpec,
     /// Where the pods may run.
     pub scheduling: SchedulingSpec,
@@ -179,13 +197,18 @@ pub enum SessionAffinity {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AutoscalingSpec {
-    /// Create a HorizontalPodAutoscaler; the Deployment's replicas are then left to it.
+    /// Create a HorizontalPodAutoscaler (autoscaling/v2, or v2beta2 where v2
+    /// is not served); the Deployment's replicas are then handed over to it
+    /// at their current count. Needs `resources.requests.cpu`.
     pub enabled: bool,
-    /// Lowest number of pods.
+    /// Lowest number of pods, 1 to 1000.
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub min_replicas: i32,
-    /// Highest number of pods.
+    /// Highest number of pods, 1 to 1000, at least `minReplicas`.
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub max_replicas: i32,
-    /// Average CPU utilisation (percent of requests) the autoscaler aims at.
+    /// Average CPU utilisation (percent of requests, 1 to 100) the autoscaler aims at.
+    #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization: i32,
 }
 
@@ -206,7 +229,8 @@ impl Default for AutoscalingSpec {
 pub struct PdbSpec {
     /// Create a PodDisruptionBudget for the component.
     pub enabled: bool,
-    /// Pods that may be unavailable at once during voluntary disruptions.
+    /// Pods that may be unavailable at once during voluntary disruptions (1 to 1000).
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub max_unavailable: i32,
 }
 
@@ -245,8 +269,10 @@ pub struct IngressSpec {
     /// IngressClass name; the cluster default when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class_name: Option<String>,
-    /// Host name the Ingress answers for; all hosts when unset.
+    /// Host name the Ingress answers for (a DNS name, optionally starting
+    /// with `*.`); all hosts when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = HOST_PATTERN))]
     pub host: Option<String>,
     /// Secret holding the TLS certificate for `host`; plain HTTP when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -274,8 +300,9 @@ pub struct ManagedStore {
     /// Image; defaults to redis:7-alpine, rabbitmq:3.13-management-alpine or mongo:7.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Size of the data volume, e.g. `1Gi`.
+    /// Size of the data volume: a quantity such as `1Gi` or `500Mi`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
     pub storage_size: Option<String>,
     /// StorageClass of the data volume; the cluster default when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -283,7 +310,11 @@ pub struct ManagedStore {
     /// CPU and memory of the store container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// What happens to the data volume when the ChatCluster is deleted: Retain (default) or Delete.
+    /// What happens to the data volume when the ChatCluster is deleted:
+    /// Retain (default) or Delete. While any store retains its volume, the
+    /// store passwords in `<name>-generated` are kept as well, so a
+    /// ChatCluster re-created under the same name opens the kept data; delete
+    /// the volumes and that Secret together to start afresh.
     pub volume_reclaim: VolumeReclaim,
 }
 
@@ -314,7 +345,8 @@ pub struct SecretKeyRef {
     // Empty strings are never sent: some API servers read them as null.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
-    /// Key inside the Secret.
+    /// Key inside the Secret (letters, digits, `-`, `_` and `.`).
+    #[schemars(regex(pattern = SECRET_KEY_PATTERN))]
     pub key: String,
 }
 
@@ -333,14 +365,17 @@ impl Default for SecretKeyRef {
 pub struct SmtpSpec {
     /// SMTP server host.
     pub host: String,
-    /// SMTP server port.
+    /// SMTP server port, 1 to 65535.
+    #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
     /// Transport security: `none`, `starttls` or `tls`.
+    #[schemars(extend("enum" = ["none", "starttls", "tls"]))]
     pub tls: String,
     /// Secret with keys `username` and `password`; no authentication when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
     /// Sender address of every e-mail.
+    #[schemars(regex(pattern = "@"))]
     pub from: String,
 }
 
@@ -364,7 +399,8 @@ pub struct AuthSpec {
     /// unset the operator creates `<name>-jwt` once and never replaces it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing_key_secret: Option<String>,
-    /// Lifetime of issued tokens in seconds.
+    /// Lifetime of issued tokens in seconds, at least 60.
+    #[schemars(range(min = 60))]
     pub token_ttl_seconds: i64,
 }
 
@@ -396,7 +432,8 @@ pub struct ChatClusterStatus {
     /// Pending, Progressing, Ready or Degraded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Ready, Progressing, DependenciesReady, Degraded and APIsAvailable.
+    /// Ready, Progressing, DependenciesReady, Degraded, APIsAvailable and
+    /// VolumesMatchSpec (False naming the field when a volume change cannot be made).
     pub conditions: Vec<Condition>,
     /// Per component (user, chat, mail, redis, rabbitmq, mongodb): replicas and image.
     pub components: BTreeMap<String, ComponentStatus>,

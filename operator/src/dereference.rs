@@ -50,6 +50,8 @@ pub fn api_support(group_versions: &[String]) -> ApiSupport {
     ApiSupport {
         autoscaling_v2: group_versions.iter().any(|g| g == "autoscaling/v2"),
         policy_v1: group_versions.iter().any(|g| g == "policy/v1"),
+        autoscaling_v2beta2: group_versions.iter().any(|g| g == "autoscaling/v2beta2"),
+        policy_v1beta1: group_versions.iter().any(|g| g == "policy/v1beta1"),
     }
 }
 
@@ -127,6 +129,8 @@ mod tests {
         .to_vec();
         let apis = api_support(&served);
         assert!(!apis.autoscaling_v2 && !apis.policy_v1);
+        assert_eq!(apis.hpa_version(), Some("autoscaling/v2beta2"));
+        assert_eq!(apis.pdb_version(), Some("policy/v1beta1"));
         let served: Vec<String> = ["autoscaling/v2", "policy/v1"].map(String::from).to_vec();
         assert_eq!(api_support(&served), ApiSupport::default());
     }

@@ -11,6 +11,8 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{ApiResource, DynamicObject};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -25,6 +27,11 @@ use crate::{apply, build, status, validate};
 
 /// Label selector for the children the controller watches.
 pub const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=parley-operator";
+
+/// A ChatCluster as the controller receives it: one that does not
+/// deserialize (a value its schema let through but the operator cannot read)
+/// arrives as an error of its own instead of failing the whole list.
+pub type Guarded = DeserializeGuard<ChatCluster>;
 
 /// Shared state of the reconciler.
 pub struct Context {
@@ -55,8 +62,12 @@ impl Context {
         }
     }
 
-    /// Publishes an Event about `cc`; failures are logged, never fatal.
-    pub async fn event(&self, cc: &ChatCluster, warning: bool, reason: &str, note: String) {
+    /// Publishes an Event about `obj` (a ChatCluster, readable or not);
+    /// failures are logged, never fatal.
+    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -68,7 +79,7 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &cc.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }
@@ -80,6 +91,9 @@ pub enum Error {
     /// The Kubernetes API refused or failed.
     #[error("kubernetes api: {0}")]
     Kube(#[from] kube::Error),
+    /// Some desired objects could not be written (the others were).
+    #[error("applying: {0}")]
+    Apply(#[from] apply::ApplyErrors),
     /// Anything else, with context.
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
@@ -89,10 +103,14 @@ fn now() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
-/// Reconciles one ChatCluster.
-pub async fn reconcile(cc: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Reconciles one ChatCluster; one that does not deserialize is reported
+/// (warning Event, Degraded status) and otherwise left alone.
+pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&cc, &ctx).await;
+    let result = match &obj.0 {
+        Ok(cc) => reconcile_inner(cc, &ctx).await,
+        Err(invalid) => report_unreadable(&obj, invalid, &ctx).await,
+    };
     let outcome = if result.is_ok() { "ok" } else { "error" };
     metrics::counter!("parley_operator_reconciles_total", "result" => outcome).increment(1);
     metrics::histogram!("parley_operator_reconcile_duration_seconds")
@@ -100,9 +118,44 @@ pub async fn reconcile(cc: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<Action
     if result.is_ok()
         && let Ok(mut f) = ctx.failures.lock()
     {
-        f.remove(&cc.uid().unwrap_or_default());
+        f.remove(&obj.uid().unwrap_or_default());
     }
     result
+}
+
+/// A stored ChatCluster the operator cannot read (stored through an older
+/// CRD without bounds, say): a warning Event and a Degraded status naming the
+/// problem. Nothing else is touched; only an edit of the object can fix it.
+async fn report_unreadable(
+    obj: &Guarded,
+    invalid: &kube::core::error_boundary::InvalidObject,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_else(|| "default".into());
+    let message = format!("spec cannot be read: {}", invalid.error);
+    tracing::warn!(name = %obj.name_any(), namespace = %ns, error = %invalid.error, "unreadable ChatCluster; nothing changed");
+    ctx.event(obj, true, "InvalidSpec", message.clone()).await;
+    // The status is written from an otherwise empty ChatCluster carrying the
+    // object's metadata and its previous status (read apart from the spec),
+    // so unchanged conditions keep their transition times.
+    let ar = ApiResource::erase::<ChatCluster>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
+    let previous = api
+        .get_opt(&obj.name_any())
+        .await?
+        .and_then(|o| o.data.get("status").cloned())
+        .and_then(|s| serde_json::from_value(s).ok());
+    let stand_in = ChatCluster {
+        metadata: invalid.metadata.clone(),
+        spec: Default::default(),
+        status: previous,
+    };
+    let observed = Observed {
+        spec_errors: vec![message],
+        ..Default::default()
+    };
+    write_status(ctx, &stand_in, &ns, &observed).await?;
+    Ok(Action::await_change())
 }
 
 async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Error> {
@@ -134,12 +187,22 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
         // A spec change (a watch event) is the only thing that can fix it.
         return Ok(Action::await_change());
     }
-    let generated = apply::ensure_generated_secrets(client, cc, &ns).await?;
-    if generated > 0 {
-        let note = format!("created {generated} generated Secret(s); they are never replaced");
-        ctx.event(cc, false, "SecretsGenerated", note).await;
-    }
-    let deref = dereference(client, cc, &ns, &ctx.discovery).await?;
+    let deref = match prepare(cc, ctx, &ns).await {
+        Ok(deref) => deref,
+        Err(e) => {
+            // Say so in the status too: the log alone leaves users guessing.
+            let message = e.to_string();
+            ctx.event(cc, true, "PrepareFailed", message.clone()).await;
+            let observed = Observed {
+                prepare_error: Some(message),
+                ..Default::default()
+            };
+            if let Err(status_error) = write_status(ctx, cc, &ns, &observed).await {
+                tracing::warn!(error = %status_error, "could not write the status");
+            }
+            return Err(e);
+        }
+    };
     let desired = build::desired(
         cc,
         &build::Context {
@@ -147,26 +210,47 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
             apis: deref.apis,
         },
     );
-    let applied = apply::apply_desired(client, cc, &ns, &desired, deref.apis).await;
-    let apply_error = applied.as_ref().err().map(ToString::to_string);
+    let mut applied = apply::apply_desired(client, cc, &ns, &desired, deref.apis).await;
+    let result = applied.result();
+    let apply_error = result.as_ref().err().map(ToString::to_string);
     if let Some(e) = &apply_error {
         ctx.event(cc, true, "ApplyFailed", e.clone()).await;
     }
-    if applied.is_ok() {
+    if !applied.volume_problems.is_empty() {
+        let note = applied.volume_problems.join("; ");
+        ctx.event(cc, true, "VolumeChangeUnsupported", note).await;
+    }
+    if result.is_ok() {
         apply::own_deletable_volumes(client, cc, &ns).await?;
     }
     let observed = Observed {
         apply_error: apply_error.clone(),
+        volume_problems: std::mem::take(&mut applied.volume_problems),
         missing: deref.missing,
         apis: Some(deref.apis),
         components: observe_workloads(client, cc, &ns).await?,
         ..Default::default()
     };
     write_status(ctx, cc, &ns, &observed).await?;
-    match applied {
-        Ok(_) => Ok(Action::requeue(ctx.resync)),
+    match result {
+        Ok(()) => Ok(Action::requeue(ctx.resync)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// What comes before building: the generated Secrets exist, and the
+/// referenced Secrets and served APIs are read.
+async fn prepare(
+    cc: &ChatCluster,
+    ctx: &Context,
+    ns: &str,
+) -> Result<crate::dereference::Dereferenced, Error> {
+    let generated = apply::ensure_generated_secrets(&ctx.client, cc, ns).await?;
+    if generated > 0 {
+        let note = format!("created {generated} generated Secret(s); they are never replaced");
+        ctx.event(cc, false, "SecretsGenerated", note).await;
+    }
+    Ok(dereference(&ctx.client, cc, ns, &ctx.discovery).await?)
 }
 
 /// Computes and writes the status; publishes an Event when the phase changes.
@@ -187,20 +271,20 @@ async fn write_status(
 }
 
 /// The ChatClusters in `secret`'s namespace that read it.
-pub fn clusters_reading(
+pub fn clusters_reading<'a>(
     secret: &Secret,
-    clusters: &[Arc<ChatCluster>],
-) -> Vec<ObjectRef<ChatCluster>> {
+    clusters: impl IntoIterator<Item = &'a ChatCluster>,
+) -> Vec<ObjectRef<Guarded>> {
     let name = secret.name_any();
     clusters
-        .iter()
+        .into_iter()
         .filter(|cc| cc.namespace() == secret.namespace())
         .filter(|cc| {
             crate::dereference::secret_refs(cc)
                 .iter()
                 .any(|(n, _)| *n == name)
         })
-        .map(|cc| ObjectRef::from_obj(cc.as_ref()))
+        .map(|cc| ObjectRef::from_obj(cc).into_kind_unchecked(()))
         .collect()
 }
 
@@ -210,7 +294,7 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 /// Requeues a failed ChatCluster with exponential backoff.
-pub fn error_policy(cc: Arc<ChatCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(cc: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
     metrics::counter!("parley_operator_reconcile_errors_total").increment(1);
     let n = ctx
         .failures
@@ -239,16 +323,19 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     }
     let children = watcher::Config::default().labels(CHILD_SELECTOR);
     let controller = Controller::new(
-        api::<ChatCluster>(&client, &namespace),
+        api::<Guarded>(&client, &namespace),
         watcher::Config::default(),
     );
     let store = controller.store();
-    controller
+    let mut controller = controller
         // a changed Secret (signing key, SMTP credentials, store URLs) rolls the pods
         .watches(
             api::<Secret>(&client, &namespace),
             watcher::Config::default(),
-            move |secret| clusters_reading(&secret, &store.state()),
+            move |secret| {
+                let clusters = store.state();
+                clusters_reading(&secret, clusters.iter().filter_map(|g| g.0.as_ref().ok()))
+            },
         )
         // store volumes appear after their StatefulSet: `Delete` ones get owned then
         .watches(
@@ -258,7 +345,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
                 let instance = pvc.labels().get(build::INSTANCE_LABEL).cloned();
                 let ns = pvc.namespace();
                 instance.map(|name| {
-                    let r = ObjectRef::<ChatCluster>::new(&name);
+                    let r = ObjectRef::<Guarded>::new(&name);
                     match ns {
                         Some(ns) => r.within(&ns),
                         None => r,
@@ -272,9 +359,42 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         .owns(api::<ConfigMap>(&client, &namespace), children.clone())
         .owns(api::<ServiceAccount>(&client, &namespace), children.clone())
         .owns(api::<NetworkPolicy>(&client, &namespace), children.clone())
-        // HPAs and PDBs are not watched: their API version depends on the
-        // cluster; the periodic resync repairs drift in them.
-        .owns(api::<Ingress>(&client, &namespace), children)
+        .owns(api::<Ingress>(&client, &namespace), children.clone());
+    // HPAs and PDBs in the version the cluster serves (found at start; an
+    // upgraded cluster is picked up on the operator's next start, and the
+    // periodic resync repairs drift meanwhile).
+    match ctx.discovery.get(&client).await {
+        Ok(apis) => {
+            let kinds = [
+                (
+                    apis.hpa_version(),
+                    "HorizontalPodAutoscaler",
+                    "horizontalpodautoscalers",
+                ),
+                (
+                    apis.pdb_version(),
+                    "PodDisruptionBudget",
+                    "poddisruptionbudgets",
+                ),
+            ];
+            for (version, kind, plural) in kinds {
+                let Some((group, version)) = version.and_then(|v| v.split_once('/')) else {
+                    continue;
+                };
+                let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+                let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+                let api: Api<DynamicObject> = match &namespace {
+                    Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                    None => Api::all_with(client.clone(), &ar),
+                };
+                controller = controller.owns_with(api, ar, children.clone());
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "discovery failed: HorizontalPodAutoscalers and PodDisruptionBudgets are not watched")
+        }
+    }
+    controller
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -309,7 +429,7 @@ mod tests {
             ..Default::default()
         };
         let names = |s: &Secret| -> Vec<String> {
-            clusters_reading(s, &clusters)
+            clusters_reading(s, clusters.iter().map(AsRef::as_ref))
                 .into_iter()
                 .map(|r| r.name)
                 .collect()

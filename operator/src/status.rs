@@ -16,10 +16,14 @@ use crate::build::{ApiSupport, child_name, configmap::user_service_url};
 pub struct Observed {
     /// Spec errors (Degraded, nothing applied).
     pub spec_errors: Vec<String>,
+    /// Failure before applying: generated Secrets, referenced Secrets, discovery (Degraded).
+    pub prepare_error: Option<String>,
     /// Failure while applying (Degraded).
     pub apply_error: Option<String>,
     /// Referenced Secrets missing.
     pub missing: Vec<String>,
+    /// Volume changes the spec asks for that cannot be made, each naming its field.
+    pub volume_problems: Vec<String>,
     /// APIs served, when discovery ran.
     pub apis: Option<ApiSupport>,
     /// Per component and store: replicas and image as the cluster reports them.
@@ -50,6 +54,8 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
         .collect();
     let degraded_message = if !observed.spec_errors.is_empty() {
         Some(("InvalidSpec", observed.spec_errors.join("; ")))
+    } else if let Some(e) = &observed.prepare_error {
+        Some(("PrepareFailed", e.clone()))
     } else {
         observed
             .apply_error
@@ -116,29 +122,60 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
             )
         },
     ];
-    if let Some(apis) = observed.apis {
-        let mut missing = Vec::new();
-        if !apis.autoscaling_v2 {
-            missing.push(
-                "autoscaling/v2 (no HorizontalPodAutoscalers; Deployments keep spec replicas)",
-            );
-        }
-        if !apis.policy_v1 {
-            missing.push("policy/v1 (no PodDisruptionBudgets)");
-        }
-        conditions.push(if missing.is_empty() {
+    if !observed.paused && observed.spec_errors.is_empty() {
+        conditions.push(if observed.volume_problems.is_empty() {
             condition(
-                "APIsAvailable",
+                "VolumesMatchSpec",
                 true,
-                "AllServed",
-                "autoscaling/v2 and policy/v1 are served",
+                "AsExpected",
+                "every store volume has the size, class and reclaim policy of the spec",
             )
         } else {
+            condition(
+                "VolumesMatchSpec",
+                false,
+                "VolumeChangeUnsupported",
+                observed.volume_problems.join("; "),
+            )
+        });
+    }
+    if let Some(apis) = observed.apis {
+        let mut missing = Vec::new();
+        let mut older = Vec::new();
+        match apis.hpa_version() {
+            Some("autoscaling/v2") => {}
+            Some(v) => older.push(format!(
+                "autoscaling/v2 (HorizontalPodAutoscalers written as {v})"
+            )),
+            None => missing.push(
+                "autoscaling/v2 (no HorizontalPodAutoscalers; Deployments keep spec replicas)",
+            ),
+        }
+        match apis.pdb_version() {
+            Some("policy/v1") => {}
+            Some(v) => older.push(format!("policy/v1 (PodDisruptionBudgets written as {v})")),
+            None => missing.push("policy/v1 (no PodDisruptionBudgets)"),
+        }
+        conditions.push(if !missing.is_empty() {
             condition(
                 "APIsAvailable",
                 false,
                 "APIMissing",
                 format!("not served, skipped: {}", missing.join("; ")),
+            )
+        } else if !older.is_empty() {
+            condition(
+                "APIsAvailable",
+                true,
+                "OlderVersionsServed",
+                format!("not served, older version used: {}", older.join("; ")),
+            )
+        } else {
+            condition(
+                "APIsAvailable",
+                true,
+                "AllServed",
+                "autoscaling/v2 and policy/v1 are served",
             )
         });
     }
@@ -318,6 +355,7 @@ mod tests {
             apis: Some(ApiSupport {
                 autoscaling_v2: false,
                 policy_v1: false,
+                ..Default::default()
             }),
             ..Default::default()
         };

@@ -59,6 +59,17 @@ pub fn validate(spec: &ChatClusterSpec) -> Result<(), Vec<SpecError>> {
                     ),
                 ));
             }
+            let cpu_request = c
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .is_some_and(|r| r.contains_key("cpu"));
+            if !cpu_request {
+                errors.push(err(
+                    format!("{at}.resources.requests.cpu"),
+                    "is required when autoscaling is enabled (the autoscaler aims at a percentage of it)",
+                ));
+            }
             if !(1..=100).contains(&a.target_cpu_utilization) {
                 errors.push(err(
                     format!("{at}.autoscaling.targetCpuUtilization"),
@@ -182,6 +193,26 @@ mod tests {
                 .to_string()
                 .starts_with("spec.chat.autoscaling.minReplicas")
         );
+    }
+
+    #[test]
+    fn autoscaling_needs_a_cpu_request() {
+        let mut spec = ChatClusterSpec::default();
+        spec.user.autoscaling.enabled = true;
+        let errors = validate(&spec).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "user.resources.requests.cpu");
+        spec.user.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(
+                [(
+                    "cpu".to_owned(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("100m".into()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        });
+        assert_eq!(validate(&spec), Ok(()));
     }
 
     #[test]

@@ -34,10 +34,11 @@ pub fn image(cc: &ChatCluster, c: Component) -> String {
     format!("{repo}:{tag}")
 }
 
-/// Desired replicas: `None` when an autoscaler owns the count.
+/// Desired replicas: `None` when an autoscaler owns the count (the apply
+/// step hands the field over to it without resetting it).
 pub fn replicas(cc: &ChatCluster, c: Component, ctx: &Context) -> Option<i32> {
     let spec = c.spec(&cc.spec);
-    if spec.autoscaling.enabled && ctx.apis.autoscaling_v2 {
+    if spec.autoscaling.enabled && ctx.apis.hpa_version().is_some() {
         None
     } else {
         Some(spec.replicas.unwrap_or_else(|| c.default_replicas()))

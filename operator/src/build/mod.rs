@@ -20,6 +20,7 @@ pub mod secret;
 pub mod service;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod volumes;
 
 pub use configmap::config_map;
 pub use deployment::deployment;
@@ -51,6 +52,10 @@ pub struct ApiSupport {
     pub autoscaling_v2: bool,
     /// `policy/v1` PodDisruptionBudget.
     pub policy_v1: bool,
+    /// `autoscaling/v2beta2` (Kubernetes up to 1.25): used where v2 is not served.
+    pub autoscaling_v2beta2: bool,
+    /// `policy/v1beta1` (Kubernetes up to 1.24): used where v1 is not served.
+    pub policy_v1beta1: bool,
 }
 
 impl Default for ApiSupport {
@@ -58,8 +63,47 @@ impl Default for ApiSupport {
         Self {
             autoscaling_v2: true,
             policy_v1: true,
+            autoscaling_v2beta2: false,
+            policy_v1beta1: false,
         }
     }
+}
+
+impl ApiSupport {
+    /// The API version HorizontalPodAutoscalers are written in, if any is served.
+    pub fn hpa_version(&self) -> Option<&'static str> {
+        if self.autoscaling_v2 {
+            Some("autoscaling/v2")
+        } else if self.autoscaling_v2beta2 {
+            Some("autoscaling/v2beta2")
+        } else {
+            None
+        }
+    }
+
+    /// The API version PodDisruptionBudgets are written in, if any is served.
+    pub fn pdb_version(&self) -> Option<&'static str> {
+        if self.policy_v1 {
+            Some("policy/v1")
+        } else if self.policy_v1beta1 {
+            Some("policy/v1beta1")
+        } else {
+            None
+        }
+    }
+}
+
+/// `obj` as a `DynamicObject` of `api_version`: HorizontalPodAutoscalers of
+/// autoscaling/v2 and PodDisruptionBudgets of policy/v1 carry exactly the
+/// fields of their beta versions the operator sets, so older clusters get the
+/// same object under the older version.
+pub fn in_version<K: serde::Serialize>(
+    obj: &K,
+    api_version: &str,
+) -> Result<kube::api::DynamicObject, serde_json::Error> {
+    let mut value = serde_json::to_value(obj)?;
+    value["apiVersion"] = serde_json::Value::String(api_version.to_owned());
+    serde_json::from_value(value)
 }
 
 /// Everything the builders need beyond the spec.
@@ -84,9 +128,11 @@ pub struct Desired {
     pub deployments: Vec<k8s_openapi::api::apps::v1::Deployment>,
     /// Managed store StatefulSets.
     pub statefulsets: Vec<k8s_openapi::api::apps::v1::StatefulSet>,
-    /// HorizontalPodAutoscalers (only when autoscaling/v2 is served).
+    /// HorizontalPodAutoscalers (when autoscaling/v2 or v2beta2 is served;
+    /// written in the served version).
     pub hpas: Vec<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
-    /// PodDisruptionBudgets (only when policy/v1 is served).
+    /// PodDisruptionBudgets (when policy/v1 or v1beta1 is served; written in
+    /// the served version).
     pub pdbs: Vec<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
     /// NetworkPolicies guarding the managed stores.
     pub network_policies: Vec<k8s_openapi::api::networking::v1::NetworkPolicy>,
@@ -105,10 +151,10 @@ pub fn desired(cc: &ChatCluster, ctx: &Context) -> Desired {
         d.deployments.push(deployment(cc, c, ctx));
         d.services.push(component_service(cc, c));
         let spec = c.spec(&cc.spec);
-        if ctx.apis.autoscaling_v2 && spec.autoscaling.enabled {
+        if ctx.apis.hpa_version().is_some() && spec.autoscaling.enabled {
             d.hpas.push(hpa(cc, c));
         }
-        if ctx.apis.policy_v1 && spec.pod_disruption_budget.enabled {
+        if ctx.apis.pdb_version().is_some() && spec.pod_disruption_budget.enabled {
             d.pdbs.push(pdb(cc, c));
         }
     }
@@ -308,6 +354,7 @@ mod snapshot {
         old.apis = ApiSupport {
             autoscaling_v2: false,
             policy_v1: false,
+            ..Default::default()
         };
         let mut spec = ChatClusterSpec::default();
         spec.chat.component.autoscaling.enabled = true;

@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
 
-use super::{child_name, meta};
-use crate::api::ChatCluster;
+use super::{child_name, instance, managed, meta, owner_ref};
+use crate::api::{ChatCluster, Store, VolumeReclaim};
 
 /// Key of the private signing key in the signing-key Secret.
 pub const PRIVATE_KEY: &str = "private.pem";
@@ -77,10 +79,45 @@ pub fn jwt_secret(cc: &ChatCluster, private_pem: &str, public_pem: &str) -> Opti
     })
 }
 
-/// The generated credentials Secret holding `values` (key → value).
+/// Whether `<name>-generated` goes with the ChatCluster: only when no
+/// managed store keeps its volume. The store images apply these passwords
+/// only to an empty data directory, so while a kept volume may outlive the
+/// ChatCluster its passwords must too; a ChatCluster re-created under the
+/// same name then finds and adopts them.
+pub fn generated_secret_goes_with_cluster(cc: &ChatCluster) -> bool {
+    Store::ALL
+        .iter()
+        .all(|s| managed(cc, *s).is_none_or(|m| m.volume_reclaim == VolumeReclaim::Delete))
+}
+
+/// The owner references `<name>-generated` should carry, given those it has:
+/// references to any ChatCluster of this name (this one, or an earlier one
+/// whose kept volumes this one inherits) are dropped, others kept, and this
+/// ChatCluster's added when the Secret goes with it.
+pub fn generated_secret_owners(
+    cc: &ChatCluster,
+    current: &[OwnerReference],
+) -> Vec<OwnerReference> {
+    let kind = ChatCluster::kind(&());
+    let mut owners: Vec<OwnerReference> = current
+        .iter()
+        .filter(|o| !(o.kind == kind && o.name == instance(cc)))
+        .cloned()
+        .collect();
+    if generated_secret_goes_with_cluster(cc) {
+        owners.push(owner_ref(cc));
+    }
+    owners
+}
+
+/// The generated credentials Secret holding `values` (key → value), owned
+/// by the ChatCluster only when it goes with it
+/// ([`generated_secret_goes_with_cluster`]).
 pub fn generated_secret(cc: &ChatCluster, values: BTreeMap<String, String>) -> Secret {
+    let mut metadata = meta(cc, generated_secret_name(cc), "auth");
+    metadata.owner_references = Some(generated_secret_owners(cc, &[]));
     Secret {
-        metadata: meta(cc, generated_secret_name(cc), "auth"),
+        metadata,
         type_: Some("Opaque".into()),
         string_data: Some(values),
         ..Default::default()
@@ -109,6 +146,53 @@ mod tests {
             [REDIS_PASSWORD, MONGODB_PASSWORD]
         );
         assert_eq!(missing_generated_keys(&Secret::default()).len(), 4);
+    }
+
+    #[test]
+    fn store_passwords_outlive_the_cluster_while_a_volume_may() {
+        use crate::api::{ExternalStore, ManagedStore};
+        let delete = || ManagedStore {
+            volume_reclaim: VolumeReclaim::Delete,
+            ..Default::default()
+        };
+        let mut cc = cluster(Default::default());
+        // default: every store managed, volumes retained
+        assert!(!generated_secret_goes_with_cluster(&cc));
+        let owners = |cc: &ChatCluster| {
+            generated_secret(cc, BTreeMap::new())
+                .metadata
+                .owner_references
+        };
+        assert_eq!(owners(&cc), Some(vec![]));
+        cc.spec.redis.managed = Some(delete());
+        cc.spec.rabbitmq.managed = Some(delete());
+        assert!(
+            !generated_secret_goes_with_cluster(&cc),
+            "mongodb still retains"
+        );
+        cc.spec.mongodb.external = Some(ExternalStore::default());
+        assert!(generated_secret_goes_with_cluster(&cc));
+        assert_eq!(owners(&cc), Some(vec![owner_ref(&cc)]));
+        // an earlier incarnation's reference is replaced, a foreign one kept
+        let foreign = OwnerReference {
+            kind: "ConfigMap".into(),
+            name: "demo".into(),
+            uid: "other".into(),
+            ..Default::default()
+        };
+        let stale = OwnerReference {
+            uid: "old-uid".into(),
+            ..owner_ref(&cc)
+        };
+        assert_eq!(
+            generated_secret_owners(&cc, &[foreign.clone(), stale.clone()]),
+            [foreign.clone(), owner_ref(&cc)]
+        );
+        cc.spec.mongodb.external = None;
+        assert_eq!(
+            generated_secret_owners(&cc, &[foreign.clone(), stale]),
+            [foreign]
+        );
     }
 
     #[test]
