@@ -12,6 +12,8 @@
 #   server             https://127.0.0.1:PORT
 #   ready              created once /readyz answers ok
 #   *.log              logs of each process
+#   *.pid              process id of etcd, apiserver and controller-manager
+#                      (tests freeze or kill the API server through it)
 set -euo pipefail
 
 STATE="${1:?usage: start.sh STATE_DIR}"
@@ -30,6 +32,8 @@ PIDS=()
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do
+        # a test may have frozen it (SIGSTOP): wake it so SIGTERM lands
+        kill -CONT "${pid}" 2>/dev/null || true
         kill "${pid}" 2>/dev/null || true
     done
     for pid in "${PIDS[@]}"; do
@@ -84,6 +88,7 @@ KUBECONFIG
     --initial-cluster "default=http://127.0.0.1:${ETCD_PEER_PORT}" \
     --unsafe-no-fsync >"${STATE}/etcd.log" 2>&1 &
 PIDS+=("$!")
+printf '%s\n' "$!" >"${STATE}/etcd.pid"
 
 "${BIN}/kube-apiserver" --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \
     --secure-port="${API_PORT}" --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
@@ -95,6 +100,7 @@ PIDS+=("$!")
     --service-cluster-ip-range=198.19.0.0/16 --allow-privileged=true \
     --insecure-port=0 >"${STATE}/apiserver.log" 2>&1 &
 PIDS+=("$!")
+printf '%s\n' "$!" >"${STATE}/apiserver.pid"
 
 ready=0
 for _ in $(seq 1 300); do
@@ -116,6 +122,7 @@ fi
     --controllers='*,-nodeipam,-nodelifecycle' --leader-elect=false --port=0 --secure-port=0 \
     >"${STATE}/controller-manager.log" 2>&1 &
 PIDS+=("$!")
+printf '%s\n' "$!" >"${STATE}/controller-manager.pid"
 
 touch "${STATE}/ready"
 echo "control plane ready at ${SERVER} (state in ${STATE})" >&2

@@ -14,6 +14,7 @@ pub mod dereference;
 pub mod leader;
 pub mod reconcile;
 pub mod settings;
+pub mod shutdown;
 pub mod status;
 pub mod validate;
 

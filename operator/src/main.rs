@@ -9,7 +9,13 @@
 //! - `PARLEY_LEASE_NAME` (default `parley-operator`)
 //! - `PARLEY_IDENTITY` (default: `HOSTNAME`-pid)
 //! - `PARLEY_RESYNC_SECS` (default 300): re-check of converged clusters
+//! - `PARLEY_SHUTDOWN_GRACE_SECS` (default 20): the process ends within this after SIGTERM
 //! - `KUBECONFIG` or the in-cluster service account: the API server
+//!
+//! Shutdown (SIGTERM) is bounded whatever the API server does: in-flight
+//! reconciles get half the grace period, releasing the Lease a few seconds,
+//! and a watchdog ends the process when the grace period is over. A second
+//! SIGTERM ends it at once.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,6 +28,9 @@ use parley_operator::reconcile::{self, Context};
 use parley_operator::settings::Settings;
 use tokio_util::sync::CancellationToken;
 
+/// Longest wait for releasing the Lease on shutdown; it expires by itself otherwise.
+const RELEASE_WITHIN: Duration = Duration::from_secs(3);
+
 #[tokio::main]
 async fn main() -> ExitCode {
     parley_common::entry::main("parley-operator", Settings::from_env, run).await
@@ -29,6 +38,7 @@ async fn main() -> ExitCode {
 
 async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     parley_operator::install_crypto();
+    parley_operator::shutdown::enforce(shutdown.clone(), settings.shutdown_grace);
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster)")?;
@@ -45,21 +55,29 @@ async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<
         Duration::from_secs(5),
     ));
 
-    let lost = tokio_util::sync::CancellationToken::new();
+    let lost = CancellationToken::new();
+    // renewals go on while reconciles drain; stopped only after the drain
+    let stop_renewing = CancellationToken::new();
+    let mut renewer = None;
     if settings.leader_election {
         tracing::info!(identity = %settings.lease.identity, lease = %settings.lease.name, "waiting for leadership");
-        if !leader::acquire(&client, &settings.lease, &shutdown).await {
+        let acquired = tokio::select! {
+            () = shutdown.cancelled() => false,
+            acquired = leader::acquire(&client, &settings.lease, &shutdown) => acquired,
+        };
+        if !acquired {
+            let _ = tokio::time::timeout(settings.shutdown_grace / 2, server).await;
             return Ok(());
         }
         metrics::gauge!("parley_operator_leader").set(1.0);
-        tokio::spawn(leader::keep(
+        renewer = Some(tokio::spawn(leader::keep(
             client.clone(),
             settings.lease.clone(),
-            shutdown.clone(),
+            stop_renewing.clone(),
             lost.clone(),
-        ));
+        )));
     }
-    let stop = tokio_util::sync::CancellationToken::new();
+    let stop = CancellationToken::new();
     {
         let (stop, shutdown, lost) = (stop.clone(), shutdown.clone(), lost.clone());
         tokio::spawn(async move {
@@ -76,16 +94,42 @@ async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<
         &settings.lease.identity,
     ));
     tracing::info!(namespace = ?settings.namespace, "controller starting");
-    reconcile::run(ctx, settings.namespace, stop).await;
+    let drain = settings.shutdown_grace / 2;
+    let controller = reconcile::run(ctx, settings.namespace, stop.clone());
+    tokio::pin!(controller);
+    tokio::select! {
+        () = &mut controller => {}
+        // another process may lead soon: abandon in-flight work at once
+        () = lost.cancelled() => {}
+        () = async { stop.cancelled().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!(?drain, "in-flight reconciles did not finish in time; abandoned");
+        }
+    }
+    stop_renewing.cancel();
+    if let Some(mut renewer) = renewer
+        && tokio::time::timeout(RELEASE_WITHIN, &mut renewer)
+            .await
+            .is_err()
+    {
+        renewer.abort();
+        tracing::warn!("lease renewal did not stop in time; abandoned");
+    }
     if lost.is_cancelled() {
         anyhow::bail!("leadership lost; exiting so a fresh process can campaign again");
     }
-    if settings.leader_election
-        && let Err(e) = leader::release(&client, &settings.lease).await
-    {
-        tracing::warn!(error = %e, "could not release the lease");
+    if settings.leader_election {
+        match tokio::time::timeout(RELEASE_WITHIN, leader::release(&client, &settings.lease))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the lease"),
+            Err(_) => tracing::warn!(
+                within = ?RELEASE_WITHIN,
+                "could not release the lease in time; it expires by itself"
+            ),
+        }
     }
     shutdown.cancel();
-    let _ = server.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
 }
