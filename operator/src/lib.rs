@@ -9,6 +9,7 @@
 pub mod api;
 pub mod apply;
 pub mod build;
+pub mod client;
 pub mod crd;
 pub mod dereference;
 pub mod leader;

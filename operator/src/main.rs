@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use parley_common::health::Readiness;
-use parley_operator::leader;
+use parley_operator::client::Clients;
+use parley_operator::leader::Elector;
 use parley_operator::reconcile::{self, Context};
 use parley_operator::settings::Settings;
 use tokio_util::sync::CancellationToken;
@@ -39,9 +40,11 @@ async fn main() -> ExitCode {
 async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     parley_operator::install_crypto();
     parley_operator::shutdown::enforce(shutdown.clone(), settings.shutdown_grace);
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
-        .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster)")?;
+        .context("reading the Kubernetes API configuration (KUBECONFIG or in-cluster)")?;
+    let clients = Clients::new(config).context("building the Kubernetes client")?;
+    let client = clients.requests.clone();
 
     let app =
         parley_common::server::with_ops(axum::Router::new(), Readiness::new(shutdown.clone()));
@@ -61,18 +64,14 @@ async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<
     let mut renewer = None;
     if settings.leader_election {
         tracing::info!(identity = %settings.lease.identity, lease = %settings.lease.name, "waiting for leadership");
-        let acquired = tokio::select! {
-            () = shutdown.cancelled() => false,
-            acquired = leader::acquire(&client, &settings.lease, &shutdown) => acquired,
-        };
-        if !acquired {
+        let mut elector = Elector::new(client.clone(), settings.lease.clone());
+        let Some(renewed) = elector.acquire(&shutdown).await else {
             let _ = tokio::time::timeout(settings.shutdown_grace / 2, server).await;
             return Ok(());
-        }
+        };
         metrics::gauge!("parley_operator_leader").set(1.0);
-        renewer = Some(tokio::spawn(leader::keep(
-            client.clone(),
-            settings.lease.clone(),
+        renewer = Some(tokio::spawn(elector.keep(
+            renewed,
             stop_renewing.clone(),
             lost.clone(),
         )));
@@ -88,11 +87,10 @@ async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<
             stop.cancel();
         });
     }
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        settings.resync,
-        &settings.lease.identity,
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), settings.resync, &settings.lease.identity)
+            .with_watch_client(clients.watches.clone()),
+    );
     tracing::info!(namespace = ?settings.namespace, "controller starting");
     let drain = settings.shutdown_grace / 2;
     let controller = reconcile::run(ctx, settings.namespace, stop.clone());
@@ -106,28 +104,18 @@ async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
     stop_renewing.cancel();
-    if let Some(mut renewer) = renewer
-        && tokio::time::timeout(RELEASE_WITHIN, &mut renewer)
-            .await
-            .is_err()
-    {
-        renewer.abort();
-        tracing::warn!("lease renewal did not stop in time; abandoned");
-    }
+    let elector = match renewer {
+        // keep() stops at once when told to, even mid-request
+        Some(renewer) => renewer.await.ok(),
+        None => None,
+    };
     if lost.is_cancelled() {
         anyhow::bail!("leadership lost; exiting so a fresh process can campaign again");
     }
-    if settings.leader_election {
-        match tokio::time::timeout(RELEASE_WITHIN, leader::release(&client, &settings.lease))
-            .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the lease"),
-            Err(_) => tracing::warn!(
-                within = ?RELEASE_WITHIN,
-                "could not release the lease in time; it expires by itself"
-            ),
-        }
+    if let Some(elector) = elector
+        && let Err(e) = elector.release(RELEASE_WITHIN).await
+    {
+        tracing::warn!(error = %e, "could not release the lease; it expires by itself");
     }
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

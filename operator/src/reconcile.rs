@@ -28,8 +28,10 @@ pub const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=parley-operator";
 
 /// Shared state of the reconciler.
 pub struct Context {
-    /// API client.
+    /// API client for requests (with read timeouts).
     pub client: Client,
+    /// API client for the controller's watches (see [`crate::client::Clients`]).
+    pub watch_client: Client,
     /// Discovery results.
     pub discovery: DiscoveryCache,
     /// How often a converged ChatCluster is checked again without any event.
@@ -48,11 +50,18 @@ impl Context {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            watch_client: client.clone(),
             client,
             discovery: DiscoveryCache::default(),
             resync,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Watches through `client` instead of the request client.
+    pub fn with_watch_client(mut self, client: Client) -> Self {
+        self.watch_client = client;
+        self
     }
 
     /// Publishes an Event about `cc`; failures are logged, never fatal.
@@ -227,7 +236,7 @@ pub fn error_policy(cc: Arc<ChatCluster>, error: &Error, ctx: Arc<Context>) -> A
 
 /// Runs the controller until `shutdown` is cancelled. `namespace` limits it to one namespace.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
-    let client = ctx.client.clone();
+    let client = ctx.watch_client.clone();
     fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,

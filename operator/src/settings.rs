@@ -104,6 +104,7 @@ impl Settings {
                 name: env.string_or("PARLEY_LEASE_NAME", "parley-operator"),
                 identity,
                 duration: Duration::from_secs(15),
+                renew_deadline: Duration::from_secs(10),
                 renew_every: Duration::from_secs(2),
             },
             resync,
