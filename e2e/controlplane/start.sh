@@ -97,6 +97,7 @@ printf '%s\n' "$!" >"${STATE}/etcd.pid"
     --service-account-key-file="${STATE}/sa.pub" \
     --service-account-signing-key-file="${STATE}/sa.key" \
     --authorization-mode=RBAC --token-auth-file="${STATE}/tokens.csv" \
+    --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
     --service-cluster-ip-range=198.19.0.0/16 --allow-privileged=true \
     --insecure-port=0 >"${STATE}/apiserver.log" 2>&1 &
 PIDS+=("$!")
