@@ -73,7 +73,11 @@ pub async fn ensure_generated_secrets(
             "metadata": {"resourceVersion": rv},
             "stringData": values,
         });
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        let params = PatchParams {
+            field_manager: Some(MANAGER.into()),
+            ..Default::default()
+        };
+        api.patch(&name, &params, &Patch::Merge(&patch))
             .await
             .with_context(|| format!("adding {missing:?} to Secret {name}"))?;
         created += 1;
@@ -88,7 +92,11 @@ fn random_hex(bytes: usize) -> anyhow::Result<String> {
 }
 
 async fn create_once(api: &Api<Secret>, secret: &Secret) -> anyhow::Result<usize> {
-    match api.create(&PostParams::default(), secret).await {
+    let params = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&params, secret).await {
         Ok(_) => Ok(1),
         // Another writer got there first: keep theirs.
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(0),

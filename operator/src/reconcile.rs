@@ -167,6 +167,7 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
     let observed = Observed {
         apply_error: apply_error.clone(),
         missing: deref.missing,
+        dependencies_checked: true,
         apis: Some(deref.apis),
         components: observe_workloads(client, cc, &ns).await?,
         ..Default::default()
