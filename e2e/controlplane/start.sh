@@ -12,6 +12,7 @@
 #   server             https://127.0.0.1:PORT
 #   ready              created once /readyz answers ok
 #   *.log              logs of each process
+#   audit.log          audit events of Secret lists and watches (JSON lines)
 #   *.pid              process id of etcd, apiserver and controller-manager
 #                      (tests freeze or kill the API server through it)
 set -euo pipefail
@@ -58,6 +59,21 @@ printf '%s\n' "${USER_TOKEN}" >"${STATE}/user-token"
     printf '%s,parley-operator-test,parley-operator-test\n' "${USER_TOKEN}"
 } >"${STATE}/tokens.csv"
 SERVER="https://127.0.0.1:${API_PORT}"
+# Lists and watches of Secrets are audited (tests check which Secrets the
+# operator watches, and that it asks for metadata only).
+cat >"${STATE}/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: RequestResponse
+    verbs: ["list"]
+    resources: [{group: "", resources: ["secrets"]}]
+  - level: Metadata
+    verbs: ["watch"]
+    resources: [{group: "", resources: ["secrets"]}]
+  - level: None
+POLICY
 printf '%s\n' "${SERVER}" >"${STATE}/server"
 cat >"${STATE}/kubeconfig" <<KUBECONFIG
 apiVersion: v1
@@ -98,6 +114,7 @@ printf '%s\n' "$!" >"${STATE}/etcd.pid"
     --service-account-signing-key-file="${STATE}/sa.key" \
     --authorization-mode=RBAC --token-auth-file="${STATE}/tokens.csv" \
     --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
+    --audit-policy-file="${STATE}/audit-policy.yaml" --audit-log-path="${STATE}/audit.log" \
     --service-cluster-ip-range=198.19.0.0/16 --allow-privileged=true \
     --insecure-port=0 >"${STATE}/apiserver.log" 2>&1 &
 PIDS+=("$!")

@@ -84,7 +84,10 @@ mod tests {
                 "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/{}/properties/managed/properties/image/description",
                 store.name()
             );
-            let text = crd.pointer(&pointer).and_then(|d| d.as_str()).unwrap_or_default();
+            let text = crd
+                .pointer(&pointer)
+                .and_then(|d| d.as_str())
+                .unwrap_or_default();
             assert!(
                 text.contains(&format!("`{}`", store.default_image())),
                 "{}: {text:?}",

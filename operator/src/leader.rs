@@ -385,7 +385,11 @@ mod tests {
         let behind = Timestamp::now() - SignedDuration::from_hours(1);
         let renewing = |n: u64| {
             let version = u32::try_from(n).unwrap_or(u32::MAX);
-            lease("skewed", behind + SignedDuration::from_secs(2 * n as i64), version)
+            lease(
+                "skewed",
+                behind + SignedDuration::from_secs(2 * n as i64),
+                version,
+            )
         };
         assert_eq!(first_take(renewing, 60), None, "took a live lease");
     }

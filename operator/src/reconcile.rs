@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -196,9 +196,10 @@ async fn write_status(
     Ok(())
 }
 
-/// The ChatClusters in `secret`'s namespace that read it.
-pub fn clusters_reading(
-    secret: &Secret,
+/// The ChatClusters in `secret`'s namespace that read it (`secret` may be
+/// the whole Secret or only its metadata).
+pub fn clusters_reading<K: Resource>(
+    secret: &K,
     clusters: &[Arc<ChatCluster>],
 ) -> Vec<ObjectRef<ChatCluster>> {
     let name = secret.name_any();
@@ -253,13 +254,18 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         watcher::Config::default(),
     );
     let store = controller.store();
+    // a changed Secret (signing key, SMTP credentials, store URLs) rolls the
+    // pods; only the operator's own and the named ones are watched, metadata only
+    let secrets = crate::secret_watch::events(
+        client.clone(),
+        namespace.clone(),
+        store.clone(),
+        CHILD_SELECTOR,
+    );
     controller
-        // a changed Secret (signing key, SMTP credentials, store URLs) rolls the pods
-        .watches(
-            api::<Secret>(&client, &namespace),
-            watcher::Config::default(),
-            move |secret| clusters_reading(&secret, &store.state()),
-        )
+        .watches_stream(secrets, move |secret| {
+            clusters_reading(&secret, &store.state())
+        })
         // store volumes appear after their StatefulSet: `Delete` ones get owned then
         .watches(
             api::<PersistentVolumeClaim>(&client, &namespace),
@@ -298,6 +304,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Secret;
 
     #[test]
     fn a_secret_maps_to_the_clusters_in_its_namespace_that_read_it() {

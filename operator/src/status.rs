@@ -362,7 +362,10 @@ mod tests {
             ..Default::default()
         };
         let d = cond(&compute(&cc, &paused, "t"), "DependenciesReady").clone();
-        assert_eq!((d.status.as_str(), d.reason.as_str()), ("Unknown", "Paused"));
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("Unknown", "Paused")
+        );
         let invalid = Observed {
             spec_errors: vec!["spec.image.tag: must not be empty".into()],
             ..Default::default()

@@ -74,7 +74,10 @@ async fn secrets_the_operator_writes_carry_its_field_manager() -> anyhow::Result
         ..Default::default()
     };
     secrets
-        .create(&as_tests, &secret("old-generated", &[("otp-secret", "kept")])?)
+        .create(
+            &as_tests,
+            &secret("old-generated", &[("otp-secret", "kept")])?,
+        )
         .await?;
     let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
     create(&client, &ns, "fresh", serde_json::json!({})).await?;
@@ -150,7 +153,10 @@ async fn dependencies_ready_checks_the_public_key_and_the_smtp_username() -> any
         )
         .await?;
     secrets
-        .create(&PostParams::default(), &secret("smtp", &[("password", "p")])?)
+        .create(
+            &PostParams::default(),
+            &secret("smtp", &[("password", "p")])?,
+        )
         .await?;
     let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
     create(
@@ -224,6 +230,91 @@ async fn the_crd_names_the_store_images_the_operator_runs() -> anyhow::Result<()
             !image.is_empty() && text.contains(&format!("`{image}`")),
             "{store} runs {image:?}, the CRD says {text:?}"
         );
+    }
+    Ok(())
+}
+
+/// Audit events (JSON) of Secret lists and watches in `ns`.
+fn secret_reads(ns: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let log = std::fs::read_to_string(plane()?.dir.join("audit.log"))?;
+    Ok(log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e.pointer("/objectRef/resource").and_then(|v| v.as_str()) == Some("secrets")
+                && e.pointer("/objectRef/namespace").and_then(|v| v.as_str()) == Some(ns)
+        })
+        .collect())
+}
+
+/// The request URI of an audit event, its selectors decoded.
+fn request_uri(event: &serde_json::Value) -> String {
+    event
+        .get("requestURI")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .replace("%2F", "/")
+        .replace("%2f", "/")
+        .replace("%3D", "=")
+        .replace("%3d", "=")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_secrets_the_operator_creates_or_a_cluster_names_are_watched_as_metadata()
+-> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for (name, data) in [
+        ("smtp", &[("username", "u"), ("password", "p")][..]),
+        ("unrelated", &[("token", "not the operator's business")][..]),
+    ] {
+        secrets
+            .create(&PostParams::default(), &secret(name, data)?)
+            .await?;
+    }
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(
+        &client,
+        &ns,
+        "watched",
+        serde_json::json!({"smtp": {"credentialsSecret": "smtp"}}),
+    )
+    .await?;
+    dependencies(&client, &ns, "watched", "DependenciesReady True", |d| {
+        d.0 == "True"
+    })
+    .await?;
+    let by_name = "fieldSelector=metadata.name=smtp";
+    let by_label = "labelSelector=app.kubernetes.io/managed-by=parley-operator";
+    // a watch starts with a list; an idle watch is audited only when it ends
+    wait_for("a list of the named Secret", SETTLE, || async {
+        secret_reads(&ns)
+            .is_ok_and(|events| events.iter().any(|e| request_uri(e).contains(by_name)))
+    })
+    .await?;
+    let events = secret_reads(&ns)?;
+    assert!(
+        events.iter().any(|e| request_uri(e).contains(by_label)),
+        "no watch of the operator's own Secrets: {events:#?}"
+    );
+    for event in &events {
+        let uri = request_uri(event);
+        assert!(
+            uri.contains(by_name) || uri.contains(by_label),
+            "an unfiltered Secret read: {uri}"
+        );
+        if event.get("verb").and_then(|v| v.as_str()) == Some("list")
+            && event.get("stage").and_then(|v| v.as_str()) == Some("ResponseComplete")
+        {
+            assert_eq!(
+                event
+                    .pointer("/responseObject/kind")
+                    .and_then(|v| v.as_str()),
+                Some("PartialObjectMetadataList"),
+                "a Secret list with data: {uri}"
+            );
+        }
     }
     Ok(())
 }

@@ -79,12 +79,16 @@ async fn a_second_sigterm_ends_the_operator_at_once() -> anyhow::Result<()> {
     let plane = ControlPlane::dedicated().await?;
     let mut op = leading_operator(&plane).await?;
     plane.freeze_apiserver()?;
-    let pid = op.pid().ok_or_else(|| anyhow::anyhow!("operator has no pid"))?;
+    let pid = op
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("operator has no pid"))?;
     support::signal(pid, "TERM")?;
     // the first SIGTERM has been seen: the operator logs it
-    wait_for("the first SIGTERM is logged", Duration::from_secs(5), || async {
-        op.output().contains("shutdown requested")
-    })
+    wait_for(
+        "the first SIGTERM is logged",
+        Duration::from_secs(5),
+        || async { op.output().contains("shutdown requested") },
+    )
     .await?;
     let took = time_to_exit(&mut op, Duration::from_secs(30)).await?;
     println!("exited {took:?} after the second SIGTERM");
@@ -140,15 +144,20 @@ async fn a_dead_holder_whose_clock_runs_an_hour_ahead_loses_the_lease_after_one_
         .await?;
     let started = Instant::now();
     let op = operator(&plane()?.kubeconfig(), &ns, &[("PARLEY_IDENTITY", "op")]).await?;
-    wait_for("op took the stale lease", Duration::from_secs(30), || async {
-        holder(&leases).await.as_deref() == Some("op")
-    })
+    wait_for(
+        "op took the stale lease",
+        Duration::from_secs(30),
+        || async { holder(&leases).await.as_deref() == Some("op") },
+    )
     .await
     .map_err(|e| anyhow::anyhow!("{e:#}\noutput:\n{}", op.output()))?;
     let took = started.elapsed();
     println!("took the lease {took:?} after start");
     // it waited a whole lease duration of its own clock: the ghost might have been alive
-    assert!(took >= Duration::from_secs(14), "took it after only {took:?}");
+    assert!(
+        took >= Duration::from_secs(14),
+        "took it after only {took:?}"
+    );
     Ok(())
 }
 
@@ -212,9 +221,11 @@ async fn a_live_holder_whose_clock_runs_an_hour_behind_keeps_the_lease() -> anyh
     renewing.cancel();
     let conflicts = renewer.await?;
     assert_eq!(conflicts, 0, "the holder's renewals were overwritten");
-    wait_for("op took the expired lease", Duration::from_secs(30), || async {
-        holder(&leases).await.as_deref() == Some("op")
-    })
+    wait_for(
+        "op took the expired lease",
+        Duration::from_secs(30),
+        || async { holder(&leases).await.as_deref() == Some("op") },
+    )
     .await
     .map_err(|e| anyhow::anyhow!("{e:#}\noutput:\n{}", op.output()))?;
     Ok(())
@@ -227,10 +238,7 @@ async fn a_leader_whose_renewals_hang_stops_before_another_takes_over() -> anyho
     let ns = namespace(&client).await?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     // op-a reaches the API server through a path that will drop everything
-    let backend: std::net::SocketAddr = plane
-        .server()?
-        .trim_start_matches("https://")
-        .parse()?;
+    let backend: std::net::SocketAddr = plane.server()?.trim_start_matches("https://").parse()?;
     let proxy = StallingProxy::start(backend).await?;
     let dir = tempfile::tempdir()?;
     let via = plane.kubeconfig_via(
@@ -247,19 +255,13 @@ async fn a_leader_whose_renewals_hang_stops_before_another_takes_over() -> anyho
         all_children(&client, &ns, "cut")
     })
     .await?;
-    let b = operator(
-        &plane.kubeconfig(),
-        &ns,
-        &[("PARLEY_IDENTITY", "op-b")],
-    )
-    .await?;
+    let b = operator(&plane.kubeconfig(), &ns, &[("PARLEY_IDENTITY", "op-b")]).await?;
     proxy.stall();
     let stalled = Instant::now();
     // op-a's renewals now hang; it must stop (exit) before op-b may lead
     let mut a_exited = None;
     let mut b_leads = None;
-    while stalled.elapsed() < Duration::from_secs(40) && (a_exited.is_none() || b_leads.is_none())
-    {
+    while stalled.elapsed() < Duration::from_secs(40) && (a_exited.is_none() || b_leads.is_none()) {
         if a_exited.is_none() && a.wait_exit(Duration::from_millis(100)).await.is_ok() {
             a_exited = Some(stalled.elapsed());
         }
@@ -275,8 +277,8 @@ async fn a_leader_whose_renewals_hang_stops_before_another_takes_over() -> anyho
             a.output()
         )
     })?;
-    let b_leads = b_leads
-        .ok_or_else(|| anyhow::anyhow!("op-b never took over:\n{}", b.output()))?;
+    let b_leads =
+        b_leads.ok_or_else(|| anyhow::anyhow!("op-b never took over:\n{}", b.output()))?;
     assert!(
         a_exited < b_leads,
         "two leaders: op-b led at {b_leads:?}, op-a exited only at {a_exited:?}"
