@@ -12,6 +12,9 @@
 #   server             https://127.0.0.1:PORT
 #   ready              created once /readyz answers ok
 #   *.log              logs of each process
+#   audit.log          audit events of Secret lists and watches (JSON lines)
+#   *.pid              process id of etcd, apiserver and controller-manager
+#                      (tests freeze or kill the API server through it)
 set -euo pipefail
 
 STATE="${1:?usage: start.sh STATE_DIR}"
@@ -30,6 +33,8 @@ PIDS=()
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do
+        # a test may have frozen it (SIGSTOP): wake it so SIGTERM lands
+        kill -CONT "${pid}" 2>/dev/null || true
         kill "${pid}" 2>/dev/null || true
     done
     for pid in "${PIDS[@]}"; do
@@ -54,6 +59,21 @@ printf '%s\n' "${USER_TOKEN}" >"${STATE}/user-token"
     printf '%s,parley-operator-test,parley-operator-test\n' "${USER_TOKEN}"
 } >"${STATE}/tokens.csv"
 SERVER="https://127.0.0.1:${API_PORT}"
+# Lists and watches of Secrets are audited (tests check which Secrets the
+# operator watches, and that it asks for metadata only).
+cat >"${STATE}/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: RequestResponse
+    verbs: ["list"]
+    resources: [{group: "", resources: ["secrets"]}]
+  - level: Metadata
+    verbs: ["watch"]
+    resources: [{group: "", resources: ["secrets"]}]
+  - level: None
+POLICY
 printf '%s\n' "${SERVER}" >"${STATE}/server"
 cat >"${STATE}/kubeconfig" <<KUBECONFIG
 apiVersion: v1
@@ -84,6 +104,7 @@ KUBECONFIG
     --initial-cluster "default=http://127.0.0.1:${ETCD_PEER_PORT}" \
     --unsafe-no-fsync >"${STATE}/etcd.log" 2>&1 &
 PIDS+=("$!")
+printf '%s\n' "$!" >"${STATE}/etcd.pid"
 
 "${BIN}/kube-apiserver" --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \
     --secure-port="${API_PORT}" --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
@@ -92,9 +113,12 @@ PIDS+=("$!")
     --service-account-key-file="${STATE}/sa.pub" \
     --service-account-signing-key-file="${STATE}/sa.key" \
     --authorization-mode=RBAC --token-auth-file="${STATE}/tokens.csv" \
+    --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
+    --audit-policy-file="${STATE}/audit-policy.yaml" --audit-log-path="${STATE}/audit.log" \
     --service-cluster-ip-range=198.19.0.0/16 --allow-privileged=true \
     --insecure-port=0 >"${STATE}/apiserver.log" 2>&1 &
 PIDS+=("$!")
+printf '%s\n' "$!" >"${STATE}/apiserver.pid"
 
 ready=0
 for _ in $(seq 1 300); do
@@ -116,6 +140,7 @@ fi
     --controllers='*,-nodeipam,-nodelifecycle' --leader-elect=false --port=0 --secure-port=0 \
     >"${STATE}/controller-manager.log" 2>&1 &
 PIDS+=("$!")
+printf '%s\n' "$!" >"${STATE}/controller-manager.pid"
 
 touch "${STATE}/ready"
 echo "control plane ready at ${SERVER} (state in ${STATE})" >&2

@@ -297,7 +297,8 @@ pub struct StoreSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ManagedStore {
-    /// Image; defaults to redis:7-alpine, rabbitmq:3.13-management-alpine or mongo:7.
+    /// Image; defaults to `redis:7.4-alpine` (Redis), `rabbitmq:3.13-alpine`
+    /// (RabbitMQ) or `mongo:7.0` (MongoDB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Size of the data volume: a quantity such as `1Gi` or `500Mi`.

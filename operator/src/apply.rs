@@ -157,7 +157,11 @@ pub async fn ensure_generated_secrets(
         patch["stringData"] = serde_json::json!(values);
         created += 1;
     }
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    let params = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch(&name, &params, &Patch::Merge(&patch))
         .await
         .with_context(|| format!("updating Secret {name} (adding {missing:?}, owners)"))?;
     Ok(created)
@@ -170,7 +174,11 @@ fn random_hex(bytes: usize) -> anyhow::Result<String> {
 }
 
 async fn create_once(api: &Api<Secret>, secret: &Secret) -> anyhow::Result<usize> {
-    match api.create(&PostParams::default(), secret).await {
+    let params = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&params, secret).await {
         Ok(_) => Ok(1),
         // Another writer got there first: keep theirs.
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(0),

@@ -75,4 +75,24 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_store_image_text_names_the_images_used() {
+        let crd = serde_json::to_value(crd()).unwrap_or_default();
+        for store in crate::api::Store::ALL {
+            let pointer = format!(
+                "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/{}/properties/managed/properties/image/description",
+                store.name()
+            );
+            let text = crd
+                .pointer(&pointer)
+                .and_then(|d| d.as_str())
+                .unwrap_or_default();
+            assert!(
+                text.contains(&format!("`{}`", store.default_image())),
+                "{}: {text:?}",
+                store.name()
+            );
+        }
+    }
 }

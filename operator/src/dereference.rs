@@ -9,7 +9,7 @@ use kube::{Api, Client};
 
 use crate::api::{ChatCluster, Store};
 use crate::build::rollout::SecretDigests;
-use crate::build::secret::{generated_secret_name, jwt_secret_name};
+use crate::build::secret::{PRIVATE_KEY, PUBLIC_KEY, generated_secret_name, jwt_secret_name};
 use crate::build::{ApiSupport, managed};
 
 /// What dereferencing found.
@@ -23,14 +23,17 @@ pub struct Dereferenced {
     pub apis: ApiSupport,
 }
 
-/// Secret references of a spec: (name, required key or None).
-pub fn secret_refs(cc: &ChatCluster) -> Vec<(String, Option<String>)> {
+/// Secret references of a spec: (name, keys it must hold).
+pub fn secret_refs(cc: &ChatCluster) -> Vec<(String, Vec<String>)> {
+    let keys = |keys: &[&str]| keys.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
     let mut refs = vec![
-        (jwt_secret_name(cc), Some("private.pem".to_owned())),
-        (generated_secret_name(cc), None),
+        // user pods read private.pem, chat pods public.pem
+        (jwt_secret_name(cc), keys(&[PRIVATE_KEY, PUBLIC_KEY])),
+        (generated_secret_name(cc), Vec::new()),
     ];
     if let Some(s) = &cc.spec.smtp.credentials_secret {
-        refs.push((s.clone(), Some("password".to_owned())));
+        // the mail pods read both (non-optional secretKeyRefs)
+        refs.push((s.clone(), keys(&["username", "password"])));
     }
     for store in Store::ALL {
         if managed(cc, store).is_none()
@@ -38,11 +41,31 @@ pub fn secret_refs(cc: &ChatCluster) -> Vec<(String, Option<String>)> {
         {
             refs.push((
                 ext.url_secret.name.clone(),
-                Some(ext.url_secret.key.clone()),
+                vec![ext.url_secret.key.clone()],
             ));
         }
     }
     refs
+}
+
+/// What `secret` (None: absent) lacks of `required`: the name alone when it
+/// is absent, else `name/key` per missing key.
+pub fn missing_parts(name: &str, secret: Option<&Secret>, required: &[String]) -> Vec<String> {
+    let Some(secret) = secret else {
+        return vec![name.to_owned()];
+    };
+    let has = |key: &str| {
+        secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+            || secret
+                .string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(key))
+    };
+    required
+        .iter()
+        .filter(|key| !has(key))
+        .map(|key| format!("{name}/{key}"))
+        .collect()
 }
 
 /// Which optional APIs a list of served group versions contains.
@@ -94,15 +117,9 @@ pub async fn dereference(
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut secrets = Vec::new();
     let mut missing = Vec::new();
-    for (name, key) in secret_refs(cc) {
+    for (name, keys) in secret_refs(cc) {
         let secret = api.get_opt(&name).await?;
-        match (&secret, &key) {
-            (None, _) => missing.push(name.clone()),
-            (Some(s), Some(key)) if !s.data.as_ref().is_some_and(|d| d.contains_key(key)) => {
-                missing.push(format!("{name}/{key}"))
-            }
-            _ => {}
-        }
+        missing.extend(missing_parts(&name, secret.as_ref(), &keys));
         secrets.push((name, secret));
     }
     Ok(Dereferenced {
@@ -150,5 +167,28 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert_eq!(names, ["demo-jwt", "demo-generated", "smtp", "mongo"]);
+    }
+
+    #[test]
+    fn the_public_key_and_the_smtp_username_are_required() {
+        let mut spec = crate::api::ChatClusterSpec::default();
+        spec.smtp.credentials_secret = Some("smtp".into());
+        let refs = secret_refs(&cluster(spec));
+        let keys = |name: &str| refs.iter().find(|(n, _)| n == name).map(|(_, k)| k.clone());
+        assert_eq!(keys("demo-jwt").unwrap(), ["private.pem", "public.pem"]);
+        assert_eq!(keys("smtp").unwrap(), ["username", "password"]);
+        let only_password = Secret {
+            data: Some(std::collections::BTreeMap::from([(
+                "password".to_owned(),
+                k8s_openapi::ByteString(b"p".to_vec()),
+            )])),
+            ..Default::default()
+        };
+        let required = keys("smtp").unwrap();
+        assert_eq!(
+            missing_parts("smtp", Some(&only_password), &required),
+            ["smtp/username"]
+        );
+        assert_eq!(missing_parts("smtp", None, &required), ["smtp"]);
     }
 }

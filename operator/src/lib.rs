@@ -9,11 +9,14 @@
 pub mod api;
 pub mod apply;
 pub mod build;
+pub mod client;
 pub mod crd;
 pub mod dereference;
 pub mod leader;
 pub mod reconcile;
+pub mod secret_watch;
 pub mod settings;
+pub mod shutdown;
 pub mod status;
 pub mod validate;
 

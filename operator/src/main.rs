@@ -9,7 +9,13 @@
 //! - `PARLEY_LEASE_NAME` (default `parley-operator`)
 //! - `PARLEY_IDENTITY` (default: `HOSTNAME`-pid)
 //! - `PARLEY_RESYNC_SECS` (default 300): re-check of converged clusters
+//! - `PARLEY_SHUTDOWN_GRACE_SECS` (default 20): the process ends within this after SIGTERM
 //! - `KUBECONFIG` or the in-cluster service account: the API server
+//!
+//! Shutdown (SIGTERM) is bounded whatever the API server does: in-flight
+//! reconciles get half the grace period, releasing the Lease a few seconds,
+//! and a watchdog ends the process when the grace period is over. A second
+//! SIGTERM ends it at once.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,10 +23,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use parley_common::health::Readiness;
-use parley_operator::leader;
+use parley_operator::client::Clients;
+use parley_operator::leader::Elector;
 use parley_operator::reconcile::{self, Context};
 use parley_operator::settings::Settings;
 use tokio_util::sync::CancellationToken;
+
+/// Longest wait for releasing the Lease on shutdown; it expires by itself otherwise.
+const RELEASE_WITHIN: Duration = Duration::from_secs(3);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -29,9 +39,12 @@ async fn main() -> ExitCode {
 
 async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     parley_operator::install_crypto();
-    let client = kube::Client::try_default()
+    parley_operator::shutdown::enforce(shutdown.clone(), settings.shutdown_grace);
+    let config = kube::Config::infer()
         .await
-        .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster)")?;
+        .context("reading the Kubernetes API configuration (KUBECONFIG or in-cluster)")?;
+    let clients = Clients::new(config).context("building the Kubernetes client")?;
+    let client = clients.requests.clone();
 
     let app =
         parley_common::server::with_ops(axum::Router::new(), Readiness::new(shutdown.clone()));
@@ -45,21 +58,25 @@ async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<
         Duration::from_secs(5),
     ));
 
-    let lost = tokio_util::sync::CancellationToken::new();
+    let lost = CancellationToken::new();
+    // renewals go on while reconciles drain; stopped only after the drain
+    let stop_renewing = CancellationToken::new();
+    let mut renewer = None;
     if settings.leader_election {
         tracing::info!(identity = %settings.lease.identity, lease = %settings.lease.name, "waiting for leadership");
-        if !leader::acquire(&client, &settings.lease, &shutdown).await {
+        let mut elector = Elector::new(client.clone(), settings.lease.clone());
+        let Some(renewed) = elector.acquire(&shutdown).await else {
+            let _ = tokio::time::timeout(settings.shutdown_grace / 2, server).await;
             return Ok(());
-        }
+        };
         metrics::gauge!("parley_operator_leader").set(1.0);
-        tokio::spawn(leader::keep(
-            client.clone(),
-            settings.lease.clone(),
-            shutdown.clone(),
+        renewer = Some(tokio::spawn(elector.keep(
+            renewed,
+            stop_renewing.clone(),
             lost.clone(),
-        ));
+        )));
     }
-    let stop = tokio_util::sync::CancellationToken::new();
+    let stop = CancellationToken::new();
     {
         let (stop, shutdown, lost) = (stop.clone(), shutdown.clone(), lost.clone());
         tokio::spawn(async move {
@@ -70,22 +87,37 @@ async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<
             stop.cancel();
         });
     }
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        settings.resync,
-        &settings.lease.identity,
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), settings.resync, &settings.lease.identity)
+            .with_watch_client(clients.watches.clone()),
+    );
     tracing::info!(namespace = ?settings.namespace, "controller starting");
-    reconcile::run(ctx, settings.namespace, stop).await;
+    let drain = settings.shutdown_grace / 2;
+    let controller = reconcile::run(ctx, settings.namespace, stop.clone());
+    tokio::pin!(controller);
+    tokio::select! {
+        () = &mut controller => {}
+        // another process may lead soon: abandon in-flight work at once
+        () = lost.cancelled() => {}
+        () = async { stop.cancelled().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!(?drain, "in-flight reconciles did not finish in time; abandoned");
+        }
+    }
+    stop_renewing.cancel();
+    let elector = match renewer {
+        // keep() stops at once when told to, even mid-request
+        Some(renewer) => renewer.await.ok(),
+        None => None,
+    };
     if lost.is_cancelled() {
         anyhow::bail!("leadership lost; exiting so a fresh process can campaign again");
     }
-    if settings.leader_election
-        && let Err(e) = leader::release(&client, &settings.lease).await
+    if let Some(elector) = elector
+        && let Err(e) = elector.release(RELEASE_WITHIN).await
     {
-        tracing::warn!(error = %e, "could not release the lease");
+        tracing::warn!(error = %e, "could not release the lease; it expires by itself");
     }
     shutdown.cancel();
-    let _ = server.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{ApiResource, DynamicObject};
 use kube::core::DeserializeGuard;
@@ -33,10 +33,17 @@ pub const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=parley-operator";
 /// arrives as an error of its own instead of failing the whole list.
 pub type Guarded = DeserializeGuard<ChatCluster>;
 
+/// The ChatClusters of a reflector's snapshot that deserialized.
+pub fn readable(state: &[Arc<Guarded>]) -> impl Iterator<Item = &ChatCluster> {
+    state.iter().filter_map(|g| g.0.as_ref().ok())
+}
+
 /// Shared state of the reconciler.
 pub struct Context {
-    /// API client.
+    /// API client for requests (with read timeouts).
     pub client: Client,
+    /// API client for the controller's watches (see [`crate::client::Clients`]).
+    pub watch_client: Client,
     /// Discovery results.
     pub discovery: DiscoveryCache,
     /// How often a converged ChatCluster is checked again without any event.
@@ -55,11 +62,18 @@ impl Context {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            watch_client: client.clone(),
             client,
             discovery: DiscoveryCache::default(),
             resync,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Watches through `client` instead of the request client.
+    pub fn with_watch_client(mut self, client: Client) -> Self {
+        self.watch_client = client;
+        self
     }
 
     /// Publishes an Event about `obj` (a ChatCluster, readable or not);
@@ -227,6 +241,7 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
         apply_error: apply_error.clone(),
         volume_problems: std::mem::take(&mut applied.volume_problems),
         missing: deref.missing,
+        dependencies_checked: true,
         apis: Some(deref.apis),
         components: observe_workloads(client, cc, &ns).await?,
         ..Default::default()
@@ -270,9 +285,10 @@ async fn write_status(
     Ok(())
 }
 
-/// The ChatClusters in `secret`'s namespace that read it.
-pub fn clusters_reading<'a>(
-    secret: &Secret,
+/// The ChatClusters in `secret`'s namespace that read it (`secret` may be
+/// the whole Secret or only its metadata).
+pub fn clusters_reading<'a, K: Resource>(
+    secret: &K,
     clusters: impl IntoIterator<Item = &'a ChatCluster>,
 ) -> Vec<ObjectRef<Guarded>> {
     let name = secret.name_any();
@@ -311,7 +327,7 @@ pub fn error_policy(cc: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Actio
 
 /// Runs the controller until `shutdown` is cancelled. `namespace` limits it to one namespace.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
-    let client = ctx.client.clone();
+    let client = ctx.watch_client.clone();
     fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -327,16 +343,18 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         watcher::Config::default(),
     );
     let store = controller.store();
+    // a changed Secret (signing key, SMTP credentials, store URLs) rolls the
+    // pods; only the operator's own and the named ones are watched, metadata only
+    let secrets = crate::secret_watch::events(
+        client.clone(),
+        namespace.clone(),
+        store.clone(),
+        CHILD_SELECTOR,
+    );
     let mut controller = controller
-        // a changed Secret (signing key, SMTP credentials, store URLs) rolls the pods
-        .watches(
-            api::<Secret>(&client, &namespace),
-            watcher::Config::default(),
-            move |secret| {
-                let clusters = store.state();
-                clusters_reading(&secret, clusters.iter().filter_map(|g| g.0.as_ref().ok()))
-            },
-        )
+        .watches_stream(secrets, move |secret| {
+            clusters_reading(&secret, readable(&store.state()))
+        })
         // store volumes appear after their StatefulSet: `Delete` ones get owned then
         .watches(
             api::<PersistentVolumeClaim>(&client, &namespace),
@@ -408,6 +426,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Secret;
 
     #[test]
     fn a_secret_maps_to_the_clusters_in_its_namespace_that_read_it() {

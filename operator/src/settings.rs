@@ -41,7 +41,7 @@ pub const ENV: &[VarDoc] = &[
 pub fn reference() -> Vec<VarDoc> {
     let http = parley_common::config::ServerConfig::ENV
         .iter()
-        .filter(|v| v.name == "PARLEY_HTTP_ADDR");
+        .filter(|v| v.name == "PARLEY_HTTP_ADDR" || v.name == "PARLEY_SHUTDOWN_GRACE_SECS");
     http.chain(parley_common::telemetry::ENV)
         .chain(ENV)
         .copied()
@@ -61,6 +61,9 @@ pub struct Settings {
     pub lease: LeaseConfig,
     /// Re-check period of converged clusters.
     pub resync: Duration,
+    /// After SIGTERM the process ends within this, whatever the API server
+    /// does (`PARLEY_SHUTDOWN_GRACE_SECS`).
+    pub shutdown_grace: Duration,
 }
 
 impl Settings {
@@ -84,6 +87,14 @@ impl Settings {
         if resync.is_zero() {
             return Err(ConfigError::new("PARLEY_RESYNC_SECS", "must be at least 1"));
         }
+        let shutdown_grace =
+            env.seconds_or("PARLEY_SHUTDOWN_GRACE_SECS", Duration::from_secs(20))?;
+        if shutdown_grace < Duration::from_secs(2) {
+            return Err(ConfigError::new(
+                "PARLEY_SHUTDOWN_GRACE_SECS",
+                "must be at least 2",
+            ));
+        }
         Ok(Self {
             addr: env.socket_addr_or("PARLEY_HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             namespace,
@@ -93,9 +104,11 @@ impl Settings {
                 name: env.string_or("PARLEY_LEASE_NAME", "parley-operator"),
                 identity,
                 duration: Duration::from_secs(15),
+                renew_deadline: Duration::from_secs(10),
                 renew_every: Duration::from_secs(2),
             },
             resync,
+            shutdown_grace,
         })
     }
 }
@@ -111,6 +124,7 @@ mod tests {
         assert!(s.leader_election);
         assert_eq!(s.lease.namespace, "default");
         assert_eq!(s.resync, Duration::from_secs(300));
+        assert_eq!(s.shutdown_grace, Duration::from_secs(20));
         let s =
             Settings::from_env(&Env::from_pairs([("PARLEY_WATCH_NAMESPACE", "team-a")])).unwrap();
         assert_eq!(s.lease.namespace, "team-a");
@@ -129,6 +143,7 @@ mod tests {
             ("PARLEY_LEADER_ELECTION", "yes"),
             ("PARLEY_RESYNC_SECS", "0"),
             ("PARLEY_RESYNC_SECS", "soon"),
+            ("PARLEY_SHUTDOWN_GRACE_SECS", "1"),
             ("PARLEY_HTTP_ADDR", "8080"),
         ] {
             let err = Settings::from_env(&Env::from_pairs([(var, value)])).unwrap_err();

@@ -30,6 +30,9 @@ pub struct Observed {
     pub components: BTreeMap<String, ComponentStatus>,
     /// The spec is paused.
     pub paused: bool,
+    /// Whether the referenced Secrets were read (`missing` is meaningful);
+    /// they are not while paused or invalid.
+    pub dependencies_checked: bool,
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
@@ -72,12 +75,29 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
             Some((reason, msg)) => condition("Degraded", true, reason, msg.clone()),
             None => condition("Degraded", false, "AsExpected", "spec applied"),
         },
-        if deps_ok {
+        if !observed.dependencies_checked {
+            let (reason, why) = if observed.paused {
+                ("Paused", "spec.paused is true")
+            } else if !observed.spec_errors.is_empty() {
+                ("InvalidSpec", "the spec is invalid")
+            } else {
+                ("NotChecked", "they were not read")
+            };
+            Condition {
+                status: "Unknown".into(),
+                ..condition(
+                    "DependenciesReady",
+                    false,
+                    reason,
+                    format!("referenced Secrets not checked: {why}"),
+                )
+            }
+        } else if deps_ok {
             condition(
                 "DependenciesReady",
                 true,
                 "SecretsFound",
-                "every referenced Secret exists",
+                "every referenced Secret exists with the keys it needs",
             )
         } else {
             condition(
@@ -370,6 +390,37 @@ mod tests {
         let a = cond(&s, "APIsAvailable");
         assert_eq!(a.status, "False");
         assert!(a.message.contains("autoscaling/v2") && a.message.contains("policy/v1"));
+    }
+
+    #[test]
+    fn dependencies_are_unknown_unless_checked() {
+        let cc = cluster(Default::default());
+        let paused = Observed {
+            paused: true,
+            ..Default::default()
+        };
+        let d = cond(&compute(&cc, &paused, "t"), "DependenciesReady").clone();
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("Unknown", "Paused")
+        );
+        let invalid = Observed {
+            spec_errors: vec!["spec.image.tag: must not be empty".into()],
+            ..Default::default()
+        };
+        let d = cond(&compute(&cc, &invalid, "t"), "DependenciesReady").clone();
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("Unknown", "InvalidSpec")
+        );
+        let checked = Observed {
+            dependencies_checked: true,
+            missing: vec!["demo-jwt/public.pem".into()],
+            ..Default::default()
+        };
+        let d = cond(&compute(&cc, &checked, "t"), "DependenciesReady").clone();
+        assert_eq!(d.status, "False");
+        assert!(d.message.contains("demo-jwt/public.pem"));
     }
 
     #[test]

@@ -395,6 +395,21 @@ fn chart_rbac_is_the_operators_rbac() -> anyhow::Result<()> {
         file.rules.unwrap_or_default(),
         "the chart's leader-election Role and operator/rbac/leader-election-role.yaml differ"
     );
+    // children set blockOwnerDeletion: clusters enforcing owner-reference
+    // permissions (OwnerReferencesPermissionEnforcement, OpenShift) require
+    // update on the owner's finalizers
+    let grants_finalizers = rules(&chart_cluster_role["rules"])?.iter().any(|r| {
+        r.api_groups.as_deref().unwrap_or_default() == ["parley.dev"]
+            && r.resources
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&"chatclusters/finalizers".to_owned())
+            && r.verbs.contains(&"update".to_owned())
+    });
+    assert!(
+        grants_finalizers,
+        "the ClusterRole does not grant update on chatclusters/finalizers"
+    );
     // no rule reaches leases cluster-wide
     assert!(
         !serde_json::to_string(&chart_cluster_role["rules"])?.contains("leases"),

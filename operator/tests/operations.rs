@@ -121,7 +121,8 @@ async fn operator_under_the_chart_clusterrole_converges() -> anyhow::Result<()> 
                 .is_ok_and(|cc| cc.status.is_some())
         },
     )
-    .await?;
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}\noutput:\n{}", op.output()))?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     assert!(
         leases.get_opt("parley-operator").await?.is_some(),

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod stall;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -33,7 +35,9 @@ use serde_json::Value;
 /// The running control plane.
 pub struct ControlPlane {
     pub dir: PathBuf,
-    _child: Child,
+    child: Child,
+    /// Stopped (SIGTERM to the script, which stops every process) on drop.
+    dedicated: bool,
 }
 
 static PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
@@ -45,7 +49,8 @@ fn remove_stale_state(parent: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name.trim_start_matches("cp-").trim_end_matches(".log");
+        let rest = name.trim_start_matches("cp-").trim_end_matches(".log");
+        let pid = rest.split('-').next().unwrap_or(rest);
         if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
             let path = entry.path();
             let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
@@ -54,13 +59,16 @@ fn remove_stale_state(parent: &Path) {
 }
 
 fn start() -> anyhow::Result<ControlPlane> {
-    let root = parley_testkit::workspace_root();
     remove_stale_state(Path::new("/var/tmp/parley/operator-tests"));
-    let script = root.join("e2e/controlplane/start.sh");
-    let dir = PathBuf::from(format!(
+    start_in(PathBuf::from(format!(
         "/var/tmp/parley/operator-tests/cp-{}",
         std::process::id()
-    ));
+    )))
+}
+
+fn start_in(dir: PathBuf) -> anyhow::Result<ControlPlane> {
+    let root = parley_testkit::workspace_root();
+    let script = root.join("e2e/controlplane/start.sh");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let log = std::fs::File::create(dir.with_extension("log"))?;
@@ -87,7 +95,21 @@ fn start() -> anyhow::Result<ControlPlane> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(ControlPlane { dir, _child: child })
+    Ok(ControlPlane {
+        dir,
+        child,
+        dedicated: false,
+    })
+}
+
+/// Sends `signal` (`TERM`, `STOP`, `CONT`, `KILL`) to `pid`.
+pub fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .context("running kill")?;
+    ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
 }
 
 /// The shared control plane, started on first use. Fails (never skips) with the reason.
@@ -99,6 +121,50 @@ pub fn plane() -> anyhow::Result<&'static ControlPlane> {
 }
 
 impl ControlPlane {
+    /// A control plane of the calling test's own, which it may freeze or
+    /// kill; stopped when dropped.
+    pub async fn dedicated() -> anyhow::Result<Self> {
+        let dir = PathBuf::from(format!(
+            "/var/tmp/parley/operator-tests/cp-{}-{}",
+            std::process::id(),
+            parley_testkit::short_id()
+        ));
+        let mut plane = tokio::task::spawn_blocking(move || start_in(dir)).await??;
+        plane.dedicated = true;
+        Ok(plane)
+    }
+
+    /// The kube-apiserver's process id.
+    pub fn apiserver_pid(&self) -> anyhow::Result<u32> {
+        let pid = std::fs::read_to_string(self.dir.join("apiserver.pid"))
+            .context("no apiserver.pid: start.sh too old?")?;
+        Ok(pid.trim().parse()?)
+    }
+
+    /// Freezes the API server (SIGSTOP): connections open but nothing
+    /// answers, as when the network to it drops packets.
+    pub fn freeze_apiserver(&self) -> anyhow::Result<()> {
+        signal(self.apiserver_pid()?, "STOP")
+    }
+
+    /// Lets a frozen API server run again.
+    pub fn thaw_apiserver(&self) -> anyhow::Result<()> {
+        signal(self.apiserver_pid()?, "CONT")
+    }
+
+    /// Kills the API server (SIGKILL): connections are refused from now
+    /// on. The rest of a dedicated plane stops with it.
+    pub fn kill_apiserver(&self) -> anyhow::Result<()> {
+        signal(self.apiserver_pid()?, "KILL")
+    }
+
+    /// The server URL, `https://127.0.0.1:PORT`.
+    pub fn server(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.dir.join("server"))?
+            .trim()
+            .to_owned())
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
     }
@@ -109,6 +175,16 @@ impl ControlPlane {
         self.kubeconfig_with_token(&self.dir.join("user-kubeconfig"), user_token.trim())
     }
 
+    /// Writes to `path` a copy of the admin kubeconfig that reaches the API
+    /// server at `server` (a proxy in front of it) instead.
+    pub fn kubeconfig_via(&self, path: &Path, server: &str) -> anyhow::Result<PathBuf> {
+        let admin = std::fs::read_to_string(self.kubeconfig())?;
+        let own = self.server()?;
+        ensure!(admin.contains(&own), "server {own} not found");
+        std::fs::write(path, admin.replace(&own, server))?;
+        Ok(path.to_path_buf())
+    }
+
     /// Writes to `path` a copy of the admin kubeconfig that authenticates with `token`.
     pub fn kubeconfig_with_token(&self, path: &Path, token: &str) -> anyhow::Result<PathBuf> {
         let admin = std::fs::read_to_string(self.kubeconfig())?;
@@ -116,6 +192,25 @@ impl ControlPlane {
         ensure!(admin.contains(admin_token.trim()), "admin token not found");
         std::fs::write(path, admin.replace(admin_token.trim(), token))?;
         Ok(path.to_path_buf())
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if !self.dedicated {
+            return;
+        }
+        // SIGTERM: the script's trap wakes and stops every process it started
+        let _ = signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
     }
 }
 
@@ -129,7 +224,11 @@ pub async fn client_for(kubeconfig: &Path) -> anyhow::Result<Client> {
 
 /// An admin client, with the CRD installed and established.
 pub async fn admin() -> anyhow::Result<Client> {
-    let plane = plane()?;
+    admin_of(plane()?).await
+}
+
+/// An admin client of `plane`, with the CRD installed and established.
+pub async fn admin_of(plane: &ControlPlane) -> anyhow::Result<Client> {
     let client = client_for(&plane.kubeconfig()).await?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     // Tests start together: concurrent first applies race to create it (409).

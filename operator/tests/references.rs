@@ -1,0 +1,320 @@
+//! What a ChatCluster refers to and what the operator writes for it, on the
+//! control plane: Secrets (field manager, which ones are watched, the
+//! DependenciesReady condition) and the default store images the CRD names.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::PostParams;
+use kube::{Api, Client, ResourceExt};
+use parley_operator::api::ChatCluster;
+use support::{admin, create, get, namespace, operator, plane, wait_for};
+
+/// Generous bound for the operator's reaction on a loaded 2-core machine.
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// (status, reason, message) of condition `t`.
+fn condition(cc: &ChatCluster, t: &str) -> Option<(String, String, String)> {
+    cc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until `name`'s DependenciesReady condition satisfies `ok`; returns it.
+async fn dependencies(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&(String, String, String)) -> bool,
+) -> anyhow::Result<(String, String, String)> {
+    let last = std::sync::Mutex::new(None);
+    let waited = wait_for(what, SETTLE, || async {
+        let found = get::<ChatCluster>(client, ns, name)
+            .await
+            .ok()
+            .and_then(|cc| condition(&cc, "DependenciesReady"));
+        let hit = found.as_ref().is_some_and(&ok);
+        if let Ok(mut slot) = last.lock() {
+            *slot = found;
+        }
+        hit
+    })
+    .await;
+    let last = last.lock().map(|l| l.clone()).unwrap_or_default();
+    waited.map_err(|e| anyhow::anyhow!("{e:#}; last DependenciesReady: {last:?}"))?;
+    last.ok_or_else(|| anyhow::anyhow!("no condition"))
+}
+
+fn secret(name: &str, data: &[(&str, &str)]) -> anyhow::Result<Secret> {
+    let data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+        .collect();
+    Ok(serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name}, "stringData": data,
+    }))?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_the_operator_writes_carry_its_field_manager() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    // an older operator's generated Secret, lacking keys: the operator adds them
+    let as_tests = PostParams {
+        field_manager: Some("parley-tests".into()),
+        ..Default::default()
+    };
+    secrets
+        .create(
+            &as_tests,
+            &secret("old-generated", &[("otp-secret", "kept")])?,
+        )
+        .await?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(&client, &ns, "fresh", serde_json::json!({})).await?;
+    create(&client, &ns, "old", serde_json::json!({})).await?;
+    for name in ["fresh-jwt", "fresh-generated"] {
+        wait_for(name, SETTLE, || async {
+            secrets.get_opt(name).await.ok().flatten().is_some()
+        })
+        .await?;
+    }
+    wait_for("keys added to old-generated", SETTLE, || async {
+        secrets
+            .get_opt("old-generated")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.data)
+            .is_some_and(|d| d.contains_key("redis-password"))
+    })
+    .await?;
+    for name in ["fresh-jwt", "fresh-generated", "old-generated"] {
+        let managers: Vec<String> = secrets
+            .get(name)
+            .await?
+            .managed_fields()
+            .iter()
+            .filter_map(|f| f.manager.clone())
+            .collect();
+        let expected: &[&str] = if name == "old-generated" {
+            &["parley-tests", "parley-operator"]
+        } else {
+            &["parley-operator"]
+        };
+        let mut got = managers.clone();
+        got.sort();
+        let mut want: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+        want.sort();
+        assert_eq!(got, want, "{name}: managers {managers:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_ready_is_not_claimed_while_paused_or_invalid() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(&client, &ns, "paused", serde_json::json!({"paused": true})).await?;
+    create(
+        &client,
+        &ns,
+        "invalid",
+        serde_json::json!({"chat": {"autoscaling": {"enabled": true, "minReplicas": 5, "maxReplicas": 2}}}),
+    )
+    .await?;
+    for (name, reason) in [("paused", "Paused"), ("invalid", "InvalidSpec")] {
+        let deps = dependencies(&client, &ns, name, name, |_| true).await?;
+        assert_eq!(deps.0, "Unknown", "{name}: {deps:?}");
+        assert_eq!(deps.1, reason, "{name}: {deps:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_ready_checks_the_public_key_and_the_smtp_username() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("keys", &[("private.pem", "priv")])?,
+        )
+        .await?;
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("smtp", &[("password", "p")])?,
+        )
+        .await?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(
+        &client,
+        &ns,
+        "refs",
+        serde_json::json!({
+            "auth": {"signingKeySecret": "keys"},
+            "smtp": {"credentialsSecret": "smtp"},
+        }),
+    )
+    .await?;
+    let deps = dependencies(&client, &ns, "refs", "both keys named", |d| {
+        d.0 == "False" && d.2.contains("keys/public.pem") && d.2.contains("smtp/username")
+    })
+    .await?;
+    assert_eq!(deps.1, "SecretMissing", "{deps:?}");
+    // supplying them is noticed through the Secret watch
+    secrets
+        .replace(
+            "keys",
+            &PostParams::default(),
+            &secret("keys", &[("private.pem", "priv"), ("public.pem", "pub")])?,
+        )
+        .await?;
+    secrets
+        .replace(
+            "smtp",
+            &PostParams::default(),
+            &secret("smtp", &[("username", "u"), ("password", "p")])?,
+        )
+        .await?;
+    dependencies(&client, &ns, "refs", "DependenciesReady True", |d| {
+        d.0 == "True"
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crd_names_the_store_images_the_operator_runs() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    // the CRD as the API server serves it (what `kubectl explain` shows)
+    let crd = Api::<CustomResourceDefinition>::all(client.clone())
+        .get("chatclusters.parley.dev")
+        .await?;
+    let schema = serde_json::to_value(&crd.spec.versions[0].schema)?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(&client, &ns, "images", serde_json::json!({})).await?;
+    for store in ["redis", "rabbitmq", "mongodb"] {
+        let name = format!("images-{store}");
+        wait_for(&name, SETTLE, || async {
+            support::exists::<StatefulSet>(&client, &ns, &name).await
+        })
+        .await?;
+        let set: StatefulSet = get(&client, &ns, &name).await?;
+        let image = set
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.containers.first().and_then(|c| c.image.clone()))
+            .unwrap_or_default();
+        let pointer = format!(
+            "/openAPIV3Schema/properties/spec/properties/{store}/properties/managed/properties/image/description"
+        );
+        let text = schema
+            .pointer(&pointer)
+            .and_then(|d| d.as_str())
+            .unwrap_or_default();
+        assert!(
+            !image.is_empty() && text.contains(&format!("`{image}`")),
+            "{store} runs {image:?}, the CRD says {text:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Audit events (JSON) of Secret lists and watches in `ns`.
+fn secret_reads(ns: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let log = std::fs::read_to_string(plane()?.dir.join("audit.log"))?;
+    Ok(log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e.pointer("/objectRef/resource").and_then(|v| v.as_str()) == Some("secrets")
+                && e.pointer("/objectRef/namespace").and_then(|v| v.as_str()) == Some(ns)
+        })
+        .collect())
+}
+
+/// The request URI of an audit event, its selectors decoded.
+fn request_uri(event: &serde_json::Value) -> String {
+    event
+        .get("requestURI")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .replace("%2F", "/")
+        .replace("%2f", "/")
+        .replace("%3D", "=")
+        .replace("%3d", "=")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_secrets_the_operator_creates_or_a_cluster_names_are_watched_as_metadata()
+-> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for (name, data) in [
+        ("smtp", &[("username", "u"), ("password", "p")][..]),
+        ("unrelated", &[("token", "not the operator's business")][..]),
+    ] {
+        secrets
+            .create(&PostParams::default(), &secret(name, data)?)
+            .await?;
+    }
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(
+        &client,
+        &ns,
+        "watched",
+        serde_json::json!({"smtp": {"credentialsSecret": "smtp"}}),
+    )
+    .await?;
+    dependencies(&client, &ns, "watched", "DependenciesReady True", |d| {
+        d.0 == "True"
+    })
+    .await?;
+    let by_name = "fieldSelector=metadata.name=smtp";
+    let by_label = "labelSelector=app.kubernetes.io/managed-by=parley-operator";
+    // a watch starts with a list; an idle watch is audited only when it ends
+    wait_for("a list of the named Secret", SETTLE, || async {
+        secret_reads(&ns)
+            .is_ok_and(|events| events.iter().any(|e| request_uri(e).contains(by_name)))
+    })
+    .await?;
+    let events = secret_reads(&ns)?;
+    assert!(
+        events.iter().any(|e| request_uri(e).contains(by_label)),
+        "no watch of the operator's own Secrets: {events:#?}"
+    );
+    for event in &events {
+        let uri = request_uri(event);
+        assert!(
+            uri.contains(by_name) || uri.contains(by_label),
+            "an unfiltered Secret read: {uri}"
+        );
+        if event.get("verb").and_then(|v| v.as_str()) == Some("list")
+            && event.get("stage").and_then(|v| v.as_str()) == Some("ResponseComplete")
+        {
+            assert_eq!(
+                event
+                    .pointer("/responseObject/kind")
+                    .and_then(|v| v.as_str()),
+                Some("PartialObjectMetadataList"),
+                "a Secret list with data: {uri}"
+            );
+        }
+    }
+    Ok(())
+}
