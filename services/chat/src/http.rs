@@ -2,7 +2,9 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -263,10 +265,18 @@ async fn media(
         .await?
         .ok_or_else(|| ApiError::not_found("no such media"))?;
     service::member_chat(&state, &chat_id, &me).await?;
+    let file_name = domain::media_file_name(&id, &content_type);
     Ok((
         [
             (CONTENT_TYPE, content_type),
             (CACHE_CONTROL, "private, max-age=86400".to_owned()),
+            // Shown, never run: a file opened on its own is a sandboxed
+            // document that may load nothing.
+            (CONTENT_DISPOSITION, format!("inline; filename=\"{file_name}\"")),
+            (
+                CONTENT_SECURITY_POLICY,
+                "default-src 'none'; img-src 'self'; sandbox; frame-ancestors 'none'".to_owned(),
+            ),
         ],
         bytes,
     )
