@@ -272,7 +272,10 @@ async fn media(
             (CACHE_CONTROL, "private, max-age=86400".to_owned()),
             // Shown, never run: a file opened on its own is a sandboxed
             // document that may load nothing.
-            (CONTENT_DISPOSITION, format!("inline; filename=\"{file_name}\"")),
+            (
+                CONTENT_DISPOSITION,
+                format!("inline; filename=\"{file_name}\""),
+            ),
             (
                 CONTENT_SECURITY_POLICY,
                 "default-src 'none'; img-src 'self'; sandbox; frame-ancestors 'none'".to_owned(),

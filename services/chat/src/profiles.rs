@@ -155,7 +155,8 @@ mod tests {
     fn profiles_never_carry_an_email_onward() {
         // An older user service (or a cache entry it filled) may still
         // answer with emails; chat members never see them.
-        let answer = serde_json::json!({"users": [{"_id": "a", "name": "Ann", "email": "a@x.example"}]});
+        let answer =
+            serde_json::json!({"users": [{"_id": "a", "name": "Ann", "email": "a@x.example"}]});
         let profiles = parse_lookup(&answer);
         assert_eq!(profiles.len(), 1);
         let shown = serde_json::to_value(&profiles[0]).unwrap();

@@ -6,8 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header::{
-    CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
-    X_FRAME_OPTIONS,
+    CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -141,14 +140,11 @@ mod tests {
 
     #[tokio::test]
     async fn every_answer_gets_the_headers_and_handlers_may_set_their_own() {
-        let app = with_security_headers(
-            Router::new()
-                .route("/plain", get(|| async { "x" }))
-                .route(
-                    "/own",
-                    get(|| async { ([(CONTENT_SECURITY_POLICY, "sandbox")], "x") }),
-                ),
-        );
+        let app =
+            with_security_headers(Router::new().route("/plain", get(|| async { "x" })).route(
+                "/own",
+                get(|| async { ([(CONTENT_SECURITY_POLICY, "sandbox")], "x") }),
+            ));
         for (path, csp) in [
             ("/plain", "default-src 'none'; frame-ancestors 'none'"),
             ("/own", "sandbox"),

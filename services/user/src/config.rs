@@ -251,8 +251,13 @@ impl Config {
             account_failures_per_day: whole(env, "PARLEY_OTP_FAILURES_PER_DAY", 10)?,
             account_failures_per_address: whole(env, "PARLEY_OTP_FAILURES_PER_ADDRESS_PER_DAY", 5)?,
             legacy_failures_per_day: whole(env, "PARLEY_OTP_LEGACY_FAILURES_PER_DAY", 3)?,
-            verify_failures_per_ip_per_hour: whole(env, "PARLEY_VERIFY_FAILURES_PER_IP_PER_HOUR", 20)?,
-            max_backoff: env.seconds_or("PARLEY_OTP_MAX_BACKOFF_SECS", Duration::from_secs(3600))?,
+            verify_failures_per_ip_per_hour: whole(
+                env,
+                "PARLEY_VERIFY_FAILURES_PER_IP_PER_HOUR",
+                20,
+            )?,
+            max_backoff: env
+                .seconds_or("PARLEY_OTP_MAX_BACKOFF_SECS", Duration::from_secs(3600))?,
             ipv6_prefix: env.parsed_or("PARLEY_IPV6_PREFIX_LEN", "a whole number", 64)?,
         };
         if !crate::domain::CODE_DIGITS.contains(&limits.digits) {

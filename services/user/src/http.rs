@@ -50,13 +50,16 @@ impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
         match error {
             DomainError::Invalid(message) => ApiError::bad_request(message),
-            DomainError::WrongCode | DomainError::Burned => ApiError::bad_request(error.to_string()),
+            DomainError::WrongCode | DomainError::Burned => {
+                ApiError::bad_request(error.to_string())
+            }
             DomainError::Limited {
                 message,
                 retry_after_secs,
                 limit,
             } => {
-                metrics::counter!("user_login_refused_total", "limit" => limit.label()).increment(1);
+                metrics::counter!("user_login_refused_total", "limit" => limit.label())
+                    .increment(1);
                 ApiError::too_many(message, retry_after_secs)
             }
             DomainError::Unavailable { dependency, detail } => {
@@ -130,8 +133,8 @@ async fn login(
     let login_key = state.hasher.login_key(&login_id);
     let hash = state.hasher.hash(&email, &code);
     state.codes.store(&email, &login_key, &hash).await?;
-    let ttl = chrono::Duration::from_std(limits.otp_ttl)
-        .unwrap_or_else(|_| chrono::Duration::minutes(5));
+    let ttl =
+        chrono::Duration::from_std(limits.otp_ttl).unwrap_or_else(|_| chrono::Duration::minutes(5));
     let event = OtpRequested {
         email: email.clone(),
         code,

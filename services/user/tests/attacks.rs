@@ -33,7 +33,8 @@ async fn attack_refused_logins_do_not_exhaust_global_budget() -> anyhow::Result<
     let mut issued = 0;
     for i in 0..40 {
         let email = format!("spam{i}@example.com");
-        let (status, _, body) = post(&flooder, &service, LOGIN, &[], json!({"email": email})).await?;
+        let (status, _, body) =
+            post(&flooder, &service, LOGIN, &[], json!({"email": email})).await?;
         assert!(status == 200 || status == 429, "{status} {body}");
         issued += usize::from(status == 200);
     }
@@ -73,9 +74,14 @@ async fn attack_refused_logins_do_not_exhaust_global_budget() -> anyhow::Result<
     let mut statuses = Vec::new();
     for i in 0..6 {
         let others = client_from(&format!("127.0.0.{}", 20 + i / 2))?;
-        let (status, _, body) =
-            post(&others, &service, LOGIN, &[], json!({"email": format!("o{i}@example.com")}))
-                .await?;
+        let (status, _, body) = post(
+            &others,
+            &service,
+            LOGIN,
+            &[],
+            json!({"email": format!("o{i}@example.com")}),
+        )
+        .await?;
         statuses.push((status, message(&body).to_owned()));
     }
     let refused = statuses.iter().filter(|(s, _)| *s == 429).count();
@@ -403,7 +409,10 @@ async fn attack_unparseable_forwarded_entries_cannot_pick_the_client_address() -
     let service = stack.service().await?;
     let http = client_from("127.0.0.1")?;
     for (what, lines) in [
-        ("an unparseable trusted entry", ["198.51.100.{i}, unknown", ""]),
+        (
+            "an unparseable trusted entry",
+            ["198.51.100.{i}, unknown", ""],
+        ),
         ("a second header line", ["198.51.100.{i}", "203.0.113.9"]),
     ] {
         let mut issued = 0;
@@ -459,7 +468,14 @@ async fn attack_directory_reveals_no_emails_or_last_seen() -> anyhow::Result<()>
         })
         .await?;
 
-    let (status, all) = call(&service, Method::GET, "/api/v1/user/all", Some(&token), None).await?;
+    let (status, all) = call(
+        &service,
+        Method::GET,
+        "/api/v1/user/all",
+        Some(&token),
+        None,
+    )
+    .await?;
     assert_eq!(status, 200, "{all}");
     let all = all.as_array().cloned().unwrap_or_default();
     assert_eq!(all.len(), 3);
@@ -505,7 +521,14 @@ async fn the_directory_can_be_switched_off() -> anyhow::Result<()> {
     let mut mailbox = stack.mailbox().await?;
     let service = stack.service().await?;
     let (me, token) = login(&service, &mut mailbox, "nodir@example.com").await?;
-    let (status, body) = call(&service, Method::GET, "/api/v1/user/all", Some(&token), None).await?;
+    let (status, body) = call(
+        &service,
+        Method::GET,
+        "/api/v1/user/all",
+        Some(&token),
+        None,
+    )
+    .await?;
     assert_eq!(status, 403, "{body}");
     assert!(message(&body).contains("directory"), "{body}");
     let path = format!("/api/v1/user/{}", me["_id"].as_str().unwrap_or_default());

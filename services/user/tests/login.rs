@@ -194,9 +194,7 @@ async fn user_list_is_paginated() -> anyhow::Result<()> {
     seen.sort();
     assert_eq!(
         seen,
-        (0..5)
-            .map(|i| format!("p{i}@examp"))
-            .collect::<Vec<_>>()
+        (0..5).map(|i| format!("p{i}@examp")).collect::<Vec<_>>()
     );
     let (status, _) = call(
         &service,
@@ -211,7 +209,10 @@ async fn user_list_is_paginated() -> anyhow::Result<()> {
 }
 
 /// POSTs a login for `email`; the answer's login id.
-async fn login_id_for(service: &parley_testkit::ServiceProcess, email: &str) -> anyhow::Result<String> {
+async fn login_id_for(
+    service: &parley_testkit::ServiceProcess,
+    email: &str,
+) -> anyhow::Result<String> {
     let (status, body) = call(
         service,
         Method::POST,
@@ -233,14 +234,16 @@ async fn brute_force_burns_the_code() -> anyhow::Result<()> {
     let stack = Stack::new()?;
     let mut mailbox = stack.mailbox().await?;
     let service = stack.service().await?;
-    let verify = |body: serde_json::Value| call(&service, Method::POST, "/api/v1/verify", None, Some(body));
+    let verify =
+        |body: serde_json::Value| call(&service, Method::POST, "/api/v1/verify", None, Some(body));
 
     // With the login id: 5 wrong tries burn the code.
     let email = "target@example.com";
     let id = login_id_for(&service, email).await?;
     let code = mailbox.code_for(email).await?;
     for _ in 0..5 {
-        let (status, body) = verify(json!({"email": email, "otp": wrong(&code), "loginId": id})).await?;
+        let (status, body) =
+            verify(json!({"email": email, "otp": wrong(&code), "loginId": id})).await?;
         assert_eq!(status, 400, "{body}");
         assert!(said(&body, "invalid"), "{body}");
     }
