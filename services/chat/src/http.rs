@@ -163,6 +163,24 @@ async fn send_message(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let me = caller(&claims)?;
+    match state
+        .config
+        .rest_limits
+        .take(&state.redis, &me, is_multipart)
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(exceeded)) => {
+            metrics::counter!("chat_rest_sends_refused_total").increment(1);
+            return Err(ApiError::too_many(
+                exceeded.to_string(),
+                exceeded.retry_after_secs(),
+            ));
+        }
+        // A limit is protection, not a dependency: without Redis, let it through.
+        Err(error) => tracing::warn!(%error, "per-user send limit unavailable"),
+    }
     let input = if is_multipart {
         let multipart = Multipart::from_request(request, &state)
             .await
@@ -179,7 +197,21 @@ async fn send_message(
             image: None,
         }
     };
-    let (message, created) = service::send(&state, &claims, input).await?;
+    let (message, created) = match service::send(&state, &claims, input).await {
+        Ok(sent) => sent,
+        Err(error) => {
+            if error.status.is_server_error()
+                && let Err(refund) = state
+                    .config
+                    .rest_limits
+                    .refund(&state.redis, &me, is_multipart)
+                    .await
+            {
+                tracing::warn!(error = %refund, "send budget not refunded");
+            }
+            return Err(error);
+        }
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
