@@ -105,11 +105,14 @@ fn object(body: Result<Json<Value>, JsonRejection>) -> Result<Value, ApiError> {
 
 /// The client's address group, from the peer and every `X-Forwarded-For` line.
 fn client_group(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> String {
-    let lines: Vec<&str> = headers
+    // Lines that are not visible ASCII are read lossily rather than
+    // dropped, so their entries keep their positions too.
+    let lines: Vec<String> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     let client = domain::client_addr(peer, &lines, state.config.trusted_proxy_hops);
     domain::client_group(client, state.codes.limits().ipv6_prefix)
 }
