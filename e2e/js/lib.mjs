@@ -40,12 +40,13 @@ export async function http(method, url, { token, body } = {}) {
 
 // ---------------------------------------------------------------- login codes
 
-// The code is in the subject ("Your parley login code: 123456") and in the
-// text ("Your login code is 123456"), as the mail service writes it.
+// The code is in the subject ("Your parley login code: 12345678") and in the
+// text ("Your login code is 12345678"), as the mail service writes it; it has
+// 6 to 10 digits (PARLEY_OTP_DIGITS).
 function codeIn(subject, text) {
-  const fromSubject = /login code\D*(\d{6})\b/i.exec(subject ?? "");
+  const fromSubject = /login code\D*(\d{6,10})\b/i.exec(subject ?? "");
   if (fromSubject) return fromSubject[1];
-  const fromText = /login code is\s*(\d{6})\b/i.exec(text ?? "");
+  const fromText = /login code is\s*(\d{6,10})\b/i.exec(text ?? "");
   return fromText ? fromText[1] : undefined;
 }
 

@@ -279,6 +279,14 @@ pub struct IngressSpec {
     pub tls_secret_name: Option<String>,
     /// Extra annotations for the Ingress (controller-specific settings).
     pub annotations: BTreeMap<String, String>,
+    /// Who may reach the user pods besides this ChatCluster's chat pods:
+    /// the ingress controller's pods (for example a `namespaceSelector`
+    /// matching its namespace) and anything else that must, such as a
+    /// metrics scraper. When set, a NetworkPolicy refuses every other
+    /// source, so nothing in the cluster can reach a user pod directly and
+    /// write its own `X-Forwarded-For`. Empty (the default): no policy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub controller_peers: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
 }
 
 /// A data store: exactly one of `managed` or `external`; managed with defaults when neither is set.

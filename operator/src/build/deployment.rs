@@ -135,6 +135,25 @@ fn store_env(cc: &ChatCluster, s: Store) -> Vec<EnvVar> {
     }
 }
 
+/// The user service's setting for the client address behind proxies.
+pub const TRUSTED_PROXY_HOPS: &str = "PARLEY_TRUSTED_PROXY_HOPS";
+
+/// `PARLEY_TRUSTED_PROXY_HOPS` for the user pods: `1` behind the operator's
+/// Ingress (the controller appends the client's address to
+/// `X-Forwarded-For`), unless `spec.user.env` sets it (more proxies in
+/// front); without an Ingress the peer is the client and nothing is set.
+/// Without it, every client behind an Ingress would share the controller's
+/// address and its login budgets.
+pub fn trusted_proxy_hops(cc: &ChatCluster) -> Option<&'static str> {
+    let overridden = cc
+        .spec
+        .user
+        .env
+        .iter()
+        .any(|e| e.name == TRUSTED_PROXY_HOPS);
+    (cc.spec.ingress.enabled && !overridden).then_some("1")
+}
+
 /// The complete env of a component's container, in a stable order.
 pub fn env(cc: &ChatCluster, c: Component) -> Vec<EnvVar> {
     let mut env = vec![
@@ -159,6 +178,9 @@ pub fn env(cc: &ChatCluster, c: Component) -> Vec<EnvVar> {
                 OTP_SECRET,
             ));
             env.push(from_config(cc, "PARLEY_TOKEN_TTL_SECS"));
+            if let Some(hops) = trusted_proxy_hops(cc) {
+                env.push(literal(TRUSTED_PROXY_HOPS, hops));
+            }
         }
         Component::Chat => {
             env.push(literal(
@@ -497,6 +519,34 @@ mod tests {
                 "{hash}"
             );
         }
+    }
+
+    #[test]
+    fn behind_the_ingress_the_user_service_trusts_one_proxy_hop() {
+        let hops = |spec: crate::api::ChatClusterSpec| {
+            let cc = cluster(spec);
+            let env = env_list(&deployment(&cc, Component::User, &ctx()));
+            env.iter()
+                .filter(|e| e.name == TRUSTED_PROXY_HOPS)
+                .map(|e| e.value.clone().unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        assert!(hops(crate::api::ChatClusterSpec::default()).is_empty());
+        let mut spec = crate::api::ChatClusterSpec::default();
+        spec.ingress.enabled = true;
+        assert_eq!(hops(spec.clone()), ["1"]);
+        // Chat and mail do not read it.
+        let cc = cluster(spec.clone());
+        for c in [Component::Chat, Component::Mail] {
+            assert!(!env_of(&deployment(&cc, c, &ctx())).contains_key(TRUSTED_PROXY_HOPS));
+        }
+        // More proxies in front: the author's value, once.
+        spec.user.env.push(EnvVar {
+            name: TRUSTED_PROXY_HOPS.into(),
+            value: Some("2".into()),
+            ..Default::default()
+        });
+        assert_eq!(hops(spec), ["2"]);
     }
 
     #[test]

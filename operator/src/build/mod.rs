@@ -26,7 +26,7 @@ pub use configmap::config_map;
 pub use deployment::deployment;
 pub use hpa::hpa;
 pub use ingress::ingress;
-pub use networkpolicy::store_network_policy;
+pub use networkpolicy::{store_network_policy, user_network_policy};
 pub use pdb::pdb;
 pub use secret::{generated_secret, jwt_secret};
 pub use service::{component_service, store_service};
@@ -134,7 +134,7 @@ pub struct Desired {
     /// PodDisruptionBudgets (when policy/v1 or v1beta1 is served; written in
     /// the served version).
     pub pdbs: Vec<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
-    /// NetworkPolicies guarding the managed stores.
+    /// NetworkPolicies guarding the managed stores (and the user pods, when asked).
     pub network_policies: Vec<k8s_openapi::api::networking::v1::NetworkPolicy>,
     /// The Ingress, when enabled.
     pub ingresses: Vec<k8s_openapi::api::networking::v1::Ingress>,
@@ -165,6 +165,7 @@ pub fn desired(cc: &ChatCluster, ctx: &Context) -> Desired {
             d.network_policies.push(store_network_policy(cc, s));
         }
     }
+    d.network_policies.extend(user_network_policy(cc));
     if cc.spec.ingress.enabled {
         d.ingresses.push(ingress(cc));
     }
@@ -334,7 +335,8 @@ mod snapshot {
             "chat": {"autoscaling": {"enabled": true, "minReplicas": 3, "maxReplicas": 12},
                      "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}},
                      "scheduling": {"nodeSelector": {"pool": "chat"}}},
-            "ingress": {"enabled": true, "className": "nginx", "host": "chat.example", "tlsSecretName": "chat-tls"},
+            "ingress": {"enabled": true, "className": "nginx", "host": "chat.example", "tlsSecretName": "chat-tls",
+                        "controllerPeers": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]},
             "mongodb": {"external": {"urlSecret": {"name": "atlas", "key": "uri"}}},
             "smtp": {"host": "smtp.example", "credentialsSecret": "smtp"},
             "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/parley"}},

@@ -36,6 +36,9 @@ pub struct Config {
     /// Bounds on socket events in flight (`PARLEY_SOCKET_IN_FLIGHT`,
     /// `PARLEY_SOCKET_RELAY_IN_FLIGHT`, `PARLEY_SOCKET_STORE_IN_FLIGHT`).
     pub admission: AdmissionConfig,
+    /// Per-user REST budgets (`PARLEY_REST_SENDS_PER_MINUTE`, default 60;
+    /// `PARLEY_UPLOADS_PER_HOUR`, default 30).
+    pub rest_limits: crate::rest_limits::RestLimits,
 }
 
 /// The variables only the chat service reads.
@@ -80,6 +83,16 @@ pub const ENV: &[VarDoc] = &[
         "PARLEY_SOCKET_STORE_IN_FLIGHT",
         "256",
         "socket events that reach MongoDB in flight per pod; more are refused (503) and counted",
+    ),
+    VarDoc::new(
+        "PARLEY_REST_SENDS_PER_MINUTE",
+        "60",
+        "`POST /message` requests one user may make per minute (429 beyond)",
+    ),
+    VarDoc::new(
+        "PARLEY_UPLOADS_PER_HOUR",
+        "30",
+        "image uploads one user may make per hour (429 beyond)",
     ),
 ];
 
@@ -151,6 +164,22 @@ impl Config {
                 return Err(ConfigError::new(var, "must be positive"));
             }
         }
+        let mut rest_limits = crate::rest_limits::RestLimits {
+            sends_per_minute: 60,
+            uploads_per_hour: 30,
+        };
+        for (var, value) in [
+            (
+                "PARLEY_REST_SENDS_PER_MINUTE",
+                &mut rest_limits.sends_per_minute,
+            ),
+            ("PARLEY_UPLOADS_PER_HOUR", &mut rest_limits.uploads_per_hour),
+        ] {
+            *value = env.parsed_or(var, "a whole number", *value)?;
+            if *value == 0 {
+                return Err(ConfigError::new(var, "must be positive"));
+            }
+        }
         Ok(Self {
             server: ServerConfig::from_env(env)?,
             mongo: MongoConfig::from_env(env)?,
@@ -163,6 +192,7 @@ impl Config {
             socket_events_per_sec,
             socket_event_burst,
             admission,
+            rest_limits,
         })
     }
 }

@@ -30,6 +30,19 @@ pub fn pair_key(a: &ObjectId, b: &ObjectId) -> String {
     format!("{}:{}", x.to_hex(), y.to_hex())
 }
 
+/// The file name a stored image is served under: its id and the extension
+/// of its (sniffed) type, nothing a client chose.
+pub fn media_file_name(id: &ObjectId, content_type: &str) -> String {
+    let extension = match content_type {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        _ => "bin",
+    };
+    format!("{}.{extension}", id.to_hex())
+}
+
 /// Trims message text and checks its length (1 to [`MAX_TEXT_CHARS`] characters).
 pub fn validate_text(text: &str) -> Result<String, ApiError> {
     let trimmed = text.trim();
@@ -174,6 +187,19 @@ pub fn online_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_names_are_ours() {
+        let id = ObjectId::parse_str("0123456789abcdef01234567").unwrap();
+        assert_eq!(
+            media_file_name(&id, "image/png"),
+            "0123456789abcdef01234567.png"
+        );
+        assert_eq!(
+            media_file_name(&id, "text/html\"; x=1"),
+            "0123456789abcdef01234567.bin"
+        );
+    }
 
     #[test]
     fn pair_key_is_order_independent() {

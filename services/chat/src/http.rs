@@ -2,7 +2,9 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -161,6 +163,24 @@ async fn send_message(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let me = caller(&claims)?;
+    match state
+        .config
+        .rest_limits
+        .take(&state.redis, &me, is_multipart)
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(exceeded)) => {
+            metrics::counter!("chat_rest_sends_refused_total").increment(1);
+            return Err(ApiError::too_many(
+                exceeded.to_string(),
+                exceeded.retry_after_secs(),
+            ));
+        }
+        // A limit is protection, not a dependency: without Redis, let it through.
+        Err(error) => tracing::warn!(%error, "per-user send limit unavailable"),
+    }
     let input = if is_multipart {
         let multipart = Multipart::from_request(request, &state)
             .await
@@ -177,7 +197,21 @@ async fn send_message(
             image: None,
         }
     };
-    let (message, created) = service::send(&state, &claims, input).await?;
+    let (message, created) = match service::send(&state, &claims, input).await {
+        Ok(sent) => sent,
+        Err(error) => {
+            if error.status.is_server_error()
+                && let Err(refund) = state
+                    .config
+                    .rest_limits
+                    .refund(&state.redis, &me, is_multipart)
+                    .await
+            {
+                tracing::warn!(error = %refund, "send budget not refunded");
+            }
+            return Err(error);
+        }
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -263,10 +297,21 @@ async fn media(
         .await?
         .ok_or_else(|| ApiError::not_found("no such media"))?;
     service::member_chat(&state, &chat_id, &me).await?;
+    let file_name = domain::media_file_name(&id, &content_type);
     Ok((
         [
             (CONTENT_TYPE, content_type),
             (CACHE_CONTROL, "private, max-age=86400".to_owned()),
+            // Shown, never run: a file opened on its own is a sandboxed
+            // document that may load nothing.
+            (
+                CONTENT_DISPOSITION,
+                format!("inline; filename=\"{file_name}\""),
+            ),
+            (
+                CONTENT_SECURITY_POLICY,
+                "default-src 'none'; img-src 'self'; sandbox; frame-ancestors 'none'".to_owned(),
+            ),
         ],
         bytes,
     )

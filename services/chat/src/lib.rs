@@ -7,6 +7,7 @@ pub mod model;
 pub mod presence;
 pub mod profiles;
 pub mod realtime;
+pub mod rest_limits;
 pub mod service;
 pub mod state;
 pub mod store;

@@ -236,7 +236,8 @@ impl ChatView {
     }
 }
 
-/// A user's public profile, as the user service returns it.
+/// A user's public profile: id and name. An email in the user service's
+/// answer is dropped here, so chat never shows one user's address to another.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     /// Id.
@@ -244,9 +245,6 @@ pub struct Profile {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// Email, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
 }
 
 impl Profile {
@@ -255,7 +253,6 @@ impl Profile {
         Self {
             id: id.to_owned(),
             name: "Unknown user".to_owned(),
-            email: None,
         }
     }
 }

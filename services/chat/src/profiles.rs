@@ -150,4 +150,16 @@ mod tests {
         assert_eq!(parse_lookup(&bare)[0].name, "Bob");
         assert!(parse_lookup(&serde_json::json!({"nope": true})).is_empty());
     }
+
+    #[test]
+    fn profiles_never_carry_an_email_onward() {
+        // An older user service (or a cache entry it filled) may still
+        // answer with emails; chat members never see them.
+        let answer =
+            serde_json::json!({"users": [{"_id": "a", "name": "Ann", "email": "a@x.example"}]});
+        let profiles = parse_lookup(&answer);
+        assert_eq!(profiles.len(), 1);
+        let shown = serde_json::to_value(&profiles[0]).unwrap();
+        assert_eq!(shown, serde_json::json!({"_id": "a", "name": "Ann"}));
+    }
 }

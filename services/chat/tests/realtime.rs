@@ -565,6 +565,18 @@ async fn rest_edges_ids_idempotency_and_images() -> anyhow::Result<()> {
         .await?;
     assert_eq!(fetched.status(), 200);
     assert_eq!(fetched.headers()["content-type"], "image/png");
+    // Shown inline under a name of ours, never sniffed, run or framed.
+    let media_id = url.rsplit('/').next().unwrap_or_default();
+    assert_eq!(
+        fetched.headers()["content-disposition"],
+        format!("inline; filename=\"{media_id}.png\"").as_str()
+    );
+    assert_eq!(fetched.headers()["x-content-type-options"], "nosniff");
+    let csp = fetched.headers()["content-security-policy"].to_str()?;
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("sandbox"),
+        "{csp}"
+    );
     assert_eq!(fetched.bytes().await?.to_vec(), png());
     assert_eq!(
         a.http()

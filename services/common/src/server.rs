@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{
+    CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api_error::{self, ApiError};
@@ -26,21 +29,48 @@ pub fn ops_router(readiness: Readiness) -> Router {
         .with_state(readiness)
 }
 
-/// Adds the operational routes, request metrics, tracing, panic safety and a
-/// JSON 404 to a service's routes. Probes and scrapes are counted but not
-/// logged, so a failing `/readyz` does not flood the logs.
+/// The headers every answer carries unless its handler set its own: no MIME
+/// sniffing, no referrer, never framed, and a policy that lets an API
+/// answer load nothing should a browser render it.
+pub const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+    (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (REFERRER_POLICY, "no-referrer"),
+    (X_FRAME_OPTIONS, "DENY"),
+    (
+        CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+];
+
+/// Adds [`SECURITY_HEADERS`] to every answer of `app` (where absent).
+pub fn with_security_headers(mut app: Router) -> Router {
+    for (name, value) in SECURITY_HEADERS {
+        app = app.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    app
+}
+
+/// Adds the operational routes, request metrics, tracing, panic safety,
+/// security headers and a JSON 404 to a service's routes. Probes and
+/// scrapes are counted but not logged, so a failing `/readyz` does not
+/// flood the logs.
 pub fn with_ops(app: Router, readiness: Readiness) -> Router {
     // Install the recorder now, so metrics recorded before the first scrape count.
     if crate::metrics::prometheus().is_none() {
         tracing::warn!("another metrics recorder is installed; /metrics will answer 503");
     }
-    app.fallback(api_error::not_found)
+    let app = app
+        .fallback(api_error::not_found)
         .layer(TraceLayer::new_for_http())
         .merge(ops_router(readiness))
         .layer(axum::middleware::from_fn(crate::metrics::track_http))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
-        }))
+        }));
+    with_security_headers(app)
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -96,6 +126,39 @@ pub async fn serve(
         } => {
             tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests outlived the grace period; stopping");
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_answer_gets_the_headers_and_handlers_may_set_their_own() {
+        let app =
+            with_security_headers(Router::new().route("/plain", get(|| async { "x" })).route(
+                "/own",
+                get(|| async { ([(CONTENT_SECURITY_POLICY, "sandbox")], "x") }),
+            ));
+        for (path, csp) in [
+            ("/plain", "default-src 'none'; frame-ancestors 'none'"),
+            ("/own", "sandbox"),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let headers = response.headers();
+            assert_eq!(headers[X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(headers[REFERRER_POLICY], "no-referrer");
+            assert_eq!(headers[X_FRAME_OPTIONS], "DENY");
+            assert_eq!(headers[CONTENT_SECURITY_POLICY], csp);
         }
     }
 }

@@ -22,6 +22,22 @@ pub struct Limits {
     pub per_ip_per_hour: u32,
     /// Codes the whole service issues per minute (`PARLEY_LOGIN_GLOBAL_PER_MINUTE`, default 600).
     pub global_per_minute: u32,
+    /// Digits of a code (`PARLEY_OTP_DIGITS`, 6 to 10, default 8).
+    pub digits: u32,
+    /// Codes one inbox (address without `+tag`) may get per hour (`PARLEY_LOGIN_PER_INBOX_PER_HOUR`, default 5).
+    pub per_inbox_per_hour: u32,
+    /// Wrong codes with a login id per account per 24 h (`PARLEY_OTP_FAILURES_PER_DAY`, default 10).
+    pub account_failures_per_day: u32,
+    /// Of those, from one client address (`PARLEY_OTP_FAILURES_PER_ADDRESS_PER_DAY`, default 5).
+    pub account_failures_per_address: u32,
+    /// Wrong codes without a login id per account per 24 h (`PARLEY_OTP_LEGACY_FAILURES_PER_DAY`, default 3).
+    pub legacy_failures_per_day: u32,
+    /// Wrong codes one client address may send per hour (`PARLEY_VERIFY_FAILURES_PER_IP_PER_HOUR`, default 20).
+    pub verify_failures_per_ip_per_hour: u32,
+    /// Longest wait between two tries of one account (`PARLEY_OTP_MAX_BACKOFF_SECS`, default 3600).
+    pub max_backoff: Duration,
+    /// Leading bits of an IPv6 address that make one client (`PARLEY_IPV6_PREFIX_LEN`, default 64).
+    pub ipv6_prefix: u8,
 }
 
 /// Everything the user service reads at start-up.
@@ -49,6 +65,8 @@ pub struct Config {
     pub trusted_proxy_hops: usize,
     /// Largest request body (`PARLEY_MAX_BODY_BYTES`, default 16384).
     pub max_body_bytes: usize,
+    /// Whether `/user/all` lists users (`PARLEY_USER_DIRECTORY`, default true).
+    pub directory: bool,
 }
 
 /// The variables only the user service reads.
@@ -84,9 +102,39 @@ pub const ENV: &[VarDoc] = &[
         "least gap between two codes for one address",
     ),
     VarDoc::new(
+        "PARLEY_OTP_DIGITS",
+        "8",
+        "digits of a login code (6 to 10); fewer digits make guessing likelier, see the security model",
+    ),
+    VarDoc::new(
         "PARLEY_OTP_MAX_ATTEMPTS",
         "5",
-        "wrong tries before a code burns",
+        "wrong tries (with the `loginId` from `/login`) before a code burns; backoff starts after as many wrong codes of one account",
+    ),
+    VarDoc::new(
+        "PARLEY_OTP_FAILURES_PER_DAY",
+        "10",
+        "wrong codes with a `loginId` one account may get in 24 h, from all addresses",
+    ),
+    VarDoc::new(
+        "PARLEY_OTP_FAILURES_PER_ADDRESS_PER_DAY",
+        "5",
+        "of those, from one client address",
+    ),
+    VarDoc::new(
+        "PARLEY_OTP_LEGACY_FAILURES_PER_DAY",
+        "3",
+        "wrong codes without a `loginId` (old clients) one account may get in 24 h",
+    ),
+    VarDoc::new(
+        "PARLEY_OTP_MAX_BACKOFF_SECS",
+        "3600",
+        "longest wait the backoff between wrong codes of one account imposes",
+    ),
+    VarDoc::new(
+        "PARLEY_VERIFY_FAILURES_PER_IP_PER_HOUR",
+        "20",
+        "wrong codes one client address may send per hour, for any accounts",
     ),
     VarDoc::new(
         "PARLEY_LOGIN_PER_IP_PER_HOUR",
@@ -94,9 +142,19 @@ pub const ENV: &[VarDoc] = &[
         "codes one client address may request per hour",
     ),
     VarDoc::new(
+        "PARLEY_LOGIN_PER_INBOX_PER_HOUR",
+        "5",
+        "codes one inbox may get per hour (case, `+tag` and, for Gmail, dots ignored)",
+    ),
+    VarDoc::new(
         "PARLEY_LOGIN_GLOBAL_PER_MINUTE",
         "600",
-        "codes the whole service issues per minute",
+        "codes the whole service issues per minute (only issued codes count)",
+    ),
+    VarDoc::new(
+        "PARLEY_IPV6_PREFIX_LEN",
+        "64",
+        "leading bits of an IPv6 client address counted as one client (1 to 128)",
     ),
     VarDoc::new(
         "PARLEY_TRUSTED_PROXY_HOPS",
@@ -104,6 +162,11 @@ pub const ENV: &[VarDoc] = &[
         "`X-Forwarded-For` hops to trust for the client address (1 behind one ingress)",
     ),
     VarDoc::new("PARLEY_MAX_BODY_BYTES", "16384", "largest request body"),
+    VarDoc::new(
+        "PARLEY_USER_DIRECTORY",
+        "true",
+        "`false` turns off `GET /user/all` (403); profiles by id stay",
+    ),
 ];
 
 /// Every variable this binary reads, its own and the shared ones, for the
@@ -123,6 +186,10 @@ fn positive(var: &str, value: u32) -> Result<u32, ConfigError> {
         return Err(ConfigError::new(var, "must be at least 1"));
     }
     Ok(value)
+}
+
+fn whole(env: &Env, var: &str, default: u32) -> Result<u32, ConfigError> {
+    positive(var, env.parsed_or(var, "a whole number", default)?)
 }
 
 impl Config {
@@ -179,7 +246,32 @@ impl Config {
                 "PARLEY_LOGIN_GLOBAL_PER_MINUTE",
                 env.parsed_or("PARLEY_LOGIN_GLOBAL_PER_MINUTE", "a whole number", 600)?,
             )?,
+            digits: env.parsed_or("PARLEY_OTP_DIGITS", "a whole number", 8)?,
+            per_inbox_per_hour: whole(env, "PARLEY_LOGIN_PER_INBOX_PER_HOUR", 5)?,
+            account_failures_per_day: whole(env, "PARLEY_OTP_FAILURES_PER_DAY", 10)?,
+            account_failures_per_address: whole(env, "PARLEY_OTP_FAILURES_PER_ADDRESS_PER_DAY", 5)?,
+            legacy_failures_per_day: whole(env, "PARLEY_OTP_LEGACY_FAILURES_PER_DAY", 3)?,
+            verify_failures_per_ip_per_hour: whole(
+                env,
+                "PARLEY_VERIFY_FAILURES_PER_IP_PER_HOUR",
+                20,
+            )?,
+            max_backoff: env
+                .seconds_or("PARLEY_OTP_MAX_BACKOFF_SECS", Duration::from_secs(3600))?,
+            ipv6_prefix: env.parsed_or("PARLEY_IPV6_PREFIX_LEN", "a whole number", 64)?,
         };
+        if !crate::domain::CODE_DIGITS.contains(&limits.digits) {
+            return Err(ConfigError::new(
+                "PARLEY_OTP_DIGITS",
+                "must be between 6 and 10",
+            ));
+        }
+        if !(1..=128).contains(&limits.ipv6_prefix) {
+            return Err(ConfigError::new(
+                "PARLEY_IPV6_PREFIX_LEN",
+                "must be between 1 and 128",
+            ));
+        }
         if limits.otp_ttl < Duration::from_secs(30) {
             return Err(ConfigError::new(
                 "PARLEY_OTP_TTL_SECS",
@@ -198,6 +290,7 @@ impl Config {
             limits,
             trusted_proxy_hops: env.parsed_or("PARLEY_TRUSTED_PROXY_HOPS", "a whole number", 0)?,
             max_body_bytes: env.parsed_or("PARLEY_MAX_BODY_BYTES", "a size in bytes", 16 * 1024)?,
+            directory: env.parsed_or("PARLEY_USER_DIRECTORY", "true or false", true)?,
         })
     }
 }

@@ -1,10 +1,12 @@
-//! Pure rules of login and profiles: emails, names, codes, client addresses.
+//! Pure rules of login and profiles: emails, inboxes, names, codes, login
+//! ids and client addresses.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use hmac::{Hmac, Mac};
-use parley_common::api_error::ApiError;
 use sha2::Sha256;
+
+use crate::error::DomainError;
 
 /// Longest accepted email address (RFC 5321 path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -13,21 +15,19 @@ pub const MAX_NAME_CHARS: usize = 64;
 
 /// Trims and lowercases an email and checks its shape: ASCII, one `@`, a
 /// non-empty local part of at most 64 bytes and a dotted domain.
-pub fn normalize_email(raw: &str) -> Result<String, ApiError> {
+pub fn normalize_email(raw: &str) -> Result<String, DomainError> {
     let email = raw.trim().to_ascii_lowercase();
-    let invalid = || ApiError::bad_request("email is not a valid address");
+    let invalid = || DomainError::invalid("email is not a valid address");
     if email.is_empty() {
-        return Err(ApiError::bad_request("email is required"));
+        return Err(DomainError::invalid("email is required"));
     }
     if email.len() > MAX_EMAIL_LEN {
-        return Err(ApiError::bad_request(format!(
+        return Err(DomainError::invalid(format!(
             "email is longer than {MAX_EMAIL_LEN} characters"
         )));
     }
     if !email.is_ascii() {
-        return Err(ApiError::bad_request(
-            "email must use ASCII characters only",
-        ));
+        return Err(DomainError::invalid("email must use ASCII characters only"));
     }
     let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
     let local_ok = !local.is_empty()
@@ -54,49 +54,107 @@ pub fn normalize_email(raw: &str) -> Result<String, ApiError> {
     }
 }
 
+/// The inbox an address delivers to, for rate limiting only (mail always
+/// goes to the address as given): a normalised address (see
+/// [`normalize_email`]) without its `+tag`; for `gmail.com` and
+/// `googlemail.com`, which ignore dots, also without dots and as `gmail.com`.
+pub fn inbox_key(email: &str) -> String {
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return email.to_owned();
+    };
+    let local = local.split('+').next().unwrap_or(local);
+    match domain {
+        "gmail.com" | "googlemail.com" => format!("{}@gmail.com", local.replace('.', "")),
+        _ => format!("{local}@{domain}"),
+    }
+}
+
 /// The name a new user starts with: the first 8 characters of the email, as the original did.
 pub fn default_name(email: &str) -> String {
     email.chars().take(8).collect()
 }
 
 /// Trims a display name and checks it is 1 to 64 characters without control characters.
-pub fn validate_name(raw: &str) -> Result<String, ApiError> {
+pub fn validate_name(raw: &str) -> Result<String, DomainError> {
     let name = raw.trim();
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS {
-        return Err(ApiError::bad_request(format!(
+        return Err(DomainError::invalid(format!(
             "name must be 1 to {MAX_NAME_CHARS} characters"
         )));
     }
     if name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
+        return Err(DomainError::invalid(
             "name must not contain control characters",
         ));
     }
     Ok(name.to_owned())
 }
 
-/// Checks a submitted code: exactly six ASCII digits.
-pub fn validate_code(raw: &str) -> Result<&str, ApiError> {
+/// Fewest and most digits a code may have.
+pub const CODE_DIGITS: std::ops::RangeInclusive<u32> = 6..=10;
+
+/// Checks a submitted code: exactly `digits` ASCII digits.
+pub fn validate_code(raw: &str, digits: u32) -> Result<&str, DomainError> {
     let code = raw.trim();
-    if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+    if code.len() == digits as usize && code.bytes().all(|b| b.is_ascii_digit()) {
         Ok(code)
     } else {
-        Err(ApiError::bad_request("otp must be 6 digits"))
+        Err(DomainError::invalid(format!("otp must be {digits} digits")))
     }
 }
 
-/// Draws a uniform 6-digit code from the operating system's CSPRNG.
-pub fn generate_code() -> Result<String, getrandom::Error> {
+/// A code sent as a JSON number, as digits: leading zeros a number lost
+/// are put back.
+pub fn code_from_number(n: u64, digits: u32) -> String {
+    format!("{n:0width$}", width = digits as usize)
+}
+
+/// Draws a uniform code of `digits` digits (6 to 10) from the operating
+/// system's CSPRNG.
+pub fn generate_code(digits: u32) -> Result<String, getrandom::Error> {
+    let digits = digits.clamp(*CODE_DIGITS.start(), *CODE_DIGITS.end());
+    let space = 10u64.pow(digits);
     // Rejection sampling keeps every code equally likely.
-    const LIMIT: u32 = u32::MAX - (u32::MAX % 1_000_000);
+    let limit = u64::MAX - (u64::MAX % space);
     loop {
-        let mut bytes = [0u8; 4];
+        let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes)?;
-        let n = u32::from_le_bytes(bytes);
-        if n < LIMIT {
-            return Ok(format!("{:06}", n % 1_000_000));
+        let n = u64::from_le_bytes(bytes);
+        if n < limit {
+            return Ok(code_from_number(n % space, digits));
         }
+    }
+}
+
+/// A fresh login id: 128 random bits, hex. Only the client that asked for
+/// the code learns it; `/verify` may present it to bind the attempt to
+/// that login.
+pub fn generate_login_id() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// Longest login id accepted from a client.
+pub const MAX_LOGIN_ID_LEN: usize = 128;
+
+/// Checks a presented login id: a non-empty string of printable ASCII.
+pub fn validate_login_id(raw: &str) -> Result<&str, DomainError> {
+    let id = raw.trim();
+    if id.is_empty() || id.len() > MAX_LOGIN_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(DomainError::invalid("loginId is not valid"));
+    }
+    Ok(id)
+}
+
+/// Seconds an account must wait before its next try, after `failures`
+/// wrong codes of which the first `free` cost no wait: 1, 2, 4, ... up to
+/// `max_secs`. The Redis script applies the same rule atomically.
+pub fn backoff_secs(failures: u32, free: u32, max_secs: u64) -> u64 {
+    match failures.checked_sub(free) {
+        None => 0,
+        Some(extra) => 1u64.checked_shl(extra).unwrap_or(u64::MAX).min(max_secs),
     }
 }
 
@@ -125,6 +183,16 @@ impl CodeHasher {
         hex::encode(self.mac(email, code).finalize().into_bytes())
     }
 
+    /// The key a login id is stored under (hex, 128 bits of its HMAC), so
+    /// Redis never holds the id itself.
+    pub fn login_key(&self, login_id: &str) -> String {
+        let mut mac = self.0.clone();
+        mac.update(b"login-id:");
+        mac.update(login_id.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        hex::encode(&digest[..16])
+    }
+
     /// Constant-time check of a submitted code against the stored hash.
     pub fn matches(&self, email: &str, code: &str, stored_hex: &str) -> bool {
         match hex::decode(stored_hex) {
@@ -134,22 +202,60 @@ impl CodeHasher {
     }
 }
 
-/// The client's address: the socket peer, or the `hops`-th address from the
+/// The client's address: the socket peer, or the `hops`-th entry from the
 /// right of `X-Forwarded-For` when that many proxies are trusted.
-pub fn client_addr(peer: SocketAddr, forwarded_for: Option<&str>, hops: usize) -> IpAddr {
+///
+/// `forwarded_for` holds every `X-Forwarded-For` header line in order (a
+/// proxy may add a line instead of extending one). Every entry keeps its
+/// position, parseable or not, so an entry a proxy wrote that is not an
+/// address (`unknown`, an obfuscated name) cannot shift the trusted
+/// position onto one the client wrote: when the trusted entry is not an
+/// address, the peer (the nearest proxy) is used, and all such clients
+/// share its budgets.
+pub fn client_addr(peer: SocketAddr, forwarded_for: &[&str], hops: usize) -> IpAddr {
     if hops == 0 {
         return peer.ip();
     }
-    let chain: Vec<IpAddr> = forwarded_for
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|part| part.trim().parse().ok())
+    let entries: Vec<&str> = forwarded_for
+        .iter()
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
         .collect();
-    chain
+    entries
         .len()
         .checked_sub(hops)
-        .and_then(|i| chain.get(i).copied())
+        .and_then(|i| entries.get(i))
+        .and_then(|entry| forwarded_entry(entry))
         .unwrap_or_else(|| peer.ip())
+}
+
+/// An `X-Forwarded-For` entry as an address: `1.2.3.4`, `2001:db8::1`,
+/// `1.2.3.4:5678`, `[2001:db8::1]:5678` or `[2001:db8::1]`.
+fn forwarded_entry(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(socket) = entry.parse::<SocketAddr>() {
+        return Some(socket.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .and_then(|e| e.parse().ok())
+}
+
+/// The group a client address is counted in: an IPv4 address alone (also
+/// when written IPv4-mapped), an IPv6 address by its first `v6_prefix`
+/// bits (one /64 is usually one subscriber).
+pub fn client_group(ip: IpAddr, v6_prefix: u8) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let prefix = v6_prefix.min(128);
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            format!("{}/{prefix}", Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -192,14 +298,53 @@ mod tests {
     }
 
     #[test]
+    fn inboxes() {
+        assert_eq!(inbox_key("bomb+1@example.com"), "bomb@example.com");
+        assert_eq!(inbox_key("bomb@example.com"), "bomb@example.com");
+        assert_eq!(inbox_key("a.b+x+y@example.com"), "a.b@example.com");
+        assert_eq!(inbox_key("j.d.oe+k@googlemail.com"), "jdoe@gmail.com");
+        assert_eq!(inbox_key("jdoe@gmail.com"), "jdoe@gmail.com");
+        assert_eq!(inbox_key("+x@example.com"), "@example.com");
+    }
+
+    #[test]
+    fn backoff() {
+        assert_eq!(backoff_secs(0, 5, 3600), 0);
+        assert_eq!(backoff_secs(4, 5, 3600), 0);
+        assert_eq!(backoff_secs(5, 5, 3600), 1);
+        assert_eq!(backoff_secs(7, 5, 3600), 4);
+        assert_eq!(backoff_secs(40, 5, 3600), 3600);
+        assert_eq!(backoff_secs(200, 5, 3600), 3600);
+    }
+
+    #[test]
+    fn login_ids() {
+        let id = generate_login_id().unwrap();
+        assert_eq!(id.len(), 32);
+        assert_ne!(id, generate_login_id().unwrap());
+        assert!(validate_login_id(&id).is_ok());
+        assert!(validate_login_id("").is_err());
+        assert!(validate_login_id("a b").is_err());
+        assert!(validate_login_id(&"a".repeat(129)).is_err());
+        let hasher = CodeHasher::new(b"secret").unwrap();
+        assert_eq!(hasher.login_key(&id).len(), 32);
+        assert_ne!(hasher.login_key(&id), hasher.login_key("other"));
+        assert!(!hasher.login_key(&id).contains(&id));
+    }
+
+    #[test]
     fn codes() {
-        for _ in 0..100 {
-            let code = generate_code().unwrap();
-            assert!(validate_code(&code).is_ok(), "{code}");
+        for digits in CODE_DIGITS {
+            for _ in 0..50 {
+                let code = generate_code(digits).unwrap();
+                assert!(validate_code(&code, digits).is_ok(), "{code}");
+            }
         }
-        assert!(validate_code("12345").is_err());
-        assert!(validate_code("12345a").is_err());
-        assert!(validate_code("１２３４５６").is_err());
+        assert_eq!(code_from_number(1234, 8), "00001234");
+        assert!(validate_code("123456", 8).is_err());
+        assert!(validate_code("12345", 6).is_err());
+        assert!(validate_code("12345a", 6).is_err());
+        assert!(validate_code("１２３４５６", 6).is_err());
         let hasher = CodeHasher::new(b"secret").unwrap();
         let other = CodeHasher::new(b"other").unwrap();
         let hash = hasher.hash("a@b.co", "123456");
@@ -214,25 +359,37 @@ mod tests {
     #[test]
     fn client_addresses() {
         let peer: SocketAddr = "10.0.0.9:5555".parse().unwrap();
-        assert_eq!(
-            client_addr(peer, Some("1.2.3.4"), 0).to_string(),
-            "10.0.0.9"
-        );
-        assert_eq!(
-            client_addr(peer, Some("6.6.6.6, 1.2.3.4"), 1).to_string(),
-            "1.2.3.4"
-        );
-        assert_eq!(
-            client_addr(peer, Some("6.6.6.6, 1.2.3.4"), 2).to_string(),
-            "6.6.6.6"
-        );
-        assert_eq!(
-            client_addr(peer, Some("1.2.3.4"), 3).to_string(),
-            "10.0.0.9"
-        );
-        assert_eq!(
-            client_addr(peer, Some("garbage"), 1).to_string(),
-            "10.0.0.9"
-        );
+        let addr = |lines: &[&str], hops| client_addr(peer, lines, hops).to_string();
+        assert_eq!(addr(&["1.2.3.4"], 0), "10.0.0.9");
+        assert_eq!(addr(&["6.6.6.6, 1.2.3.4"], 1), "1.2.3.4");
+        assert_eq!(addr(&["6.6.6.6, 1.2.3.4"], 2), "6.6.6.6");
+        assert_eq!(addr(&["1.2.3.4"], 3), "10.0.0.9");
+        assert_eq!(addr(&[], 1), "10.0.0.9");
+        assert_eq!(addr(&["garbage"], 1), "10.0.0.9");
+        // An unparseable trusted entry does not hand the position to the
+        // client's own entry; garbage the client wrote costs it nothing.
+        assert_eq!(addr(&["6.6.6.6, unknown"], 1), "10.0.0.9");
+        assert_eq!(addr(&["garbage, 1.2.3.4"], 1), "1.2.3.4");
+        assert_eq!(addr(&["6.6.6.6, garbage, 1.2.3.4, 5.5.5.5"], 2), "1.2.3.4");
+        assert_eq!(addr(&["6.6.6.6, unknown, 5.5.5.5"], 2), "10.0.0.9");
+        // Every header line counts, in order.
+        assert_eq!(addr(&["6.6.6.6", "1.2.3.4"], 1), "1.2.3.4");
+        // Ports and brackets are tolerated.
+        assert_eq!(addr(&["1.2.3.4:5678"], 1), "1.2.3.4");
+        assert_eq!(addr(&["[2001:db8::1]:443"], 1), "2001:db8::1");
+        assert_eq!(addr(&["[2001:db8::1]"], 1), "2001:db8::1");
+    }
+
+    #[test]
+    fn client_groups() {
+        let group = |ip: &str, prefix| client_group(ip.parse().unwrap(), prefix);
+        assert_eq!(group("1.2.3.4", 64), "1.2.3.4");
+        assert_eq!(group("::ffff:1.2.3.4", 64), "1.2.3.4");
+        assert_eq!(group("2001:db8:7:7::1", 64), "2001:db8:7:7::/64");
+        assert_eq!(group("2001:db8:7:7:ffff::2", 64), "2001:db8:7:7::/64");
+        assert_eq!(group("2001:db8:7:8::1", 64), "2001:db8:7:8::/64");
+        assert_eq!(group("2001:db8:7:7::1", 48), "2001:db8:7::/48");
+        assert_eq!(group("2001:db8::1", 128), "2001:db8::1/128");
+        assert_eq!(group("2001:db8::1", 0), "::/0");
     }
 }

@@ -18,10 +18,11 @@ use parley_common::token::{Claims, TokenVerifier};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::codes::{Codes, Reserved};
+use crate::codes::Codes;
 use crate::config::Config;
 use crate::domain::{self, CodeHasher};
-use crate::store::{UserView, Users};
+use crate::error::DomainError;
+use crate::store::{PublicView, UserView, Users};
 
 /// Shared handles; cheap to clone.
 #[derive(Clone)]
@@ -41,6 +42,30 @@ pub struct AppState {
 impl FromRef<AppState> for TokenVerifier {
     fn from_ref(state: &AppState) -> Self {
         state.config.verifier.clone()
+    }
+}
+
+/// The one place domain refusals become HTTP answers.
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::Invalid(message) => ApiError::bad_request(message),
+            DomainError::WrongCode | DomainError::Burned => {
+                ApiError::bad_request(error.to_string())
+            }
+            DomainError::Limited {
+                message,
+                retry_after_secs,
+                limit,
+            } => {
+                metrics::counter!("user_login_refused_total", "limit" => limit.label())
+                    .increment(1);
+                ApiError::too_many(message, retry_after_secs)
+            }
+            DomainError::Unavailable { dependency, detail } => {
+                ApiError::unavailable(dependency, detail)
+            }
+        }
     }
 }
 
@@ -78,6 +103,20 @@ fn object(body: Result<Json<Value>, JsonRejection>) -> Result<Value, ApiError> {
     }
 }
 
+/// The client's address group, from the peer and every `X-Forwarded-For` line.
+fn client_group(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> String {
+    // Lines that are not visible ASCII are read lossily rather than
+    // dropped, so their entries keep their positions too.
+    let lines: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let client = domain::client_addr(peer, &lines, state.config.trusted_proxy_hops);
+    domain::client_group(client, state.codes.limits().ipv6_prefix)
+}
+
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -86,14 +125,19 @@ async fn login(
 ) -> Result<Json<Value>, ApiError> {
     let body = object(body)?;
     let email = domain::normalize_email(string_field(&body, "email")?)?;
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let client = domain::client_addr(peer, forwarded, state.config.trusted_proxy_hops);
-    state.codes.admit(&email, client).await?;
-    let code = domain::generate_code().map_err(ApiError::internal)?;
+    let group = client_group(&state, peer, &headers);
+    let admission = state
+        .codes
+        .admit(&domain::inbox_key(&email), &group)
+        .await?;
+    let limits = state.codes.limits();
+    let code = domain::generate_code(limits.digits).map_err(ApiError::internal)?;
+    let login_id = domain::generate_login_id().map_err(ApiError::internal)?;
+    let login_key = state.hasher.login_key(&login_id);
     let hash = state.hasher.hash(&email, &code);
-    state.codes.store(&email, &hash).await?;
-    let ttl = chrono::Duration::from_std(state.codes.limits().otp_ttl)
-        .unwrap_or_else(|_| chrono::Duration::minutes(5));
+    state.codes.store(&email, &login_key, &hash).await?;
+    let ttl =
+        chrono::Duration::from_std(limits.otp_ttl).unwrap_or_else(|_| chrono::Duration::minutes(5));
     let event = OtpRequested {
         email: email.clone(),
         code,
@@ -101,46 +145,63 @@ async fn login(
     };
     if let Err(error) = state.amqp.publish(event).await {
         // Nothing half-done: a code nobody can receive must not stay usable.
-        if let Err(cleanup) = state.codes.withdraw(&email, &hash).await {
-            tracing::error!(error = %cleanup.message, "could not withdraw an unsent code");
+        if let Err(cleanup) = state
+            .codes
+            .withdraw(&email, &login_key, &hash, &admission)
+            .await
+        {
+            tracing::error!(error = %cleanup, "could not withdraw an unsent code");
         }
         return Err(ApiError::unavailable("rabbitmq", error));
     }
     metrics::counter!("user_codes_issued_total").increment(1);
     // The same answer whether or not the address belongs to a user.
-    Ok(Json(
-        json!({ "message": "Verification code sent; check your mail" }),
-    ))
+    Ok(Json(json!({
+        "message": "Verification code sent; check your mail",
+        "loginId": login_id,
+    })))
 }
 
 async fn verify(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = object(body)?;
     let email = domain::normalize_email(string_field(&body, "email")?)?;
+    let digits = state.codes.limits().digits;
     let otp = match body.get("otp") {
-        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(n) => domain::code_from_number(n, digits),
+            None => n.to_string(),
+        },
         _ => string_field(&body, "otp")?.to_owned(),
     };
-    let otp = domain::validate_code(&otp)?;
-    let wrong = || ApiError::bad_request("invalid or expired code");
-    let hash = match state.codes.reserve(&email).await? {
-        Reserved::Missing => return Err(wrong()),
-        Reserved::Burned => {
-            metrics::counter!("user_codes_burned_total").increment(1);
-            return Err(ApiError::bad_request(
-                "too many wrong codes; this code no longer works, request a new one",
-            ));
-        }
-        Reserved::Hash(hash) => hash,
+    let otp = domain::validate_code(&otp, digits)?;
+    let login_key = match body.get("loginId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(state.hasher.login_key(domain::validate_login_id(id)?)),
+        Some(_) => return Err(ApiError::bad_request("loginId must be a string")),
     };
-    if !state.hasher.matches(&email, otp, &hash) {
+    let group = client_group(&state, peer, &headers);
+    let attempt = match state
+        .codes
+        .reserve(&email, login_key.as_deref(), &group)
+        .await
+    {
+        Err(DomainError::Burned) => {
+            metrics::counter!("user_codes_burned_total").increment(1);
+            return Err(DomainError::Burned.into());
+        }
+        other => other?,
+    };
+    if !state.hasher.matches(&email, otp, &attempt.hash) {
         metrics::counter!("user_code_failures_total").increment(1);
-        return Err(wrong());
+        return Err(DomainError::WrongCode.into());
     }
-    if !state.codes.consume(&email, &hash).await? {
-        return Err(wrong());
+    if !state.codes.settle(&email, &attempt).await? {
+        return Err(DomainError::WrongCode.into());
     }
     let user = state
         .users
@@ -184,13 +245,34 @@ struct PageQuery {
     cursor: Option<String>,
 }
 
-/// All users, a page at a time: the body stays the original's array; the
-/// next page's cursor is in the `x-next-cursor` header.
+/// Other users as `caller` may see them: no emails, `lastSeenAt` only for
+/// those who share a chat with the caller.
+async fn public_views(
+    state: &AppState,
+    caller: &ObjectId,
+    users: &[crate::store::UserDoc],
+) -> Result<Vec<PublicView>, ApiError> {
+    let ids: Vec<ObjectId> = users.iter().map(|u| u.id).collect();
+    let partners = state.users.chat_partners(caller, &ids).await?;
+    Ok(users
+        .iter()
+        .map(|u| PublicView::of(u, partners.contains(&u.id)))
+        .collect())
+}
+
+/// All users, a page at a time: the body stays the original's array (of
+/// public views); the next page's cursor is in the `x-next-cursor` header.
 async fn all_users(
     State(state): State<AppState>,
-    Authenticated(_): Authenticated,
+    Authenticated(claims): Authenticated,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    if !state.config.directory {
+        return Err(ApiError::forbidden(
+            "the user directory is turned off on this server",
+        ));
+    }
+    let me = caller(&claims)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = match query.limit {
         None => 50,
@@ -203,7 +285,7 @@ async fn all_users(
         .map(|c| ObjectId::parse_str(c).map_err(|_| ApiError::bad_request("cursor is not valid")))
         .transpose()?;
     let users = state.users.page(cursor, limit).await?;
-    let views: Vec<UserView> = users.iter().map(UserView::from).collect();
+    let views = public_views(&state, &me, &users).await?;
     let mut response = Json(views).into_response();
     if users.len() as i64 == limit
         && let Some(last) = users.last()
@@ -216,9 +298,10 @@ async fn all_users(
 
 async fn one_user(
     State(state): State<AppState>,
-    Authenticated(_): Authenticated,
+    Authenticated(claims): Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<UserView>, ApiError> {
+) -> Result<Json<PublicView>, ApiError> {
+    let me = caller(&claims)?;
     let id = ObjectId::parse_str(id.trim())
         .map_err(|_| ApiError::bad_request("id is not a valid user id"))?;
     let user = state
@@ -226,7 +309,11 @@ async fn one_user(
         .get(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
-    Ok(Json(UserView::from(&user)))
+    let mut views = public_views(&state, &me, std::slice::from_ref(&user)).await?;
+    views
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("no view of a found user"))
 }
 
 async fn update_user(
@@ -260,7 +347,7 @@ async fn update_user(
 
 async fn lookup(
     State(state): State<AppState>,
-    Authenticated(_): Authenticated,
+    Authenticated(claims): Authenticated,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = object(body)?;
@@ -279,9 +366,10 @@ async fn lookup(
                 .ok_or_else(|| ApiError::bad_request("ids must be user ids"))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let me = caller(&claims)?;
     let users = state.users.many(&ids).await?;
     Ok(Json(
-        json!({ "users": users.iter().map(UserView::from).collect::<Vec<_>>() }),
+        json!({ "users": public_views(&state, &me, &users).await? }),
     ))
 }
 

@@ -3,6 +3,7 @@
 pub mod codes;
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod http;
 pub mod store;
 

@@ -48,6 +48,39 @@ pub struct UserView {
     pub last_seen_at: Option<String>,
 }
 
+/// Another user as a caller sees them: no email, and `lastSeenAt` only for
+/// people who share a chat with them.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicView {
+    /// Id (hex).
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+    /// Last seen (RFC 3339), when known and the caller shares a chat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<String>,
+}
+
+impl PublicView {
+    /// `user` as seen by someone who does (`shares_chat`) or does not share
+    /// a chat with them.
+    pub fn of(user: &UserDoc, shares_chat: bool) -> Self {
+        Self {
+            id: user.id.to_hex(),
+            name: user.name.clone(),
+            created_at: iso(user.created_at),
+            updated_at: iso(user.updated_at),
+            last_seen_at: user.last_seen_at.filter(|_| shares_chat).map(iso),
+        }
+    }
+}
+
 fn iso(dt: DateTime) -> String {
     dt.try_to_rfc3339_string().unwrap_or_default()
 }
@@ -68,10 +101,11 @@ impl From<&UserDoc> for UserView {
 pub use parley_common::mongo::api_error as db_error;
 use parley_common::mongo::is_duplicate_key;
 
-/// The `users` collection.
+/// The `users` collection (and, read-only, the chat service's `chats`).
 #[derive(Clone, Debug)]
 pub struct Users {
     users: Collection<UserDoc>,
+    chats: Collection<mongodb::bson::Document>,
 }
 
 impl Users {
@@ -79,7 +113,37 @@ impl Users {
     pub fn new(db: &mongodb::Database) -> Self {
         Self {
             users: db.collection("users"),
+            chats: db.collection("chats"),
         }
+    }
+
+    /// Those of `others` who share a chat with `caller` (served by the
+    /// chat service's `members` index).
+    pub async fn chat_partners(
+        &self,
+        caller: &ObjectId,
+        others: &[ObjectId],
+    ) -> Result<std::collections::HashSet<ObjectId>, ApiError> {
+        let others: Vec<ObjectId> = others.iter().filter(|id| *id != caller).copied().collect();
+        if others.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let chats: Vec<mongodb::bson::Document> = self
+            .chats
+            .find(doc! {"$and": [{"members": caller}, {"members": {"$in": &others}}]})
+            .projection(doc! {"members": 1})
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        Ok(chats
+            .iter()
+            .filter_map(|chat| chat.get_array("members").ok())
+            .flatten()
+            .filter_map(|member| member.as_object_id())
+            .filter(|member| others.contains(member))
+            .collect())
     }
 
     /// The unique email index (idempotent).

@@ -19,6 +19,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         ".{0,80}".prop_map(Value::String),
         "[a-z0-9.]{1,20}@[a-z]{1,10}\\.[a-z]{2,4}".prop_map(Value::String),
         "[0-9]{6}".prop_map(Value::String),
+        "[0-9]{8}".prop_map(Value::String),
+        "[0-9a-f]{32}".prop_map(Value::String),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
         prop_oneof![
@@ -27,6 +29,7 @@ fn json_value() -> impl Strategy<Value = Value> {
                 prop_oneof![
                     Just("email".to_owned()),
                     Just("otp".to_owned()),
+                    Just("loginId".to_owned()),
                     Just("name".to_owned()),
                     Just("ids".to_owned()),
                     ".{0,10}"

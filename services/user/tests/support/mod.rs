@@ -203,3 +203,48 @@ pub async fn login(
         body["token"].as_str().unwrap_or_default().to_owned(),
     ))
 }
+
+/// An HTTP client whose connections leave from `ip`: any 127.0.0.0/8
+/// address works on Linux, so each client is a distinct address to the service.
+pub fn client_from(ip: &str) -> anyhow::Result<reqwest::Client> {
+    let ip: std::net::IpAddr = ip.parse()?;
+    Ok(reqwest::Client::builder()
+        .local_address(ip)
+        .timeout(T)
+        .build()?)
+}
+
+/// POSTs JSON with extra headers (appended, so a name may repeat); returns
+/// the status, the `Retry-After` seconds and the body.
+pub async fn post(
+    client: &reqwest::Client,
+    service: &ServiceProcess,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> anyhow::Result<(u16, Option<u64>, Value)> {
+    let mut request = client.post(service.url(path)).json(&body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    Ok((status, retry, response.json().await.unwrap_or(Value::Null)))
+}
+
+/// A wrong code of the same length as `code`.
+pub fn wrong(code: &str) -> String {
+    code.chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect()
+}
+
+/// The `message` of an error body.
+pub fn message(body: &Value) -> &str {
+    body["message"].as_str().unwrap_or_default()
+}
