@@ -11,6 +11,8 @@
 //! any task is spawned, so excess work is refused at once and counted, never
 //! queued. Ephemeral events (typing, receipts, repeated joins) are authorised
 //! from the socket's own state: the chats it passed one membership check for.
+//! Receipts are answered and broadcast once their batched write tells which
+//! of the named messages they marked (see [`receipts`]).
 
 pub mod admission;
 pub mod peers;
@@ -556,10 +558,8 @@ impl Shared {
         }
         // Admission: a slot of this socket (per class), then a ticket of the pod.
         let class = match (event, &known) {
-            (
-                ClientEvent::Typing | ClientEvent::StopTyping | ClientEvent::MessageDelivered,
-                Some(_),
-            ) => Class::Relay,
+            // Receipts wait for their (batched) write: they are store work.
+            (ClientEvent::Typing | ClientEvent::StopTyping, Some(_)) => Class::Relay,
             _ => Class::Store,
         };
         let (slot, previous) = SocketSlot::take(&user, class);
@@ -680,22 +680,27 @@ impl Shared {
                 };
                 let ids = service::receipt_ids(&p.message_ids)?;
                 let entry = authorised(chat, known).await?;
-                let count = ids.len();
-                // The write is coalesced in the background; the senders hear now.
-                state.receipts.submit(Receipt {
-                    chat,
-                    recipient: user.id,
-                    ids,
-                })?;
-                let payload = json!({
-                    "chatId": entry.chat_hex,
-                    "deliveredTo": user.hex,
-                    "messageIds": p.message_ids,
-                    "deliveredAt": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                });
-                self.emit_to(&entry.others, "messagesDelivered", &payload)
+                // Only what this receipt actually marked is told to anyone.
+                let marked = state
+                    .receipts
+                    .mark(Receipt {
+                        chat,
+                        recipient: user.id,
+                        ids,
+                    })
                     .await?;
-                Ok(json!({ "ok": true, "count": count }))
+                let marked: Vec<String> = marked.iter().map(|id| id.to_hex()).collect();
+                if !marked.is_empty() {
+                    let payload = json!({
+                        "chatId": entry.chat_hex,
+                        "deliveredTo": user.hex,
+                        "messageIds": marked,
+                        "deliveredAt": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    });
+                    self.emit_to(&entry.others, "messagesDelivered", &payload)
+                        .await?;
+                }
+                Ok(json!({ "ok": true, "count": marked.len(), "messageIds": marked }))
             }
             ClientEvent::SendMessage => {
                 let p: SendPayload = serde_json::from_value(payload).map_err(|e| {
