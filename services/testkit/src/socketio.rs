@@ -168,6 +168,26 @@ impl JsClient {
         self.send(json!({"op": "connect"})).await
     }
 
+    /// Opens `count` more sockets with this client's token, `concurrency` at
+    /// a time, each closed the moment it connects; returns how many
+    /// connected and how many were refused.
+    pub async fn churn(
+        &mut self,
+        count: u32,
+        concurrency: u32,
+        timeout: Duration,
+    ) -> anyhow::Result<(u64, u64)> {
+        self.send(json!({"op": "churn", "count": count, "concurrency": concurrency}))
+            .await?;
+        let done = self
+            .wait_for("churn_done", timeout, |l| l["type"] == "churn_done")
+            .await?;
+        Ok((
+            done["connected"].as_u64().unwrap_or(0),
+            done["refused"].as_u64().unwrap_or(0),
+        ))
+    }
+
     /// Waits for the next line matching `matches` (earlier unmatched lines are kept).
     pub async fn wait_for<F>(
         &mut self,

@@ -15,6 +15,7 @@
 //! of the named messages they marked (see [`receipts`]).
 
 pub mod admission;
+pub mod lifecycle;
 pub mod peers;
 pub mod rate;
 pub mod receipts;
@@ -39,6 +40,7 @@ use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr
 
 use crate::presence::Transition;
 use crate::realtime::admission::{Admission, Class, Refusal, Ticket};
+use crate::realtime::lifecycle::{Action, Lifecycle};
 use crate::realtime::peers::Peers;
 use crate::realtime::rate::TokenBucket;
 use crate::realtime::receipts::Receipt;
@@ -95,6 +97,8 @@ pub struct SocketState {
     chats: Mutex<HashMap<ObjectId, Arc<AuthorisedChat>>>,
     /// Events in flight, per class (relays do not wait behind sends).
     in_flight: [AtomicU32; 2],
+    /// Presence registration, whichever of connect and disconnect runs first.
+    lifecycle: Lifecycle,
 }
 
 impl SocketState {
@@ -107,6 +111,7 @@ impl SocketState {
             bucket: Mutex::new(TokenBucket::new(rate, burst, Instant::now())),
             chats: Mutex::new(HashMap::new()),
             in_flight: [AtomicU32::new(0), AtomicU32::new(0)],
+            lifecycle: Lifecycle::default(),
         }
     }
 
@@ -763,45 +768,68 @@ fn typing_out(event: ClientEvent) -> &'static str {
 }
 
 /// After the handshake: presence, and the online list for this socket.
+///
+/// socketioxide runs this in a task of its own, so the socket may already
+/// be gone (and its disconnect handled) by now: the lifecycle decides.
 async fn connected(state: AppState, socket: SocketRef<Adapter>) {
-    let Some(user) = socket_user(&socket) else {
+    let Some(SocketUser(user)) = socket_user(&socket) else {
         let _ = socket.disconnect();
         return;
     };
-    let user = user.0.id;
-    metrics::gauge!("chat_sockets_connected").increment(1.0);
-    let partners = match state.store.partners_of(&user).await {
+    let id = user.id;
+    let partners = match state.store.partners_of(&id).await {
         Ok(p) => p,
         Err(error) => {
             tracing::warn!(error = %error.message, "chat partners unavailable at connect");
             Vec::new()
         }
     };
-    match state.presence.connected(&user, socket.id.as_str()).await {
-        Ok(Transition::CameOnline) => presence_changed(&state, &user, &partners, true).await,
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "presence unavailable at connect"),
+    {
+        let mut step = user.lifecycle.lock().await;
+        let (next, action) = lifecycle::on_connect(*step, socket.connected());
+        *step = next;
+        if action != Action::Register {
+            return;
+        }
+        metrics::gauge!("chat_sockets_connected").increment(1.0);
+        match state.presence.connected(&id, socket.id.as_str()).await {
+            Ok(Transition::CameOnline) => {
+                drop(step);
+                presence_changed(&state, &id, &partners, true).await;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "presence unavailable at connect"),
+        }
     }
-    send_online_list(&state, &user, &partners).await;
+    send_online_list(&state, &id, &partners).await;
 }
 
 async fn disconnected(state: AppState, socket: SocketRef<Adapter>) {
-    metrics::gauge!("chat_sockets_connected").decrement(1.0);
-    let Some(user) = socket_user(&socket) else {
+    let Some(SocketUser(user)) = socket_user(&socket) else {
         return;
     };
-    let user = user.0.id;
-    match state.presence.disconnected(&user, socket.id.as_str()).await {
+    let id = user.id;
+    let transition = {
+        let mut step = user.lifecycle.lock().await;
+        let (next, action) = lifecycle::on_disconnect(*step);
+        *step = next;
+        if action != Action::Unregister {
+            return;
+        }
+        metrics::gauge!("chat_sockets_connected").decrement(1.0);
+        state.presence.disconnected(&id, socket.id.as_str()).await
+    };
+    match transition {
         Ok(Transition::WentOffline) => {
             if let Err(error) = state
                 .store
-                .set_last_seen(&user, mongodb::bson::DateTime::now())
+                .set_last_seen(&id, mongodb::bson::DateTime::now())
                 .await
             {
                 tracing::warn!(error = %error.message, "lastSeenAt not stored");
             }
-            match state.store.partners_of(&user).await {
-                Ok(partners) => presence_changed(&state, &user, &partners, false).await,
+            match state.store.partners_of(&id).await {
+                Ok(partners) => presence_changed(&state, &id, &partners, false).await,
                 Err(error) => tracing::warn!(error = %error.message, "presence fan-out skipped"),
             }
         }
