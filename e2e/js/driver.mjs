@@ -1,7 +1,7 @@
 // A real socket.io-client (the official JavaScript client), driven line by
 // line over stdin/stdout by parley's Rust test harness.
 //
-//   node driver.mjs <url> [--token T] [--query k=v] [--transport websocket|polling] [--no-reconnect]
+//   node driver.mjs <url> [--token T] [--query k=v] [--header k=v] [--transport websocket|polling] [--no-reconnect]
 //
 // stdin, one JSON object per line:
 //   {"op":"emit","event":"e","data":...}            fire and forget
@@ -29,10 +29,12 @@ const opt = (name) => {
 const token = opt("--token");
 const transport = opt("--transport") ?? "websocket";
 const query = {};
+const extraHeaders = {};
 for (let i = 0; i < args.length; i++) {
-  if (args[i] === "--query") {
-    const [k, v] = args[i + 1].split("=");
-    query[k] = v;
+  if (args[i] === "--query" || args[i] === "--header") {
+    const at = args[i + 1].indexOf("=");
+    const [k, v] = [args[i + 1].slice(0, at), args[i + 1].slice(at + 1)];
+    (args[i] === "--query" ? query : extraHeaders)[k] = v;
   }
 }
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
@@ -42,6 +44,7 @@ const socket = io(url, {
   upgrade: false,
   auth: token ? { token } : {},
   query,
+  extraHeaders,
   reconnection: !args.includes("--no-reconnect"),
   reconnectionDelay: 200,
   reconnectionDelayMax: 1000,
@@ -63,6 +66,7 @@ function churnOne() {
       upgrade: false,
       auth: socket.auth ?? (token ? { token } : {}),
       query,
+      extraHeaders,
       reconnection: false,
       timeout: 5000,
     });

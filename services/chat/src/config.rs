@@ -9,6 +9,7 @@ use parley_common::mongo::MongoConfig;
 use parley_common::token::TokenVerifier;
 
 use crate::realtime::admission::AdmissionConfig;
+use crate::realtime::handshake::{self, HandshakePolicy};
 
 /// Everything the chat service reads at start-up.
 #[derive(Debug, Clone)]
@@ -36,6 +37,10 @@ pub struct Config {
     /// Bounds on socket events in flight (`PARLEY_SOCKET_IN_FLIGHT`,
     /// `PARLEY_SOCKET_RELAY_IN_FLIGHT`, `PARLEY_SOCKET_STORE_IN_FLIGHT`).
     pub admission: AdmissionConfig,
+    /// Where handshake tokens may come from, allowed origins, connect
+    /// timeout (`PARLEY_SOCKET_QUERY_TOKEN`, `PARLEY_SOCKET_ALLOWED_ORIGINS`,
+    /// `PARLEY_SOCKET_CONNECT_TIMEOUT_SECS`).
+    pub handshake: HandshakePolicy,
 }
 
 /// The variables only the chat service reads.
@@ -86,7 +91,7 @@ pub const ENV: &[VarDoc] = &[
 /// Every variable this binary reads, its own and the shared ones, for the
 /// configuration reference.
 pub fn reference() -> Vec<VarDoc> {
-    parley_common::config::service_reference(ENV)
+    parley_common::config::service_reference(&[ENV, handshake::ENV].concat())
 }
 
 impl Config {
@@ -163,6 +168,7 @@ impl Config {
             socket_events_per_sec,
             socket_event_burst,
             admission,
+            handshake: HandshakePolicy::from_env(env)?,
         })
     }
 }

@@ -113,8 +113,12 @@ pub async fn serve(
     let amqp = Amqp::start(config.amqp.clone(), "parley-chat");
     let store = Store::new(mongo.db());
     ensure_indexes(store.clone(), shutdown.clone());
-    let (socket_routes, io) = realtime::build(&config.redis.url, realtime::channel_prefix(&redis))
-        .context("socket.io adapter")?;
+    let (socket_routes, io) = realtime::build(
+        &config.redis.url,
+        realtime::channel_prefix(&redis),
+        config.handshake.connect_timeout,
+    )
+    .context("socket.io adapter")?;
     let profiles =
         Profiles::new(redis.clone(), &config.user_service_url).context("user service URL")?;
     let presence = Presence::new(redis.clone(), config.presence_ttl);

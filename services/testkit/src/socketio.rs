@@ -71,6 +71,18 @@ impl JsClient {
         query: &[(&str, &str)],
         transport: Transport,
     ) -> anyhow::Result<Self> {
+        Self::start_with_headers(url, token, query, &[], transport).await
+    }
+
+    /// Like [`JsClient::start`], sending extra HTTP headers (`Origin`, say)
+    /// with the handshake requests.
+    pub async fn start_with_headers(
+        url: &str,
+        token: Option<&str>,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        transport: Transport,
+    ) -> anyhow::Result<Self> {
         ensure_npm()?;
         let mut args = vec![
             js_dir().join("driver.mjs").to_string_lossy().into_owned(),
@@ -87,6 +99,9 @@ impl JsClient {
         }
         for (k, v) in query {
             args.extend(["--query".to_owned(), format!("{k}={v}")]);
+        }
+        for (k, v) in headers {
+            args.extend(["--header".to_owned(), format!("{k}={v}")]);
         }
         let mut child = Command::new("node")
             .args(&args)

@@ -1,7 +1,8 @@
 //! Socket.IO: authenticated sockets, rooms, typing, sends, receipts, presence.
 //!
-//! Every socket proves who it is with a token at the handshake (`auth.token`
-//! or the `token` query parameter); the user id always comes from the token.
+//! Every socket proves who it is with a token at the handshake (`auth.token`,
+//! or the `token` query parameter where enabled, from an allowed origin;
+//! see [`handshake`]); the user id always comes from the token.
 //! Each socket joins `user:<id>`, so events reach every device of a user on
 //! every replica (through the Redis adapter).
 //!
@@ -15,6 +16,7 @@
 //! of the named messages they marked (see [`receipts`]).
 
 pub mod admission;
+pub mod handshake;
 pub mod lifecycle;
 pub mod peers;
 pub mod rate;
@@ -163,6 +165,7 @@ pub struct SocketUser(pub Arc<SocketState>);
 pub fn build(
     redis_url: &str,
     channel_prefix: String,
+    connect_timeout: std::time::Duration,
 ) -> Result<(axum::Router, SocketIo<Adapter>), redis_driver::DriverError> {
     let driver = ResilientDriver::new(redis_url)?;
     let ctr = RedisAdapterCtr::new_with_driver(
@@ -177,6 +180,7 @@ pub fn build(
         .ws_max_frame_size(MAX_PACKET_BYTES)
         .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        .connect_timeout(connect_timeout)
         .with_adapter::<Adapter>(ctr)
         .build_svc();
     Ok((
@@ -193,17 +197,6 @@ impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0)
     }
-}
-
-/// Pure: the token from the auth payload (`{token}`) or the query string.
-pub fn handshake_token(auth: Option<&Value>, query: Option<&str>) -> Option<String> {
-    if let Some(token) = auth.and_then(|a| a.get("token")).and_then(Value::as_str) {
-        let token = token.strip_prefix("Bearer ").unwrap_or(token);
-        return Some(token.to_owned());
-    }
-    url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
 }
 
 /// Pure: a chat id given as a string or as `{chatId}`.
@@ -289,10 +282,20 @@ pub async fn register(
         let state = for_auth.clone();
         let dispatch = dispatch.clone();
         async move {
-            let token = handshake_token(payload.ok().as_ref(), socket.req_parts().uri.query())
-                .ok_or(Refused(
-                    "authentication required: pass auth.token or a token query parameter",
-                ))?;
+            let policy = &state.config.handshake;
+            let parts = socket.req_parts();
+            let origin = parts
+                .headers
+                .get(axum::http::header::ORIGIN)
+                .map(|v| v.to_str().unwrap_or("?"));
+            if !policy.origin_allowed(origin) {
+                metrics::counter!("chat_socket_handshakes_refused_total", "reason" => "origin")
+                    .increment(1);
+                return Err(Refused("origin not allowed"));
+            }
+            let token = policy
+                .token(payload.ok().as_ref(), parts.uri.query())
+                .ok_or(Refused(policy.missing_token()))?;
             let claims = verifier.verify(&token).map_err(|e| match e {
                 parley_common::token::TokenError::Expired => Refused("token expired"),
                 _ => Refused("invalid token"),
@@ -914,20 +917,6 @@ async fn send_online_list(state: &AppState, user: &ObjectId, contacts: &[ObjectI
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_from_auth_or_query() {
-        let auth = json!({"token": "abc"});
-        assert_eq!(handshake_token(Some(&auth), None).as_deref(), Some("abc"));
-        let bearer = json!({"token": "Bearer abc"});
-        assert_eq!(handshake_token(Some(&bearer), None).as_deref(), Some("abc"));
-        assert_eq!(
-            handshake_token(None, Some("EIO=4&token=t%2B1&transport=polling")).as_deref(),
-            Some("t+1")
-        );
-        assert_eq!(handshake_token(None, Some("userId=123")), None);
-        assert_eq!(handshake_token(Some(&json!({"userId": "x"})), None), None);
-    }
 
     #[test]
     fn chat_ids_in_both_shapes() {
