@@ -6,7 +6,8 @@ use parley_common::amqp::AmqpConfig;
 use parley_common::cache::RedisConfig;
 use parley_common::config::{ConfigError, Env, REQUIRED, ServerConfig, VarDoc};
 use parley_common::mongo::MongoConfig;
-use parley_common::token::TokenVerifier;
+use parley_common::revocation::RevocationConfig;
+use parley_common::token::{TokenScope, TokenVerifier};
 
 use crate::realtime::admission::AdmissionConfig;
 use crate::realtime::handshake::{self, HandshakePolicy};
@@ -22,8 +23,12 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Events go here.
     pub amqp: AmqpConfig,
-    /// Public keys accepted for tokens (`PARLEY_JWT_PUBLIC_KEYS_FILE`).
+    /// Public keys accepted for tokens (`PARLEY_JWT_PUBLIC_KEYS_FILE`),
+    /// and the `iss`/`aud` required (`PARLEY_TOKEN_ISSUER`, `PARLEY_TOKEN_AUDIENCE`).
     pub verifier: TokenVerifier,
+    /// How long a token generation read from Redis is reused
+    /// (`PARLEY_REVOCATION_CACHE_SECS`).
+    pub revocation: RevocationConfig,
     /// Base URL of the user service (`PARLEY_USER_SERVICE_URL`).
     pub user_service_url: url::Url,
     /// Largest accepted image (`PARLEY_MEDIA_MAX_BYTES`, default 5 MiB).
@@ -91,7 +96,9 @@ pub const ENV: &[VarDoc] = &[
 /// Every variable this binary reads, its own and the shared ones, for the
 /// configuration reference.
 pub fn reference() -> Vec<VarDoc> {
-    parley_common::config::service_reference(&[ENV, handshake::ENV].concat())
+    parley_common::config::service_reference(
+        &[ENV, TokenScope::ENV, RevocationConfig::ENV, handshake::ENV].concat(),
+    )
 }
 
 impl Config {
@@ -102,6 +109,7 @@ impl Config {
         let pems = std::fs::read_to_string(&keys_path)
             .map_err(|e| ConfigError::new(keys_var, format!("cannot read {keys_path}: {e}")))?;
         let verifier = TokenVerifier::new()
+            .with_scope(TokenScope::from_env(env)?)
             .with_public_pems(&pems)
             .map_err(|e| ConfigError::new(keys_var, format!("{keys_path}: {e}")))?;
         let media_max_bytes: usize =
@@ -162,6 +170,7 @@ impl Config {
             redis: RedisConfig::from_env(env)?,
             amqp: AmqpConfig::from_env(env)?,
             verifier,
+            revocation: RevocationConfig::from_env(env)?,
             user_service_url: env.required_url("PARLEY_USER_SERVICE_URL", &["http", "https"])?,
             media_max_bytes,
             presence_ttl,

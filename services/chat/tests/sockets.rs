@@ -256,3 +256,89 @@ async fn connections_that_never_handshake_are_closed_soon() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// Issue 14 item 8: a socket does not outlive its token: when `exp` passes
+/// the client is told why (`authError`, code `token_expired`) and closed.
+#[tokio::test]
+async fn a_socket_is_closed_when_its_token_expires() -> anyhow::Result<()> {
+    let stack = Stack::new().await?;
+    let a = stack.replica().await?;
+    let alice = stack.user("alice").await?;
+    let now = chrono::Utc::now().timestamp();
+    let short = stack.sign_raw(&serde_json::json!({
+        "sub": alice.id.to_hex(), "email": "alice@example.com", "name": "alice",
+        "iat": now, "exp": now + 3, "iss": "parley-user", "aud": "parley",
+    }))?;
+    let mut c = client(&socket_url(&a), &short).await?;
+    let told = c.event("authError", T).await?;
+    assert_eq!(told["code"], "token_expired", "{told}");
+    let closed = c
+        .wait_for("disconnect", T, |l| l["type"] == "disconnect")
+        .await?;
+    assert_eq!(closed["reason"], "io server disconnect");
+    // It took the token's life, not less.
+    assert!(chrono::Utc::now().timestamp() >= now + 3);
+    // The same token cannot open a socket again.
+    let mut late =
+        JsClient::start(&socket_url(&a), Some(&short), &[], Transport::WebSocket).await?;
+    assert_eq!(late.refused(T).await?, "token expired");
+    Ok(())
+}
+
+/// Issue 14 item 8: a token issued by someone else, or for another
+/// audience, is refused by REST and at the handshake, even when signed
+/// with a trusted key.
+#[tokio::test]
+async fn tokens_of_another_issuer_or_audience_are_refused() -> anyhow::Result<()> {
+    let stack = Stack::new().await?;
+    let a = stack.replica().await?;
+    let alice = stack.user("alice").await?;
+    let now = chrono::Utc::now().timestamp();
+    for (iss, aud) in [
+        // Another issuer trusted with the same key (a staging deployment,
+        // say), or no issuer and audience at all.
+        (Some("https://some-other-issuer.example"), None),
+        (Some("https://some-other-issuer.example"), Some("parley")),
+        (Some("parley-user"), Some("some-other-app")),
+        (None, None),
+    ] {
+        let mut claims = serde_json::json!({
+            "sub": alice.id.to_hex(), "email": "alice@example.com", "name": "alice",
+            "iat": now, "exp": now + 600,
+        });
+        if let Some(iss) = iss {
+            claims["iss"] = iss.into();
+        }
+        if let Some(aud) = aud {
+            claims["aud"] = aud.into();
+        }
+        let token = stack.sign_raw(&claims)?;
+        let (status, body) = support::call(
+            &a,
+            reqwest::Method::GET,
+            "/api/v1/chat/all",
+            Some(&token),
+            None,
+        )
+        .await?;
+        assert_eq!(status, 401, "iss {iss:?}, aud {aud:?}: {body}");
+        let mut c =
+            JsClient::start(&socket_url(&a), Some(&token), &[], Transport::WebSocket).await?;
+        assert_eq!(
+            c.refused(T).await?,
+            "token not meant for this service",
+            "iss {iss:?}, aud {aud:?}"
+        );
+    }
+    // The right ones pass.
+    let (status, _) = support::call(
+        &a,
+        reqwest::Method::GET,
+        "/api/v1/chat/all",
+        Some(&alice.token),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200);
+    Ok(())
+}

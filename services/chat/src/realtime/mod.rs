@@ -22,6 +22,7 @@ pub mod peers;
 pub mod rate;
 pub mod receipts;
 pub mod redis_driver;
+pub mod session;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,6 +31,7 @@ use std::time::Instant;
 
 use mongodb::bson::oid::ObjectId;
 use parley_common::api_error::ApiError;
+use parley_common::revocation::RevocationError;
 use parley_common::token::{Claims, TokenVerifier};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -101,6 +103,8 @@ pub struct SocketState {
     in_flight: [AtomicU32; 2],
     /// Presence registration, whichever of connect and disconnect runs first.
     lifecycle: Lifecycle,
+    /// Cancelled when the socket is gone (stops its expiry timer).
+    closed: tokio_util::sync::CancellationToken,
 }
 
 impl SocketState {
@@ -114,6 +118,7 @@ impl SocketState {
             chats: Mutex::new(HashMap::new()),
             in_flight: [AtomicU32::new(0), AtomicU32::new(0)],
             lifecycle: Lifecycle::default(),
+            closed: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -298,8 +303,23 @@ pub async fn register(
                 .ok_or(Refused(policy.missing_token()))?;
             let claims = verifier.verify(&token).map_err(|e| match e {
                 parley_common::token::TokenError::Expired => Refused("token expired"),
+                parley_common::token::TokenError::WrongScope => {
+                    Refused("token not meant for this service")
+                }
                 _ => Refused("invalid token"),
             })?;
+            // No leeway for sockets: one would be closed again at once.
+            if claims.exp <= chrono::Utc::now().timestamp() {
+                return Err(Refused("token expired"));
+            }
+            state
+                .revocations
+                .check(&claims)
+                .await
+                .map_err(|e| match e {
+                    RevocationError::Revoked => Refused("token revoked"),
+                    RevocationError::Unavailable(_) => Refused("service unavailable, try again"),
+                })?;
             let id = ObjectId::parse_str(&claims.sub).map_err(|_| Refused("invalid token"))?;
             let user = SocketUser(Arc::new(SocketState::new(id, claims, rate, burst)));
             prepare(&state, &socket, &user, dispatch);
@@ -795,6 +815,11 @@ async fn connected(state: AppState, socket: SocketRef<Adapter>) {
             return;
         }
         metrics::gauge!("chat_sockets_connected").increment(1.0);
+        session::expire(
+            socket.clone(),
+            &SocketUser(user.clone()),
+            user.closed.clone(),
+        );
         match state.presence.connected(&id, socket.id.as_str()).await {
             Ok(Transition::CameOnline) => {
                 drop(step);
@@ -811,6 +836,7 @@ async fn disconnected(state: AppState, socket: SocketRef<Adapter>) {
     let Some(SocketUser(user)) = socket_user(&socket) else {
         return;
     };
+    user.closed.cancel();
     let id = user.id;
     let transition = {
         let mut step = user.lifecycle.lock().await;
@@ -959,6 +985,9 @@ mod tests {
             name: "a".into(),
             iat: 0,
             exp: i64::MAX,
+            iss: parley_common::token::DEFAULT_ISSUER.into(),
+            aud: parley_common::token::DEFAULT_AUDIENCE.into(),
+            generation: 0,
         }
     }
 
