@@ -129,9 +129,7 @@ impl HandshakePolicy {
         };
         match origin {
             None => true,
-            Some(origin) => {
-                normalise_origin(origin).is_some_and(|o| allowed.iter().any(|a| *a == o))
-            }
+            Some(origin) => normalise_origin(origin).is_some_and(|o| allowed.contains(&o)),
         }
     }
 
