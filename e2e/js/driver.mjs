@@ -1,7 +1,7 @@
 // A real socket.io-client (the official JavaScript client), driven line by
 // line over stdin/stdout by parley's Rust test harness.
 //
-//   node driver.mjs <url> [--token T] [--query k=v] [--transport websocket|polling] [--no-reconnect]
+//   node driver.mjs <url> [--token T] [--query k=v] [--header k=v] [--transport websocket|polling] [--no-reconnect]
 //
 // stdin, one JSON object per line:
 //   {"op":"emit","event":"e","data":...}            fire and forget
@@ -9,10 +9,14 @@
 //                                                   (optional "timeout" in ms, default 10000)
 //   {"op":"emit_raw","event":"e","args":[...]}       any arguments, no ack
 //   {"op":"disconnect"} / {"op":"connect"} / {"op":"auth","token":"T"}
+//   {"op":"churn","count":N,"concurrency":C}        N more sockets with the same token,
+//                                                   C at a time, each closed the moment
+//                                                   it connects (answers "churn_done")
 // stdout, one JSON object per line:
 //   {"type":"connect","id":...} {"type":"connect_error","message":...}
 //   {"type":"disconnect","reason":...} {"type":"event","event":...,"data":...}
 //   {"type":"ack","ack":7,"data":...} {"type":"ack_timeout","ack":7}
+//   {"type":"churn_done","connected":n,"refused":m}
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
 
@@ -25,10 +29,12 @@ const opt = (name) => {
 const token = opt("--token");
 const transport = opt("--transport") ?? "websocket";
 const query = {};
+const extraHeaders = {};
 for (let i = 0; i < args.length; i++) {
-  if (args[i] === "--query") {
-    const [k, v] = args[i + 1].split("=");
-    query[k] = v;
+  if (args[i] === "--query" || args[i] === "--header") {
+    const at = args[i + 1].indexOf("=");
+    const [k, v] = [args[i + 1].slice(0, at), args[i + 1].slice(at + 1)];
+    (args[i] === "--query" ? query : extraHeaders)[k] = v;
   }
 }
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
@@ -38,6 +44,7 @@ const socket = io(url, {
   upgrade: false,
   auth: token ? { token } : {},
   query,
+  extraHeaders,
   reconnection: !args.includes("--no-reconnect"),
   reconnectionDelay: 200,
   reconnectionDelayMax: 1000,
@@ -48,6 +55,44 @@ socket.on("connect", () => out({ type: "connect", id: socket.id }));
 socket.on("connect_error", (err) => out({ type: "connect_error", message: String(err && err.message) }));
 socket.on("disconnect", (reason) => out({ type: "disconnect", reason }));
 socket.onAny((event, ...data) => out({ type: "event", event, data: data.length <= 1 ? data[0] ?? null : data }));
+
+// Sockets that leave as soon as they are in: each closes in its "connect"
+// callback, while the server may still be handling that connect.
+function churnOne() {
+  return new Promise((resolve) => {
+    const s = io(url, {
+      forceNew: true,
+      transports: [transport],
+      upgrade: false,
+      auth: socket.auth ?? (token ? { token } : {}),
+      query,
+      extraHeaders,
+      reconnection: false,
+      timeout: 5000,
+    });
+    s.on("connect", () => {
+      s.disconnect();
+      resolve("connected");
+    });
+    s.on("connect_error", () => {
+      s.disconnect();
+      resolve("refused");
+    });
+  });
+}
+
+async function churn(count, concurrency) {
+  let next = 0;
+  const tally = { type: "churn_done", connected: 0, refused: 0 };
+  const worker = async () => {
+    while (next < count) {
+      next++;
+      tally[await churnOne()]++;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, concurrency) }, worker));
+  return tally;
+}
 
 const rl = createInterface({ input: process.stdin });
 rl.on("line", (line) => {
@@ -80,6 +125,9 @@ rl.on("line", (line) => {
       break;
     case "connect":
       socket.connect();
+      break;
+    case "churn":
+      churn(cmd.count ?? 1000, cmd.concurrency ?? 50).then(out);
       break;
     default:
       out({ type: "driver_error", message: `unknown op ${cmd.op}` });

@@ -6,9 +6,11 @@ use parley_common::amqp::AmqpConfig;
 use parley_common::cache::RedisConfig;
 use parley_common::config::{ConfigError, Env, REQUIRED, ServerConfig, VarDoc};
 use parley_common::mongo::MongoConfig;
-use parley_common::token::TokenVerifier;
+use parley_common::revocation::RevocationConfig;
+use parley_common::token::{TokenScope, TokenVerifier};
 
 use crate::realtime::admission::AdmissionConfig;
+use crate::realtime::handshake::{self, HandshakePolicy};
 
 /// Everything the chat service reads at start-up.
 #[derive(Debug, Clone)]
@@ -21,8 +23,12 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Events go here.
     pub amqp: AmqpConfig,
-    /// Public keys accepted for tokens (`PARLEY_JWT_PUBLIC_KEYS_FILE`).
+    /// Public keys accepted for tokens (`PARLEY_JWT_PUBLIC_KEYS_FILE`),
+    /// and the `iss`/`aud` required (`PARLEY_TOKEN_ISSUER`, `PARLEY_TOKEN_AUDIENCE`).
     pub verifier: TokenVerifier,
+    /// How long a token generation read from Redis is reused
+    /// (`PARLEY_REVOCATION_CACHE_SECS`).
+    pub revocation: RevocationConfig,
     /// Base URL of the user service (`PARLEY_USER_SERVICE_URL`).
     pub user_service_url: url::Url,
     /// Largest accepted image (`PARLEY_MEDIA_MAX_BYTES`, default 5 MiB).
@@ -39,6 +45,10 @@ pub struct Config {
     /// Per-user REST budgets (`PARLEY_REST_SENDS_PER_MINUTE`, default 60;
     /// `PARLEY_UPLOADS_PER_HOUR`, default 30).
     pub rest_limits: crate::rest_limits::RestLimits,
+    /// Where handshake tokens may come from, allowed origins, connect
+    /// timeout (`PARLEY_SOCKET_QUERY_TOKEN`, `PARLEY_SOCKET_ALLOWED_ORIGINS`,
+    /// `PARLEY_SOCKET_CONNECT_TIMEOUT_SECS`).
+    pub handshake: HandshakePolicy,
 }
 
 /// The variables only the chat service reads.
@@ -99,7 +109,9 @@ pub const ENV: &[VarDoc] = &[
 /// Every variable this binary reads, its own and the shared ones, for the
 /// configuration reference.
 pub fn reference() -> Vec<VarDoc> {
-    parley_common::config::service_reference(ENV)
+    parley_common::config::service_reference(
+        &[ENV, TokenScope::ENV, RevocationConfig::ENV, handshake::ENV].concat(),
+    )
 }
 
 impl Config {
@@ -110,6 +122,7 @@ impl Config {
         let pems = std::fs::read_to_string(&keys_path)
             .map_err(|e| ConfigError::new(keys_var, format!("cannot read {keys_path}: {e}")))?;
         let verifier = TokenVerifier::new()
+            .with_scope(TokenScope::from_env(env)?)
             .with_public_pems(&pems)
             .map_err(|e| ConfigError::new(keys_var, format!("{keys_path}: {e}")))?;
         let media_max_bytes: usize =
@@ -186,6 +199,7 @@ impl Config {
             redis: RedisConfig::from_env(env)?,
             amqp: AmqpConfig::from_env(env)?,
             verifier,
+            revocation: RevocationConfig::from_env(env)?,
             user_service_url: env.required_url("PARLEY_USER_SERVICE_URL", &["http", "https"])?,
             media_max_bytes,
             presence_ttl,
@@ -193,6 +207,7 @@ impl Config {
             socket_event_burst,
             admission,
             rest_limits,
+            handshake: HandshakePolicy::from_env(env)?,
         })
     }
 }

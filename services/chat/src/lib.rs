@@ -22,6 +22,7 @@ use parley_common::cache::Redis;
 use parley_common::events::{Envelope, Event, UserUpdated};
 use parley_common::health::Readiness;
 use parley_common::mongo::Mongo;
+use parley_common::revocation::Revocations;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -114,14 +115,19 @@ pub async fn serve(
     let amqp = Amqp::start(config.amqp.clone(), "parley-chat");
     let store = Store::new(mongo.db());
     ensure_indexes(store.clone(), shutdown.clone());
-    let (socket_routes, io) = realtime::build(&config.redis.url, realtime::channel_prefix(&redis))
-        .context("socket.io adapter")?;
+    let (socket_routes, io) = realtime::build(
+        &config.redis.url,
+        realtime::channel_prefix(&redis),
+        config.handshake.connect_timeout,
+    )
+    .context("socket.io adapter")?;
     let profiles =
         Profiles::new(redis.clone(), &config.user_service_url).context("user service URL")?;
     let presence = Presence::new(redis.clone(), config.presence_ttl);
     let receipts_stop = CancellationToken::new();
     let (receipts, receipt_writer) = Receipts::start(store.clone(), receipts_stop.clone());
     let grace = config.server.shutdown_grace;
+    let config_revocation = config.revocation;
     let state = AppState {
         config: Arc::new(config),
         store,
@@ -131,10 +137,12 @@ pub async fn serve(
         presence: presence.clone(),
         profiles: profiles.clone(),
         receipts,
+        revocations: Revocations::new(redis.clone(), config_revocation),
     };
     realtime::register(state.clone(), shutdown.clone())
         .await
         .context("socket.io namespace")?;
+    let revocation_watch = realtime::session::follow_revocations(&state, shutdown.clone());
 
     let heartbeat = {
         let presence = presence.clone();
@@ -181,6 +189,7 @@ pub async fn serve(
     receipts_stop.cancel();
     let _ = receipt_writer.await;
     let _ = heartbeat.await;
+    let _ = revocation_watch.await;
     let _ = consumer.await;
     amqp.close().await;
     Ok(())

@@ -64,7 +64,42 @@ pub struct Presence {
     redis: Redis,
     ttl: Duration,
     script: Arc<redis::Script>,
-    local: Arc<Mutex<HashMap<String, ObjectId>>>,
+    local: Arc<Mutex<Local>>,
+}
+
+/// This replica's registered sockets, and how many each user has.
+#[derive(Debug, Default)]
+struct Local {
+    sockets: HashMap<String, ObjectId>,
+    users: HashMap<ObjectId, u32>,
+}
+
+impl Local {
+    fn insert(&mut self, socket: &str, user: &ObjectId) {
+        if self.sockets.insert(socket.to_owned(), *user).is_none() {
+            *self.users.entry(*user).or_default() += 1;
+        }
+        self.publish();
+    }
+
+    fn remove(&mut self, socket: &str) {
+        if let Some(user) = self.sockets.remove(socket)
+            && let std::collections::hash_map::Entry::Occupied(mut n) = self.users.entry(user)
+        {
+            *n.get_mut() = n.get().saturating_sub(1);
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+        self.publish();
+    }
+
+    /// The gauges of what this replica tracks (every entry must go when
+    /// its socket does).
+    fn publish(&self) {
+        metrics::gauge!("chat_presence_tracked_sockets").set(self.sockets.len() as f64);
+        metrics::gauge!("chat_presence_tracked_users").set(self.users.len() as f64);
+    }
 }
 
 fn now_ms() -> i64 {
@@ -78,7 +113,7 @@ impl Presence {
             redis,
             ttl,
             script: Arc::new(redis::Script::new(TOUCH)),
-            local: Arc::new(Mutex::new(HashMap::new())),
+            local: Arc::new(Mutex::new(Local::default())),
         }
     }
 
@@ -116,7 +151,7 @@ impl Presence {
     /// A socket connected.
     pub async fn connected(&self, user: &ObjectId, socket: &str) -> redis::RedisResult<Transition> {
         if let Ok(mut local) = self.local.lock() {
-            local.insert(socket.to_owned(), *user);
+            local.insert(socket, user);
         }
         let (before, after) = self.touch(user, "add", &[socket]).await?;
         Ok(transition(before, after))
@@ -166,7 +201,7 @@ impl Presence {
                 return Ok(());
             };
             let mut map: HashMap<ObjectId, Vec<String>> = HashMap::new();
-            for (socket, user) in local.iter() {
+            for (socket, user) in &local.sockets {
                 map.entry(*user).or_default().push(socket.clone());
             }
             map
@@ -210,13 +245,34 @@ impl Presence {
 
     /// Sockets of this replica.
     pub fn local_count(&self) -> usize {
-        self.local.lock().map(|l| l.len()).unwrap_or(0)
+        self.local.lock().map(|l| l.sockets.len()).unwrap_or(0)
+    }
+
+    /// Users with a socket on this replica.
+    pub fn local_users(&self) -> usize {
+        self.local.lock().map(|l| l.users.len()).unwrap_or(0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_entries_are_freed_with_their_sockets() {
+        let (u1, u2) = (ObjectId::new(), ObjectId::new());
+        let mut local = Local::default();
+        local.insert("a", &u1);
+        local.insert("a", &u1);
+        local.insert("b", &u1);
+        local.insert("c", &u2);
+        assert_eq!((local.sockets.len(), local.users.len()), (3, 2));
+        assert_eq!(local.users.get(&u1), Some(&2));
+        for s in ["a", "a", "b", "c", "unknown"] {
+            local.remove(s);
+        }
+        assert!(local.sockets.is_empty() && local.users.is_empty());
+    }
 
     #[test]
     fn transitions() {

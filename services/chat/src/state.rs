@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use parley_common::amqp::Amqp;
 use parley_common::cache::Redis;
+use parley_common::revocation::Revocations;
 use parley_common::token::TokenVerifier;
 use socketioxide::SocketIo;
 
@@ -34,10 +35,18 @@ pub struct AppState {
     pub profiles: Profiles,
     /// Delivered receipts waiting for their (coalesced) write.
     pub receipts: Receipts,
+    /// Token generations (logout).
+    pub revocations: Revocations,
 }
 
 impl FromRef<AppState> for TokenVerifier {
     fn from_ref(state: &AppState) -> Self {
         state.config.verifier.clone()
+    }
+}
+
+impl FromRef<AppState> for Revocations {
+    fn from_ref(state: &AppState) -> Self {
+        state.revocations.clone()
     }
 }

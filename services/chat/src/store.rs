@@ -32,6 +32,17 @@ pub struct NewMessage {
     pub preview: String,
 }
 
+/// A message a delivered receipt may mark: not yet delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The message.
+    pub id: ObjectId,
+    /// Its chat.
+    pub chat: ObjectId,
+    /// Its sender.
+    pub sender: ObjectId,
+}
+
 /// The outcome of [`Store::append_message`].
 #[derive(Debug)]
 pub enum Appended {
@@ -429,22 +440,46 @@ impl Store {
         Ok((ids, now))
     }
 
-    /// Marks messages delivered to `recipient` (only others' messages in `chat`).
-    pub async fn mark_delivered(
-        &self,
-        chat: &ObjectId,
-        recipient: &ObjectId,
-        ids: &[ObjectId],
-    ) -> Result<DateTime, ApiError> {
-        let now = DateTime::now();
-        self.messages
+    /// The messages among `ids` not yet marked delivered, with their chat
+    /// and sender (one query for a whole batch of receipts).
+    pub async fn undelivered(&self, ids: &[ObjectId]) -> Result<Vec<Candidate>, ApiError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw = self.messages.clone_with_type::<mongodb::bson::Document>();
+        let mut cursor = raw
+            .find(doc! {"_id": {"$in": ids}, "deliveredAt": Bson::Null})
+            .projection(doc! {"_id": 1, "chatId": 1, "sender": 1})
+            .await
+            .map_err(db_error)?;
+        let mut found = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(db_error)? {
+            if let (Ok(id), Ok(chat), Ok(sender)) = (
+                d.get_object_id("_id"),
+                d.get_object_id("chatId"),
+                d.get_object_id("sender"),
+            ) {
+                found.push(Candidate { id, chat, sender });
+            }
+        }
+        Ok(found)
+    }
+
+    /// Sets `deliveredAt` on those of `ids` that have none yet; returns
+    /// how many changed.
+    pub async fn set_delivered(&self, ids: &[ObjectId]) -> Result<u64, ApiError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let result = self
+            .messages
             .update_many(
-                doc! {"_id": {"$in": ids}, "chatId": chat, "sender": {"$ne": recipient}, "deliveredAt": Bson::Null},
-                doc! {"$set": {"deliveredAt": now}},
+                doc! {"_id": {"$in": ids}, "deliveredAt": Bson::Null},
+                doc! {"$set": {"deliveredAt": DateTime::now()}},
             )
             .await
             .map_err(db_error)?;
-        Ok(now)
+        Ok(result.modified_count)
     }
 
     /// Stores image bytes in the `media` GridFS bucket, tagged with the chat.

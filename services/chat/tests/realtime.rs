@@ -286,10 +286,16 @@ async fn handshakes_need_a_valid_token() -> anyhow::Result<()> {
     let expired = stack.expired_token(&alice)?;
     let mut late = JsClient::start(&url, Some(&expired), &[], Transport::WebSocket).await?;
     assert_eq!(late.refused(T).await?, "token expired");
-    // A token in the query string works too.
+    // A token in the query string is refused unless enabled (see
+    // sockets::tokens_in_urls_are_refused_unless_enabled).
     let mut by_query =
         JsClient::start(&url, None, &[("token", &alice.token)], Transport::WebSocket).await?;
-    by_query.connected(T).await?;
+    assert!(
+        by_query
+            .refused(T)
+            .await?
+            .contains("authentication required")
+    );
 
     // An expired token is refused at reconnect.
     let mut c = client(&url, &alice.token, Transport::WebSocket).await?;

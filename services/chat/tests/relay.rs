@@ -60,7 +60,7 @@ async fn metric(service: &parley_testkit::ServiceProcess, name: &str) -> anyhow:
 }
 
 #[tokio::test]
-async fn typing_joins_and_receipts_need_no_database_after_one_check() -> anyhow::Result<()> {
+async fn typing_and_joins_need_no_database_after_one_check() -> anyhow::Result<()> {
     let mut mongo = MongoServer::start().await?;
     let (_stack, a, alice, bob, chat) = private_world(&mongo, "", &[]).await?;
     let mut al = client(&socket_url(&a), &alice.token).await?;
@@ -73,6 +73,19 @@ async fn typing_joins_and_receipts_need_no_database_after_one_check() -> anyhow:
         .await?;
     let message_id = sent["message"]["_id"].clone();
     assert!(message_id.is_string(), "{sent}");
+    // A receipt waits for its (batched) write, which tells what it marked.
+    let receipt = bo
+        .emit_ack(
+            "messageDelivered",
+            json!({"chatId": chat, "messageIds": [message_id]}),
+            T,
+        )
+        .await?;
+    assert_eq!(receipt["ok"], true, "{receipt}");
+    assert_eq!(receipt["count"], 1, "{receipt}");
+    let delivered = al.event("messagesDelivered", T).await?;
+    assert_eq!(delivered["deliveredTo"], bob.id.to_hex());
+    assert_eq!(delivered["messageIds"], json!([message_id]));
 
     // From here on, MongoDB does not answer: the ephemeral path must not ask it.
     mongo.stop().await?;
@@ -89,18 +102,6 @@ async fn typing_joins_and_receipts_need_no_database_after_one_check() -> anyhow:
         al.event("userStoppedTyping", T).await?["userId"],
         bob.id.to_hex()
     );
-    let receipt = bo
-        .emit_ack(
-            "messageDelivered",
-            json!({"chatId": chat, "messageIds": [message_id]}),
-            T,
-        )
-        .await?;
-    assert_eq!(receipt["ok"], true, "{receipt}");
-    assert_eq!(receipt["count"], 1, "{receipt}");
-    let delivered = al.event("messagesDelivered", T).await?;
-    assert_eq!(delivered["deliveredTo"], bob.id.to_hex());
-    assert_eq!(delivered["messageIds"], json!([message_id]));
     Ok(())
 }
 
@@ -244,5 +245,83 @@ async fn excess_work_is_refused_counted_and_told() -> anyhow::Result<()> {
     .await?;
     assert_eq!(socket_refusals, 1.0);
     assert_eq!(pod_refusals, 2.0);
+    Ok(())
+}
+
+/// Issue 14 item 11: a receipt naming messages it cannot mark (another
+/// chat's, the recipient's own, already delivered, or none at all) is
+/// neither acknowledged nor broadcast for them.
+#[tokio::test]
+async fn fake_receipts_are_neither_acknowledged_nor_broadcast() -> anyhow::Result<()> {
+    let stack = Stack::new().await?;
+    let a = stack.replica().await?;
+    let alice = stack.user("alice").await?;
+    let bob = stack.user("bob").await?;
+    let carol = stack.user("carol").await?;
+    let chat = open_chat(&a, &alice, &bob).await?;
+    let other_chat = open_chat(&a, &alice, &carol).await?;
+    let mut al = client(&socket_url(&a), &alice.token).await?;
+    let mut bo = client(&socket_url(&a), &bob.token).await?;
+    let send = |text: &'static str, chat: String| json!({"chatId": chat, "text": text});
+    let real = al
+        .emit_ack("sendMessage", send("real", chat.clone()), T)
+        .await?["message"]["_id"]
+        .clone();
+    let elsewhere = al
+        .emit_ack("sendMessage", send("to carol", other_chat.clone()), T)
+        .await?["message"]["_id"]
+        .clone();
+    let own = bo
+        .emit_ack("sendMessage", send("bob's", chat.clone()), T)
+        .await?["message"]["_id"]
+        .clone();
+    let nothing = json!(mongodb::bson::oid::ObjectId::new().to_hex());
+    for id in [&real, &elsewhere, &own] {
+        assert!(id.is_string(), "a send failed: {id}");
+    }
+
+    // Bob names all four: only Alice's message in his chat is his to mark.
+    let ack = bo
+        .emit_ack(
+            "messageDelivered",
+            json!({"chatId": chat, "messageIds": [real, elsewhere, own, nothing]}),
+            T,
+        )
+        .await?;
+    assert_eq!(ack["count"], 1, "{ack}");
+    assert_eq!(ack["messageIds"], json!([real]), "{ack}");
+    let told = al.event("messagesDelivered", T).await?;
+    assert_eq!(told["messageIds"], json!([real]), "{told}");
+
+    // Again, and only fakes: nothing marked, nothing told.
+    let again = bo
+        .emit_ack(
+            "messageDelivered",
+            json!({"chatId": chat, "messageIds": [real, nothing]}),
+            T,
+        )
+        .await?;
+    assert_eq!(again["count"], 0, "{again}");
+    assert_eq!(again["messageIds"], json!([]), "{again}");
+    assert!(
+        al.quiet("messagesDelivered", std::time::Duration::from_secs(1))
+            .await?,
+        "a receipt that marked nothing was broadcast"
+    );
+    // Carol's message stayed undelivered.
+    let oid = mongodb::bson::oid::ObjectId::parse_str(elsewhere.as_str().unwrap_or_default())?;
+    let doc = stack
+        .db
+        .collection::<mongodb::bson::Document>("messages")
+        .find_one(mongodb::bson::doc! {"_id": oid})
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("message missing"))?;
+    assert!(
+        matches!(
+            doc.get("deliveredAt"),
+            None | Some(mongodb::bson::Bson::Null)
+        ),
+        "another chat's message was marked: {doc}"
+    );
     Ok(())
 }

@@ -5,11 +5,15 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use crate::api_error::ApiError;
+use crate::revocation::{RevocationError, Revocations};
 use crate::token::{Claims, TokenError, TokenVerifier};
 
-/// The verified claims of the request's `Authorization: Bearer` token.
+/// The verified claims of the request's `Authorization: Bearer` token:
+/// signature, expiry, issuer and audience checked, and not revoked by a
+/// logout (one cached Redis read, see [`Revocations::check`]).
 ///
-/// Any state `S` from which a [`TokenVerifier`] can be taken works.
+/// Any state `S` from which a [`TokenVerifier`] and [`Revocations`] can be
+/// taken works.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Claims);
 
@@ -25,13 +29,23 @@ pub fn refusal(error: &TokenError) -> ApiError {
     match error {
         TokenError::Expired => ApiError::unauthorized("token expired"),
         TokenError::UnknownKey => ApiError::unauthorized("token signed by an unknown key"),
+        TokenError::WrongScope => ApiError::unauthorized("token not meant for this service"),
         _ => ApiError::unauthorized("invalid token"),
+    }
+}
+
+/// The answer for a token whose generation was not accepted.
+pub fn revocation_refusal(error: &RevocationError) -> ApiError {
+    match error {
+        RevocationError::Revoked => ApiError::unauthorized("token revoked: log in again"),
+        RevocationError::Unavailable(detail) => ApiError::unavailable("redis", detail),
     }
 }
 
 impl<S> FromRequestParts<S> for Authenticated
 where
     TokenVerifier: FromRef<S>,
+    Revocations: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -47,10 +61,12 @@ where
         let token = bearer(value)
             .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))?;
         let verifier = TokenVerifier::from_ref(state);
-        verifier
-            .verify(token)
-            .map(Authenticated)
-            .map_err(|e| refusal(&e))
+        let claims = verifier.verify(token).map_err(|e| refusal(&e))?;
+        Revocations::from_ref(state)
+            .check(&claims)
+            .await
+            .map_err(|e| revocation_refusal(&e))?;
+        Ok(Authenticated(claims))
     }
 }
 

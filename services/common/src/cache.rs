@@ -56,6 +56,7 @@ pub enum CacheError {
 /// A self-healing Redis connection and parley's key prefix.
 #[derive(Clone)]
 pub struct Redis {
+    client: redis::Client,
     manager: ConnectionManager,
     prefix: String,
 }
@@ -70,9 +71,10 @@ impl Redis {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
             .map_err(CacheError::Url)?;
         Ok(Self {
+            client,
             manager,
             prefix: config.prefix.clone(),
         })
@@ -81,6 +83,11 @@ impl Redis {
     /// A handle for commands; cheap to clone.
     pub fn conn(&self) -> ConnectionManager {
         self.manager.clone()
+    }
+
+    /// The client, for connections of their own (pub/sub subscriptions).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// `prefix` + `key`.

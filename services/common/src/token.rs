@@ -27,6 +27,75 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at (seconds since the epoch).
     pub exp: i64,
+    /// Who issued it ([`TokenScope::issuer`]; a token without one is refused).
+    #[serde(default)]
+    pub iss: String,
+    /// Who it is for ([`TokenScope::audience`]; a token without one is refused).
+    #[serde(default)]
+    pub aud: String,
+    /// The user's token generation when it was issued: a logout moves the
+    /// generation on, and tokens of an older one are refused (see
+    /// [`crate::revocation`]). Claim `gen`.
+    #[serde(default, rename = "gen")]
+    pub generation: u64,
+}
+
+/// The `iss` parley's tokens carry when `PARLEY_TOKEN_ISSUER` is unset.
+pub const DEFAULT_ISSUER: &str = "parley-user";
+/// The `aud` parley's tokens carry when `PARLEY_TOKEN_AUDIENCE` is unset.
+pub const DEFAULT_AUDIENCE: &str = "parley";
+
+/// Who issues tokens and who they are for: the user service signs with
+/// these, every service checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenScope {
+    /// `iss`.
+    pub issuer: String,
+    /// `aud`.
+    pub audience: String,
+}
+
+impl Default for TokenScope {
+    fn default() -> Self {
+        Self {
+            issuer: DEFAULT_ISSUER.to_owned(),
+            audience: DEFAULT_AUDIENCE.to_owned(),
+        }
+    }
+}
+
+impl TokenScope {
+    /// The variables [`TokenScope::from_env`] reads (user and chat).
+    pub const ENV: &'static [crate::config::VarDoc] = &[
+        crate::config::VarDoc::new(
+            "PARLEY_TOKEN_ISSUER",
+            DEFAULT_ISSUER,
+            "`iss` of tokens: the user service signs it, the others require it (the same value everywhere)",
+        ),
+        crate::config::VarDoc::new(
+            "PARLEY_TOKEN_AUDIENCE",
+            DEFAULT_AUDIENCE,
+            "`aud` of tokens: tokens meant for anything else are refused (the same value everywhere)",
+        ),
+    ];
+
+    /// Reads `PARLEY_TOKEN_ISSUER` and `PARLEY_TOKEN_AUDIENCE`.
+    pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        let read = |var: &str, default: &str| {
+            let value = env.string_or(var, default);
+            if value.len() > 200 || value.chars().any(char::is_control) {
+                return Err(crate::config::ConfigError::new(
+                    var,
+                    "must be at most 200 printable characters",
+                ));
+            }
+            Ok(value)
+        };
+        Ok(Self {
+            issuer: read("PARLEY_TOKEN_ISSUER", DEFAULT_ISSUER)?,
+            audience: read("PARLEY_TOKEN_AUDIENCE", DEFAULT_AUDIENCE)?,
+        })
+    }
 }
 
 /// Why a token was refused.
@@ -41,6 +110,9 @@ pub enum TokenError {
     /// Signature, algorithm or claims invalid.
     #[error("invalid token")]
     Invalid,
+    /// Issued by someone else, or meant for someone else (`iss`, `aud`).
+    #[error("token not meant for this service")]
+    WrongScope,
     /// Past its `exp`.
     #[error("token expired")]
     Expired,
@@ -82,6 +154,7 @@ pub struct TokenSigner {
     key: EncodingKey,
     jwk: Jwk,
     lifetime: Duration,
+    scope: TokenScope,
 }
 
 impl std::fmt::Debug for TokenSigner {
@@ -109,7 +182,20 @@ impl TokenSigner {
             key,
             jwk,
             lifetime,
+            scope: TokenScope::default(),
         })
+    }
+
+    /// Signs with this `iss` and `aud` (default: [`TokenScope::default`]).
+    #[must_use]
+    pub fn with_scope(mut self, scope: TokenScope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// The `iss` and `aud` put in tokens.
+    pub fn scope(&self) -> &TokenScope {
+        &self.scope
     }
 
     /// The key id put in every token header.
@@ -127,17 +213,38 @@ impl TokenSigner {
         self.lifetime
     }
 
-    /// Issues a token for the user, valid from `now` (seconds since the epoch).
+    /// Issues a token for the user, valid from `now` (seconds since the
+    /// epoch), at token generation 0 (no logout yet).
     pub fn sign(&self, sub: &str, email: &str, name: &str, now: i64) -> Result<String, TokenError> {
+        self.sign_at(sub, email, name, 0, now)
+    }
+
+    /// Issues a token for the user at the user's current token `generation`.
+    pub fn sign_at(
+        &self,
+        sub: &str,
+        email: &str,
+        name: &str,
+        generation: u64,
+        now: i64,
+    ) -> Result<String, TokenError> {
+        let claims = self.claims(sub, email, name, generation, now);
+        self.sign_claims(&claims)
+    }
+
+    /// The claims [`TokenSigner::sign_at`] signs (tests change them).
+    pub fn claims(&self, sub: &str, email: &str, name: &str, generation: u64, now: i64) -> Claims {
         let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX);
-        let claims = Claims {
+        Claims {
             sub: sub.to_owned(),
             email: email.to_owned(),
             name: name.to_owned(),
             iat: now,
             exp: now.saturating_add(lifetime),
-        };
-        self.sign_claims(&claims)
+            iss: self.scope.issuer.clone(),
+            aud: self.scope.audience.clone(),
+            generation,
+        }
     }
 
     /// Signs arbitrary claims (tests use it for expired tokens).
@@ -148,11 +255,13 @@ impl TokenSigner {
     }
 }
 
-/// Verifies tokens against a set of public keys, by `kid`.
+/// Verifies tokens against a set of public keys, by `kid`, and their
+/// `iss` and `aud` against a [`TokenScope`].
 #[derive(Clone, Default)]
 pub struct TokenVerifier {
     keys: HashMap<String, DecodingKey>,
     leeway_secs: u64,
+    scope: TokenScope,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -169,7 +278,15 @@ impl TokenVerifier {
         Self {
             keys: HashMap::new(),
             leeway_secs: 30,
+            scope: TokenScope::default(),
         }
+    }
+
+    /// Requires this `iss` and `aud` (default: [`TokenScope::default`]).
+    #[must_use]
+    pub fn with_scope(mut self, scope: TokenScope) -> Self {
+        self.scope = scope;
+        self
     }
 
     /// Accepts the signer's own key.
@@ -216,7 +333,7 @@ impl TokenVerifier {
         self.keys.keys().map(String::as_str)
     }
 
-    /// Checks signature, algorithm and expiry; returns the claims.
+    /// Checks signature, algorithm, expiry, issuer and audience; returns the claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         if token.len() > 8 * 1024 {
             return Err(TokenError::Malformed);
@@ -229,11 +346,20 @@ impl TokenVerifier {
         let key = self.keys.get(&kid).ok_or(TokenError::UnknownKey)?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = self.leeway_secs;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        validation.set_issuer(&[&self.scope.issuer]);
+        validation.set_audience(&[&self.scope.audience]);
         jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                jsonwebtoken::errors::ErrorKind::InvalidIssuer
+                | jsonwebtoken::errors::ErrorKind::InvalidAudience => TokenError::WrongScope,
+                jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(c)
+                    if c == "iss" || c == "aud" =>
+                {
+                    TokenError::WrongScope
+                }
                 jsonwebtoken::errors::ErrorKind::Json(_)
                 | jsonwebtoken::errors::ErrorKind::Base64(_) => TokenError::Malformed,
                 _ => TokenError::Invalid,
@@ -371,11 +497,9 @@ mod tests {
         );
         let expired = s
             .sign_claims(&Claims {
-                sub: "u".into(),
-                email: "e".into(),
-                name: "n".into(),
                 iat: 0,
                 exp: 1,
+                ..s.claims("u", "e", "n", 0, now())
             })
             .unwrap();
         assert_eq!(v.verify(&expired), Err(TokenError::Expired));
@@ -391,16 +515,64 @@ mod tests {
         let hs = jsonwebtoken::encode(
             &header,
             &Claims {
-                sub: "u".into(),
-                email: "e".into(),
-                name: "n".into(),
                 iat: 0,
                 exp: 99999999999,
+                ..s.claims("u", "e", "n", 0, now())
             },
             &EncodingKey::from_secret(b"k"),
         )
         .unwrap();
         assert_eq!(v.verify(&hs), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked() {
+        let s = signer();
+        let v = TokenVerifier::new().with_signer(&s).unwrap();
+        let claims = s.claims("u", "e", "n", 7, now());
+        assert_eq!(claims.iss, DEFAULT_ISSUER);
+        assert_eq!(claims.aud, DEFAULT_AUDIENCE);
+        let ok = v.verify(&s.sign_claims(&claims).unwrap()).unwrap();
+        assert_eq!(ok.generation, 7);
+        for (iss, aud) in [
+            ("someone-else", DEFAULT_AUDIENCE),
+            (DEFAULT_ISSUER, "other-app"),
+        ] {
+            let token = s
+                .sign_claims(&Claims {
+                    iss: iss.into(),
+                    aud: aud.into(),
+                    ..claims.clone()
+                })
+                .unwrap();
+            assert_eq!(v.verify(&token), Err(TokenError::WrongScope), "{iss} {aud}");
+        }
+        // A token without iss/aud (as issued before they existed).
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(s.kid().to_owned());
+        let bare = jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"sub": "u", "email": "e", "name": "n", "iat": now(), "exp": now() + 60}),
+            &s.key,
+        )
+        .unwrap();
+        assert_eq!(v.verify(&bare), Err(TokenError::WrongScope));
+        // Both sides configured alike.
+        let scope = TokenScope {
+            issuer: "https://login.example".into(),
+            audience: "chat.example".into(),
+        };
+        let s2 = signer().with_scope(scope.clone());
+        let v2 = TokenVerifier::new()
+            .with_signer(&s2)
+            .unwrap()
+            .with_scope(scope);
+        assert!(v2.verify(&s2.sign("u", "e", "n", now()).unwrap()).is_ok());
+        let v_default = TokenVerifier::new().with_signer(&s2).unwrap();
+        assert_eq!(
+            v_default.verify(&s2.sign("u", "e", "n", now()).unwrap()),
+            Err(TokenError::WrongScope)
+        );
     }
 
     #[test]

@@ -71,6 +71,18 @@ impl JsClient {
         query: &[(&str, &str)],
         transport: Transport,
     ) -> anyhow::Result<Self> {
+        Self::start_with_headers(url, token, query, &[], transport).await
+    }
+
+    /// Like [`JsClient::start`], sending extra HTTP headers (`Origin`, say)
+    /// with the handshake requests.
+    pub async fn start_with_headers(
+        url: &str,
+        token: Option<&str>,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        transport: Transport,
+    ) -> anyhow::Result<Self> {
         ensure_npm()?;
         let mut args = vec![
             js_dir().join("driver.mjs").to_string_lossy().into_owned(),
@@ -87,6 +99,9 @@ impl JsClient {
         }
         for (k, v) in query {
             args.extend(["--query".to_owned(), format!("{k}={v}")]);
+        }
+        for (k, v) in headers {
+            args.extend(["--header".to_owned(), format!("{k}={v}")]);
         }
         let mut child = Command::new("node")
             .args(&args)
@@ -166,6 +181,26 @@ impl JsClient {
     /// Connects again after [`JsClient::disconnect`].
     pub async fn connect(&mut self) -> anyhow::Result<()> {
         self.send(json!({"op": "connect"})).await
+    }
+
+    /// Opens `count` more sockets with this client's token, `concurrency` at
+    /// a time, each closed the moment it connects; returns how many
+    /// connected and how many were refused.
+    pub async fn churn(
+        &mut self,
+        count: u32,
+        concurrency: u32,
+        timeout: Duration,
+    ) -> anyhow::Result<(u64, u64)> {
+        self.send(json!({"op": "churn", "count": count, "concurrency": concurrency}))
+            .await?;
+        let done = self
+            .wait_for("churn_done", timeout, |l| l["type"] == "churn_done")
+            .await?;
+        Ok((
+            done["connected"].as_u64().unwrap_or(0),
+            done["refused"].as_u64().unwrap_or(0),
+        ))
     }
 
     /// Waits for the next line matching `matches` (earlier unmatched lines are kept).

@@ -7,7 +7,8 @@ use parley_common::amqp::AmqpConfig;
 use parley_common::cache::RedisConfig;
 use parley_common::config::{ConfigError, Env, REQUIRED, ServerConfig, UNSET, VarDoc};
 use parley_common::mongo::MongoConfig;
-use parley_common::token::{TokenSigner, TokenVerifier, jwks_from_public_pems};
+use parley_common::revocation::RevocationConfig;
+use parley_common::token::{TokenScope, TokenSigner, TokenVerifier, jwks_from_public_pems};
 
 /// Limits on issuing login codes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,10 @@ pub struct Config {
     pub verifier: TokenVerifier,
     /// Public keys served at `/.well-known/jwks.json`.
     pub jwks: Vec<Jwk>,
+    /// How long a token generation read from Redis is reused
+    /// (`PARLEY_REVOCATION_CACHE_SECS`); tokens' `iss`/`aud` come from
+    /// `PARLEY_TOKEN_ISSUER`/`PARLEY_TOKEN_AUDIENCE`.
+    pub revocation: RevocationConfig,
     /// HMAC key for stored codes (`PARLEY_OTP_SECRET`, at least 32 characters).
     pub otp_secret: Vec<u8>,
     /// Code limits.
@@ -172,7 +177,9 @@ pub const ENV: &[VarDoc] = &[
 /// Every variable this binary reads, its own and the shared ones, for the
 /// configuration reference.
 pub fn reference() -> Vec<VarDoc> {
-    parley_common::config::service_reference(ENV)
+    parley_common::config::service_reference(
+        &[ENV, TokenScope::ENV, RevocationConfig::ENV].concat(),
+    )
 }
 
 fn read_file(env: &Env, var: &str) -> Result<String, ConfigError> {
@@ -207,9 +214,12 @@ impl Config {
             ));
         }
         let key_var = "PARLEY_JWT_PRIVATE_KEY_FILE";
+        let scope = TokenScope::from_env(env)?;
         let signer = TokenSigner::from_pem(&read_file(env, key_var)?, lifetime)
-            .map_err(|e| ConfigError::new(key_var, e.to_string()))?;
+            .map_err(|e| ConfigError::new(key_var, e.to_string()))?
+            .with_scope(scope.clone());
         let mut verifier = TokenVerifier::new()
+            .with_scope(scope)
             .with_signer(&signer)
             .map_err(|e| ConfigError::new(key_var, e.to_string()))?;
         let mut jwks = vec![signer.public_jwk().clone()];
@@ -286,6 +296,7 @@ impl Config {
             signer,
             verifier,
             jwks,
+            revocation: RevocationConfig::from_env(env)?,
             otp_secret: otp_secret.into_bytes(),
             limits,
             trusted_proxy_hops: env.parsed_or("PARLEY_TRUSTED_PROXY_HOPS", "a whole number", 0)?,

@@ -14,6 +14,7 @@ use parley_common::amqp::Amqp;
 use parley_common::api_error::ApiError;
 use parley_common::auth::Authenticated;
 use parley_common::events::{OtpRequested, UserUpdated};
+use parley_common::revocation::Revocations;
 use parley_common::token::{Claims, TokenVerifier};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -22,6 +23,7 @@ use crate::codes::Codes;
 use crate::config::Config;
 use crate::domain::{self, CodeHasher};
 use crate::error::DomainError;
+use crate::sessions::sign;
 use crate::store::{PublicView, UserView, Users};
 
 /// Shared handles; cheap to clone.
@@ -37,6 +39,8 @@ pub struct AppState {
     pub hasher: CodeHasher,
     /// Events.
     pub amqp: Amqp,
+    /// Token generations (logout).
+    pub revocations: Revocations,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -69,6 +73,12 @@ impl From<DomainError> for ApiError {
     }
 }
 
+impl FromRef<AppState> for Revocations {
+    fn from_ref(state: &AppState) -> Self {
+        state.revocations.clone()
+    }
+}
+
 /// The routes.
 pub fn routes(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
@@ -81,6 +91,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/update/user", post(update_user))
         .route("/api/v1/users/lookup", post(lookup))
         .route("/.well-known/jwks.json", get(jwks))
+        .merge(crate::sessions::routes())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -207,18 +218,10 @@ async fn verify(
         .users
         .find_or_create(&email, &domain::default_name(&email))
         .await?;
-    let token = sign(&state, &user.id.to_hex(), &user.email, &user.name)?;
+    let token = sign(&state, &user.id.to_hex(), &user.email, &user.name).await?;
     Ok(Json(
         json!({ "message": "Logged in", "user": UserView::from(&user), "token": token }),
     ))
-}
-
-fn sign(state: &AppState, sub: &str, email: &str, name: &str) -> Result<String, ApiError> {
-    state
-        .config
-        .signer
-        .sign(sub, email, name, chrono::Utc::now().timestamp())
-        .map_err(ApiError::internal)
 }
 
 fn caller(claims: &Claims) -> Result<ObjectId, ApiError> {
@@ -339,7 +342,7 @@ async fn update_user(
         metrics::counter!("user_event_publish_failed_total").increment(1);
         tracing::error!(%error, user = %user.id, "user.updated.v1 not published");
     }
-    let token = sign(&state, &user.id.to_hex(), &user.email, &user.name)?;
+    let token = sign(&state, &user.id.to_hex(), &user.email, &user.name).await?;
     Ok(Json(
         json!({ "message": "User updated", "user": UserView::from(&user), "token": token }),
     ))

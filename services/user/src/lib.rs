@@ -5,6 +5,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod sessions;
 pub mod store;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use parley_common::amqp::Amqp;
 use parley_common::cache::Redis;
 use parley_common::health::Readiness;
 use parley_common::mongo::Mongo;
+use parley_common::revocation::Revocations;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -60,11 +62,15 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let users = Users::new(mongo.db());
     ensure_indexes(users.clone(), shutdown.clone());
     let hasher = CodeHasher::new(&config.otp_secret).context("PARLEY_OTP_SECRET")?;
-    let readiness = Readiness::new(shutdown)
+    let readiness = Readiness::new(shutdown.clone())
         .mongodb(&mongo)
         .redis(&redis)
         .rabbitmq(&amqp);
+    let revocations = Revocations::new(redis.clone(), config.revocation);
+    // Logouts handled by other replicas move this one's cache on at once.
+    revocations.watch(shutdown.clone(), |_, _| {}, || {});
     let state = AppState {
+        revocations,
         codes: Codes::new(redis, config.limits.clone()),
         config: Arc::new(config),
         users,

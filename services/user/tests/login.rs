@@ -505,11 +505,9 @@ async fn bad_input_gets_4xx_never_5xx() -> anyhow::Result<()> {
     key_file.push_str("\n\n");
     let ours = TokenSigner::from_pem(&key_file, Duration::from_secs(60))?;
     let expired = ours.sign_claims(&Claims {
-        sub: sub.into(),
-        email: "victim@example.com".into(),
-        name: "v".into(),
         iat: 1,
         exp: 2,
+        ..ours.claims(sub, "victim@example.com", "v", 0, 1)
     })?;
     let mut tampered = token.clone();
     tampered.pop();

@@ -1,7 +1,8 @@
 //! Socket.IO: authenticated sockets, rooms, typing, sends, receipts, presence.
 //!
-//! Every socket proves who it is with a token at the handshake (`auth.token`
-//! or the `token` query parameter); the user id always comes from the token.
+//! Every socket proves who it is with a token at the handshake (`auth.token`,
+//! or the `token` query parameter where enabled, from an allowed origin;
+//! see [`handshake`]); the user id always comes from the token.
 //! Each socket joins `user:<id>`, so events reach every device of a user on
 //! every replica (through the Redis adapter).
 //!
@@ -11,12 +12,17 @@
 //! any task is spawned, so excess work is refused at once and counted, never
 //! queued. Ephemeral events (typing, receipts, repeated joins) are authorised
 //! from the socket's own state: the chats it passed one membership check for.
+//! Receipts are answered and broadcast once their batched write tells which
+//! of the named messages they marked (see [`receipts`]).
 
 pub mod admission;
+pub mod handshake;
+pub mod lifecycle;
 pub mod peers;
 pub mod rate;
 pub mod receipts;
 pub mod redis_driver;
+pub mod session;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -25,6 +31,7 @@ use std::time::Instant;
 
 use mongodb::bson::oid::ObjectId;
 use parley_common::api_error::ApiError;
+use parley_common::revocation::RevocationError;
 use parley_common::token::{Claims, TokenVerifier};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -37,6 +44,7 @@ use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr
 
 use crate::presence::Transition;
 use crate::realtime::admission::{Admission, Class, Refusal, Ticket};
+use crate::realtime::lifecycle::{Action, Lifecycle};
 use crate::realtime::peers::Peers;
 use crate::realtime::rate::TokenBucket;
 use crate::realtime::receipts::Receipt;
@@ -93,6 +101,10 @@ pub struct SocketState {
     chats: Mutex<HashMap<ObjectId, Arc<AuthorisedChat>>>,
     /// Events in flight, per class (relays do not wait behind sends).
     in_flight: [AtomicU32; 2],
+    /// Presence registration, whichever of connect and disconnect runs first.
+    lifecycle: Lifecycle,
+    /// Cancelled when the socket is gone (stops its expiry timer).
+    closed: tokio_util::sync::CancellationToken,
 }
 
 impl SocketState {
@@ -105,6 +117,8 @@ impl SocketState {
             bucket: Mutex::new(TokenBucket::new(rate, burst, Instant::now())),
             chats: Mutex::new(HashMap::new()),
             in_flight: [AtomicU32::new(0), AtomicU32::new(0)],
+            lifecycle: Lifecycle::default(),
+            closed: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -156,6 +170,7 @@ pub struct SocketUser(pub Arc<SocketState>);
 pub fn build(
     redis_url: &str,
     channel_prefix: String,
+    connect_timeout: std::time::Duration,
 ) -> Result<(axum::Router, SocketIo<Adapter>), redis_driver::DriverError> {
     let driver = ResilientDriver::new(redis_url)?;
     let ctr = RedisAdapterCtr::new_with_driver(
@@ -170,6 +185,7 @@ pub fn build(
         .ws_max_frame_size(MAX_PACKET_BYTES)
         .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        .connect_timeout(connect_timeout)
         .with_adapter::<Adapter>(ctr)
         .build_svc();
     Ok((
@@ -186,17 +202,6 @@ impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0)
     }
-}
-
-/// Pure: the token from the auth payload (`{token}`) or the query string.
-pub fn handshake_token(auth: Option<&Value>, query: Option<&str>) -> Option<String> {
-    if let Some(token) = auth.and_then(|a| a.get("token")).and_then(Value::as_str) {
-        let token = token.strip_prefix("Bearer ").unwrap_or(token);
-        return Some(token.to_owned());
-    }
-    url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
 }
 
 /// Pure: a chat id given as a string or as `{chatId}`.
@@ -282,14 +287,39 @@ pub async fn register(
         let state = for_auth.clone();
         let dispatch = dispatch.clone();
         async move {
-            let token = handshake_token(payload.ok().as_ref(), socket.req_parts().uri.query())
-                .ok_or(Refused(
-                    "authentication required: pass auth.token or a token query parameter",
-                ))?;
+            let policy = &state.config.handshake;
+            let parts = socket.req_parts();
+            let origin = parts
+                .headers
+                .get(axum::http::header::ORIGIN)
+                .map(|v| v.to_str().unwrap_or("?"));
+            if !policy.origin_allowed(origin) {
+                metrics::counter!("chat_socket_handshakes_refused_total", "reason" => "origin")
+                    .increment(1);
+                return Err(Refused("origin not allowed"));
+            }
+            let token = policy
+                .token(payload.ok().as_ref(), parts.uri.query())
+                .ok_or(Refused(policy.missing_token()))?;
             let claims = verifier.verify(&token).map_err(|e| match e {
                 parley_common::token::TokenError::Expired => Refused("token expired"),
+                parley_common::token::TokenError::WrongScope => {
+                    Refused("token not meant for this service")
+                }
                 _ => Refused("invalid token"),
             })?;
+            // No leeway for sockets: one would be closed again at once.
+            if claims.exp <= chrono::Utc::now().timestamp() {
+                return Err(Refused("token expired"));
+            }
+            state
+                .revocations
+                .check(&claims)
+                .await
+                .map_err(|e| match e {
+                    RevocationError::Revoked => Refused("token revoked"),
+                    RevocationError::Unavailable(_) => Refused("service unavailable, try again"),
+                })?;
             let id = ObjectId::parse_str(&claims.sub).map_err(|_| Refused("invalid token"))?;
             let user = SocketUser(Arc::new(SocketState::new(id, claims, rate, burst)));
             prepare(&state, &socket, &user, dispatch);
@@ -556,10 +586,8 @@ impl Shared {
         }
         // Admission: a slot of this socket (per class), then a ticket of the pod.
         let class = match (event, &known) {
-            (
-                ClientEvent::Typing | ClientEvent::StopTyping | ClientEvent::MessageDelivered,
-                Some(_),
-            ) => Class::Relay,
+            // Receipts wait for their (batched) write: they are store work.
+            (ClientEvent::Typing | ClientEvent::StopTyping, Some(_)) => Class::Relay,
             _ => Class::Store,
         };
         let (slot, previous) = SocketSlot::take(&user, class);
@@ -680,22 +708,27 @@ impl Shared {
                 };
                 let ids = service::receipt_ids(&p.message_ids)?;
                 let entry = authorised(chat, known).await?;
-                let count = ids.len();
-                // The write is coalesced in the background; the senders hear now.
-                state.receipts.submit(Receipt {
-                    chat,
-                    recipient: user.id,
-                    ids,
-                })?;
-                let payload = json!({
-                    "chatId": entry.chat_hex,
-                    "deliveredTo": user.hex,
-                    "messageIds": p.message_ids,
-                    "deliveredAt": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                });
-                self.emit_to(&entry.others, "messagesDelivered", &payload)
+                // Only what this receipt actually marked is told to anyone.
+                let marked = state
+                    .receipts
+                    .mark(Receipt {
+                        chat,
+                        recipient: user.id,
+                        ids,
+                    })
                     .await?;
-                Ok(json!({ "ok": true, "count": count }))
+                let marked: Vec<String> = marked.iter().map(|id| id.to_hex()).collect();
+                if !marked.is_empty() {
+                    let payload = json!({
+                        "chatId": entry.chat_hex,
+                        "deliveredTo": user.hex,
+                        "messageIds": marked,
+                        "deliveredAt": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    });
+                    self.emit_to(&entry.others, "messagesDelivered", &payload)
+                        .await?;
+                }
+                Ok(json!({ "ok": true, "count": marked.len(), "messageIds": marked }))
             }
             ClientEvent::SendMessage => {
                 let p: SendPayload = serde_json::from_value(payload).map_err(|e| {
@@ -758,45 +791,74 @@ fn typing_out(event: ClientEvent) -> &'static str {
 }
 
 /// After the handshake: presence, and the online list for this socket.
+///
+/// socketioxide runs this in a task of its own, so the socket may already
+/// be gone (and its disconnect handled) by now: the lifecycle decides.
 async fn connected(state: AppState, socket: SocketRef<Adapter>) {
-    let Some(user) = socket_user(&socket) else {
+    let Some(SocketUser(user)) = socket_user(&socket) else {
         let _ = socket.disconnect();
         return;
     };
-    let user = user.0.id;
-    metrics::gauge!("chat_sockets_connected").increment(1.0);
-    let partners = match state.store.partners_of(&user).await {
+    let id = user.id;
+    let partners = match state.store.partners_of(&id).await {
         Ok(p) => p,
         Err(error) => {
             tracing::warn!(error = %error.message, "chat partners unavailable at connect");
             Vec::new()
         }
     };
-    match state.presence.connected(&user, socket.id.as_str()).await {
-        Ok(Transition::CameOnline) => presence_changed(&state, &user, &partners, true).await,
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "presence unavailable at connect"),
+    {
+        let mut step = user.lifecycle.lock().await;
+        let (next, action) = lifecycle::on_connect(*step, socket.connected());
+        *step = next;
+        if action != Action::Register {
+            return;
+        }
+        metrics::gauge!("chat_sockets_connected").increment(1.0);
+        session::expire(
+            socket.clone(),
+            &SocketUser(user.clone()),
+            user.closed.clone(),
+        );
+        match state.presence.connected(&id, socket.id.as_str()).await {
+            Ok(Transition::CameOnline) => {
+                drop(step);
+                presence_changed(&state, &id, &partners, true).await;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "presence unavailable at connect"),
+        }
     }
-    send_online_list(&state, &user, &partners).await;
+    send_online_list(&state, &id, &partners).await;
 }
 
 async fn disconnected(state: AppState, socket: SocketRef<Adapter>) {
-    metrics::gauge!("chat_sockets_connected").decrement(1.0);
-    let Some(user) = socket_user(&socket) else {
+    let Some(SocketUser(user)) = socket_user(&socket) else {
         return;
     };
-    let user = user.0.id;
-    match state.presence.disconnected(&user, socket.id.as_str()).await {
+    user.closed.cancel();
+    let id = user.id;
+    let transition = {
+        let mut step = user.lifecycle.lock().await;
+        let (next, action) = lifecycle::on_disconnect(*step);
+        *step = next;
+        if action != Action::Unregister {
+            return;
+        }
+        metrics::gauge!("chat_sockets_connected").decrement(1.0);
+        state.presence.disconnected(&id, socket.id.as_str()).await
+    };
+    match transition {
         Ok(Transition::WentOffline) => {
             if let Err(error) = state
                 .store
-                .set_last_seen(&user, mongodb::bson::DateTime::now())
+                .set_last_seen(&id, mongodb::bson::DateTime::now())
                 .await
             {
                 tracing::warn!(error = %error.message, "lastSeenAt not stored");
             }
-            match state.store.partners_of(&user).await {
-                Ok(partners) => presence_changed(&state, &user, &partners, false).await,
+            match state.store.partners_of(&id).await {
+                Ok(partners) => presence_changed(&state, &id, &partners, false).await,
                 Err(error) => tracing::warn!(error = %error.message, "presence fan-out skipped"),
             }
         }
@@ -883,20 +945,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_from_auth_or_query() {
-        let auth = json!({"token": "abc"});
-        assert_eq!(handshake_token(Some(&auth), None).as_deref(), Some("abc"));
-        let bearer = json!({"token": "Bearer abc"});
-        assert_eq!(handshake_token(Some(&bearer), None).as_deref(), Some("abc"));
-        assert_eq!(
-            handshake_token(None, Some("EIO=4&token=t%2B1&transport=polling")).as_deref(),
-            Some("t+1")
-        );
-        assert_eq!(handshake_token(None, Some("userId=123")), None);
-        assert_eq!(handshake_token(Some(&json!({"userId": "x"})), None), None);
-    }
-
-    #[test]
     fn chat_ids_in_both_shapes() {
         assert_eq!(chat_id_of(&json!("c1")), Some("c1"));
         assert_eq!(
@@ -937,6 +985,9 @@ mod tests {
             name: "a".into(),
             iat: 0,
             exp: i64::MAX,
+            iss: parley_common::token::DEFAULT_ISSUER.into(),
+            aud: parley_common::token::DEFAULT_AUDIENCE.into(),
+            generation: 0,
         }
     }
 

@@ -1,18 +1,23 @@
-//! Delivered receipts: the senders are told at once; the `deliveredAt`
-//! writes are coalesced in the background, one update per chat and
-//! recipient for whatever queued while the previous write ran.
+//! Delivered receipts: one background writer marks the messages of every
+//! receipt that queued while its previous round ran, in two MongoDB round
+//! trips per round whatever the number of receipts (one query for the
+//! candidates, one update), and tells each receipt which of its messages it
+//! actually marked. Only those are acknowledged and broadcast: ids of other
+//! chats, of the recipient's own messages, of messages already delivered or
+//! of no message at all are dropped, so a client cannot make the server
+//! announce receipts for messages it never got.
 //!
 //! The queue is bounded: when it is full the receipt is refused (503, counted
 //! in `chat_receipts_refused_total`) and the client may send it again.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use mongodb::bson::oid::ObjectId;
 use parley_common::api_error::ApiError;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use crate::store::{Candidate, Store};
 
 /// Receipts waiting for their write, at most.
 pub const QUEUE: usize = 8192;
@@ -30,39 +35,49 @@ pub struct Receipt {
     pub ids: Vec<ObjectId>,
 }
 
-/// Pure: one receipt per (chat, recipient), ids merged without repeats,
-/// in first-seen order.
-pub fn coalesce(batch: Vec<Receipt>) -> Vec<Receipt> {
-    let mut order: Vec<(ObjectId, ObjectId)> = Vec::new();
-    let mut merged: HashMap<(ObjectId, ObjectId), Vec<ObjectId>> = HashMap::new();
-    for r in batch {
-        let key = (r.chat, r.recipient);
-        let ids = merged.entry(key).or_insert_with(|| {
-            order.push(key);
-            Vec::new()
-        });
-        for id in r.ids {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-    }
-    order
-        .into_iter()
-        .filter_map(|key| {
-            merged.remove(&key).map(|ids| Receipt {
-                chat: key.0,
-                recipient: key.1,
-                ids,
-            })
+/// Pure: which ids each receipt of a round marks, given the messages not
+/// yet delivered among them. A message counts for a receipt when it is in
+/// the receipt's chat and was sent by someone else; each message counts
+/// once, for the first receipt that names it.
+pub fn assign(batch: &[Receipt], undelivered: &[Candidate]) -> Vec<Vec<ObjectId>> {
+    let by_id: std::collections::HashMap<ObjectId, &Candidate> =
+        undelivered.iter().map(|c| (c.id, c)).collect();
+    let mut claimed: HashSet<ObjectId> = HashSet::new();
+    batch
+        .iter()
+        .map(|r| {
+            r.ids
+                .iter()
+                .filter(|id| {
+                    by_id
+                        .get(id)
+                        .is_some_and(|c| c.chat == r.chat && c.sender != r.recipient)
+                })
+                .filter(|id| claimed.insert(**id))
+                .copied()
+                .collect()
         })
         .collect()
 }
 
+/// What a queued receipt is answered with: the ids it marked.
+pub type Marked = Result<Vec<ObjectId>, ApiError>;
+
+struct Job {
+    receipt: Receipt,
+    reply: oneshot::Sender<Marked>,
+}
+
 /// The queue of receipt writes; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Receipts {
-    tx: mpsc::Sender<Receipt>,
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Receipts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receipts").finish_non_exhaustive()
+    }
 }
 
 impl Receipts {
@@ -73,9 +88,11 @@ impl Receipts {
         (Self { tx }, writer)
     }
 
-    /// Queues a receipt; 503 when the queue is full.
-    pub fn submit(&self, receipt: Receipt) -> Result<(), ApiError> {
-        self.tx.try_send(receipt).map_err(|_| {
+    /// Queues a receipt and waits for its round: the ids it marked. 503
+    /// when the queue is full or the write failed.
+    pub async fn mark(&self, receipt: Receipt) -> Marked {
+        let (reply, answer) = oneshot::channel();
+        self.tx.try_send(Job { receipt, reply }).map_err(|_| {
             metrics::counter!("chat_receipts_refused_total").increment(1);
             ApiError {
                 retry_after: Some(1),
@@ -84,11 +101,14 @@ impl Receipts {
                     "server busy: receipt refused, try again shortly",
                 )
             }
-        })
+        })?;
+        answer
+            .await
+            .map_err(|_| ApiError::unavailable("mongodb", "receipt writer stopped"))?
     }
 }
 
-async fn write(store: Store, mut rx: mpsc::Receiver<Receipt>, shutdown: CancellationToken) {
+async fn write(store: Store, mut rx: mpsc::Receiver<Job>, shutdown: CancellationToken) {
     loop {
         let first = tokio::select! {
             r = rx.recv() => r,
@@ -105,13 +125,38 @@ async fn write(store: Store, mut rx: mpsc::Receiver<Receipt>, shutdown: Cancella
                 Err(_) => break,
             }
         }
-        for r in coalesce(batch) {
-            if let Err(error) = store.mark_delivered(&r.chat, &r.recipient, &r.ids).await {
+        let (receipts, replies): (Vec<Receipt>, Vec<oneshot::Sender<Marked>>) =
+            batch.into_iter().map(|j| (j.receipt, j.reply)).unzip();
+        match round(&store, &receipts).await {
+            Ok(marked) => {
+                for (reply, ids) in replies.into_iter().zip(marked) {
+                    let _ = reply.send(Ok(ids));
+                }
+            }
+            Err(error) => {
                 metrics::counter!("chat_receipts_failed_total").increment(1);
                 tracing::warn!(error = %error.message, "deliveredAt not stored");
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
             }
         }
     }
+}
+
+/// One round: the candidates of every receipt in one query, then one update.
+async fn round(store: &Store, receipts: &[Receipt]) -> Result<Vec<Vec<ObjectId>>, ApiError> {
+    let mut all: Vec<ObjectId> = receipts
+        .iter()
+        .flat_map(|r| r.ids.iter().copied())
+        .collect();
+    all.sort();
+    all.dedup();
+    let undelivered = store.undelivered(&all).await?;
+    let marked = assign(receipts, &undelivered);
+    let ids: Vec<ObjectId> = marked.iter().flatten().copied().collect();
+    store.set_delivered(&ids).await?;
+    Ok(marked)
 }
 
 #[cfg(test)]
@@ -119,56 +164,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn receipts_of_one_chat_and_recipient_become_one_write() {
-        let (c1, c2, r1, r2) = (
+    fn only_undelivered_messages_of_others_in_the_chat_are_marked_once() {
+        let (c1, c2) = (ObjectId::new(), ObjectId::new());
+        let (me, you) = (ObjectId::new(), ObjectId::new());
+        let (theirs, mine, elsewhere, gone, twice) = (
+            ObjectId::new(),
             ObjectId::new(),
             ObjectId::new(),
             ObjectId::new(),
             ObjectId::new(),
         );
-        let (m1, m2, m3) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
-        let out = coalesce(vec![
+        let undelivered = [
+            Candidate {
+                id: theirs,
+                chat: c1,
+                sender: you,
+            },
+            Candidate {
+                id: mine,
+                chat: c1,
+                sender: me,
+            },
+            Candidate {
+                id: elsewhere,
+                chat: c2,
+                sender: you,
+            },
+            Candidate {
+                id: twice,
+                chat: c1,
+                sender: you,
+            },
+        ];
+        let batch = [
             Receipt {
                 chat: c1,
-                recipient: r1,
-                ids: vec![m1],
+                recipient: me,
+                ids: vec![theirs, mine, elsewhere, gone, twice],
+            },
+            Receipt {
+                chat: c1,
+                recipient: me,
+                ids: vec![twice],
             },
             Receipt {
                 chat: c2,
-                recipient: r1,
-                ids: vec![m3],
+                recipient: me,
+                ids: vec![elsewhere],
             },
-            Receipt {
-                chat: c1,
-                recipient: r1,
-                ids: vec![m2, m1],
-            },
-            Receipt {
-                chat: c1,
-                recipient: r2,
-                ids: vec![m1],
-            },
-        ]);
+        ];
         assert_eq!(
-            out,
-            vec![
-                Receipt {
-                    chat: c1,
-                    recipient: r1,
-                    ids: vec![m1, m2]
-                },
-                Receipt {
-                    chat: c2,
-                    recipient: r1,
-                    ids: vec![m3]
-                },
-                Receipt {
-                    chat: c1,
-                    recipient: r2,
-                    ids: vec![m1]
-                },
-            ]
+            assign(&batch, &undelivered),
+            vec![vec![theirs, twice], vec![], vec![elsewhere]]
         );
-        assert!(coalesce(Vec::new()).is_empty());
+        assert!(assign(&[], &undelivered).is_empty());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, doc};
-use parley_common::token::{Claims, TokenSigner, generate_ed25519_pem};
+use parley_common::token::{TokenSigner, generate_ed25519_pem};
 use parley_testkit::{Namespace, ServiceProcess, free_port};
 use serde_json::Value;
 
@@ -25,6 +25,8 @@ pub struct User {
 pub struct Stack {
     pub ns: Namespace,
     pub signer: TokenSigner,
+    /// The signer's private key (PKCS#8 PEM), for tokens of any shape.
+    pub private_pem: String,
     keys: tempfile::NamedTempFile,
     pub db: mongodb::Database,
     pub extra_env: Vec<(String, String)>,
@@ -41,6 +43,7 @@ impl Stack {
         Ok(Self {
             ns,
             signer,
+            private_pem: private,
             keys,
             db,
             extra_env: Vec::new(),
@@ -98,13 +101,18 @@ impl Stack {
     }
 
     pub fn expired_token(&self, user: &User) -> anyhow::Result<String> {
-        Ok(self.signer.sign_claims(&Claims {
-            sub: user.id.to_hex(),
-            email: "x@example.com".into(),
-            name: user.name.clone(),
-            iat: 1,
-            exp: 2,
-        })?)
+        self.sign_raw(&serde_json::json!({
+            "sub": user.id.to_hex(), "email": "x@example.com", "name": user.name,
+            "iat": 1, "exp": 2, "iss": "parley-user", "aud": "parley",
+        }))
+    }
+
+    /// Signs any claims with the stack's key (tokens parley would not issue).
+    pub fn sign_raw(&self, claims: &Value) -> anyhow::Result<String> {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.signer.kid().to_owned());
+        let key = jsonwebtoken::EncodingKey::from_ed_pem(self.private_pem.as_bytes())?;
+        Ok(jsonwebtoken::encode(&header, claims, &key)?)
     }
 }
 
