@@ -61,7 +61,7 @@ pub struct EnvelopeHeader {
 pub struct OtpRequested {
     /// Recipient, lowercased.
     pub email: String,
-    /// The 6-digit code.
+    /// The login code (`PARLEY_OTP_DIGITS` digits, 8 by default).
     pub code: String,
     /// When the code stops working.
     pub expires_at: DateTime<Utc>,
