@@ -416,14 +416,10 @@ where
     }
 }
 
-async fn open_consumer(
-    live: &Live,
-    spec: &QueueSpec,
-) -> Result<(Channel, lapin::Consumer), lapin::Error> {
-    let channel = live.connection.create_channel().await?;
-    channel
-        .basic_qos(spec.prefetch, BasicQosOptions::default())
-        .await?;
+/// Declares `spec`'s durable queue and binds it to its routing keys
+/// (idempotent; consumers do it too, so a service may declare its queues
+/// before it reports ready).
+pub async fn declare_queue(channel: &Channel, spec: &QueueSpec) -> Result<(), lapin::Error> {
     channel
         .queue_declare(
             spec.queue.as_str().into(),
@@ -445,6 +441,18 @@ async fn open_consumer(
             )
             .await?;
     }
+    Ok(())
+}
+
+async fn open_consumer(
+    live: &Live,
+    spec: &QueueSpec,
+) -> Result<(Channel, lapin::Consumer), lapin::Error> {
+    let channel = live.connection.create_channel().await?;
+    channel
+        .basic_qos(spec.prefetch, BasicQosOptions::default())
+        .await?;
+    declare_queue(&channel, spec).await?;
     let consumer = channel
         .basic_consume(
             spec.queue.as_str().into(),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use lettre::message::Mailbox;
-use parley_common::amqp::{Amqp, QueueSpec, consume};
+use parley_common::amqp::{Amqp, QueueSpec, consume, declare_queue};
 use parley_common::cache::Redis;
 use parley_common::events::{Event, MessageCreated, OtpRequested};
 use parley_common::health::Readiness;
@@ -38,10 +38,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     serve(config, listener, shutdown).await
 }
 
-/// Declares the delay, dead and grace queues after every (re)connection;
-/// the receiver turns true once they were declared the first time.
+/// Declares the work queues (bound to their events), and the delay, dead
+/// and grace queues around them, after every (re)connection; the receiver
+/// turns true once they were declared the first time.
 fn keep_topology(
     amqp: Amqp,
+    work: Vec<QueueSpec>,
     policy: config::Delivery,
     shutdown: CancellationToken,
 ) -> tokio::sync::watch::Receiver<bool> {
@@ -56,6 +58,11 @@ fn keep_topology(
             }
             let declared = async {
                 let channel = amqp.channel().await.map_err(|e| e.to_string())?;
+                for spec in &work {
+                    declare_queue(&channel, spec)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 for queue in [topology::OTP, topology::DUE, topology::NOTIFICATIONS] {
                     topology::declare_retries(&channel, queue, &policy.retry_delays)
                         .await
@@ -113,7 +120,32 @@ pub async fn serve(
         .context("mongodb client")?;
     let transport = smtp::transport(&config.smtp).context("smtp transport")?;
     let from: Mailbox = config.smtp.from.parse().context("PARLEY_MAIL_FROM")?;
-    let topology = keep_topology(amqp.clone(), config.delivery.clone(), shutdown.clone());
+    let work: Vec<(&'static str, QueueSpec)> = [
+        (topology::OTP, vec![OtpRequested::TYPE.to_owned()]),
+        (
+            topology::NOTIFICATIONS,
+            vec![MessageCreated::TYPE.to_owned()],
+        ),
+        (topology::DUE, Vec::new()),
+    ]
+    .into_iter()
+    .map(|(queue, routing_keys)| {
+        let spec = QueueSpec {
+            queue: queue.to_owned(),
+            routing_keys,
+            arguments: Default::default(),
+            prefetch: config.delivery.prefetch,
+        };
+        (queue, spec)
+    })
+    .collect();
+    let specs = work.iter().map(|(_, spec)| spec.clone()).collect();
+    let topology = keep_topology(
+        amqp.clone(),
+        specs,
+        config.delivery.clone(),
+        shutdown.clone(),
+    );
     let worker = Worker {
         topology,
         amqp: amqp.clone(),
@@ -126,20 +158,7 @@ pub async fn serve(
 
     let tracker = TaskTracker::new();
     let mut consumers = Vec::new();
-    for (queue, routing_keys) in [
-        (topology::OTP, vec![OtpRequested::TYPE.to_owned()]),
-        (
-            topology::NOTIFICATIONS,
-            vec![MessageCreated::TYPE.to_owned()],
-        ),
-        (topology::DUE, Vec::new()),
-    ] {
-        let spec = QueueSpec {
-            queue: queue.to_owned(),
-            routing_keys,
-            arguments: Default::default(),
-            prefetch: config.delivery.prefetch,
-        };
+    for (queue, spec) in work {
         let (worker, tracker) = (worker.clone(), tracker.clone());
         consumers.push(tokio::spawn(consume(
             amqp.clone(),
@@ -156,6 +175,7 @@ pub async fn serve(
     }
 
     let smtp_check = transport.clone();
+    let declared = worker.topology.clone();
     let readiness = Readiness::new(shutdown.clone())
         .redis(&redis)
         .rabbitmq(&amqp)
@@ -163,6 +183,17 @@ pub async fn serve(
         .check("smtp", move || {
             let smtp = smtp_check.clone();
             async move { smtp::ping(&smtp).await }
+        })
+        // Events published before the work queues exist would be lost.
+        .check("queues", move || {
+            let done = *declared.borrow();
+            async move {
+                if done {
+                    Ok(())
+                } else {
+                    Err("mail queues not declared yet".to_owned())
+                }
+            }
         });
     let app = parley_common::server::with_ops(Router::new(), readiness);
     parley_common::server::serve(listener, app, shutdown, config.server.shutdown_grace)

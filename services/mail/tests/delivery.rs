@@ -336,6 +336,33 @@ async fn parked(mail: &ServiceProcess, want: f64) -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn ready_means_every_queue_is_declared_and_bound() -> anyhow::Result<()> {
+    let ns = Namespace::new()?;
+    let sink = SmtpSink::start().await?;
+    let _mail = mail_service(&env(&ns, &sink, &[])).await?;
+    let (_conn, channel) = channel(&ns.amqp_url()).await?;
+    // At once after /readyz: a missing queue would close this channel (404).
+    for queue in [
+        "mail.otp",
+        "mail.otp.dead",
+        "mail.otp.retry.1",
+        "mail.notifications",
+        "mail.notifications.dead",
+        "mail.notifications.grace",
+        "mail.notifications.due",
+        "mail.notifications.due.dead",
+    ] {
+        depth(&channel, queue)
+            .await
+            .map_err(|e| anyhow::anyhow!("{queue} after ready: {e}"))?;
+    }
+    // and an event published now is not lost
+    publish(&channel, &otp_event("early@example.com", "313131")).await?;
+    settled_with(&sink, &channel, "early@example.com", 1).await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn parked_login_mail_holds_no_code_and_is_bounded() -> anyhow::Result<()> {
     let ns = Namespace::new()?;
     let sink = SmtpSink::start().await?;
