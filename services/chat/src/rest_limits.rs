@@ -6,19 +6,13 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use mongodb::bson::oid::ObjectId;
-use parley_common::cache::Redis;
+use parley_common::cache::{Redis, window_script};
 
 /// Checks both windows, then counts the send (and the upload) only when
 /// neither is full. Answers `{'ok'|'sends'|'uploads', ms left}`.
 static TAKE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+    window_script(
         r"
-local function left(key)
-  local t = redis.call('PTTL', key)
-  if t < 0 then return '1000' end
-  return tostring(t)
-end
-local function count(key) return tonumber(redis.call('GET', key) or '0') or 0 end
 if count(KEYS[1]) >= tonumber(ARGV[1]) then return {'sends', left(KEYS[1])} end
 local upload = ARGV[3] == '1'
 if upload and count(KEYS[2]) >= tonumber(ARGV[2]) then return {'uploads', left(KEYS[2])} end
@@ -61,7 +55,7 @@ impl Exceeded {
 /// Gives back a send (and upload) the server failed to carry out, so that
 /// retries through an outage do not use up the user's budget.
 static REFUND: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+    window_script(
         r"
 for i = 1, #KEYS do
   if (tonumber(redis.call('GET', KEYS[i]) or '0') or 0) > 0 then redis.call('DECR', KEYS[i]) end

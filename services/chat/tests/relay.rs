@@ -43,22 +43,6 @@ async fn private_world(
     Ok((stack, a, alice, bob, chat))
 }
 
-/// Metric lines of `/metrics` starting with `name`, summed.
-async fn metric(service: &parley_testkit::ServiceProcess, name: &str) -> anyhow::Result<f64> {
-    let body = service
-        .http()
-        .get(service.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(body
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum())
-}
-
 #[tokio::test]
 async fn typing_and_joins_need_no_database_after_one_check() -> anyhow::Result<()> {
     let mut mongo = MongoServer::start().await?;
@@ -205,7 +189,7 @@ async fn excess_work_is_refused_counted_and_told() -> anyhow::Result<()> {
     let busy = parley_testkit::wait_until("the store ticket is taken", T, || {
         let a = &a;
         async move {
-            metric(a, "chat_socket_events_total{event=\"sendMessage\"}")
+            a.metric("chat_socket_events_total{event=\"sendMessage\"}")
                 .await
                 .map(|n| n >= 1.0)
                 .unwrap_or(false)
@@ -233,16 +217,12 @@ async fn excess_work_is_refused_counted_and_told() -> anyhow::Result<()> {
     // Relays have their own pool: Bob's typing still reaches Alice.
     bo.emit("typing", json!({"chatId": chat})).await?;
     assert_eq!(al.event("userTyping", T).await?["userId"], bob.id.to_hex());
-    let socket_refusals = metric(
-        &a,
-        "chat_socket_events_refused_total{event=\"sendMessage\",reason=\"socket\"}",
-    )
-    .await?;
-    let pod_refusals = metric(
-        &a,
-        "chat_socket_events_refused_total{event=\"sendMessage\",reason=\"pod\"}",
-    )
-    .await?;
+    let socket_refusals = a
+        .metric("chat_socket_events_refused_total{event=\"sendMessage\",reason=\"socket\"}")
+        .await?;
+    let pod_refusals = a
+        .metric("chat_socket_events_refused_total{event=\"sendMessage\",reason=\"pod\"}")
+        .await?;
     assert_eq!(socket_refusals, 1.0);
     assert_eq!(pod_refusals, 2.0);
     Ok(())

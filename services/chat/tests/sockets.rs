@@ -16,27 +16,6 @@ async fn client(url: &str, token: &str) -> anyhow::Result<JsClient> {
     Ok(c)
 }
 
-/// Metric lines of `/metrics` named exactly `name` (with or without
-/// labels), summed; `None` when the metric is not exported at all.
-async fn metric(service: &ServiceProcess, name: &str) -> anyhow::Result<Option<f64>> {
-    let body = service
-        .http()
-        .get(service.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let values: Vec<f64> = body
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .collect();
-    Ok((!values.is_empty()).then(|| values.iter().sum()))
-}
-
 /// Live presence entries of `user` in Redis (what every replica reads).
 async fn live_sockets(stack: &Stack, user: &User) -> anyhow::Result<i64> {
     let client = redis::Client::open(parley_testkit::shared::redis_url())?;
@@ -95,11 +74,13 @@ async fn thousands_of_immediate_disconnects_leave_nobody_online() -> anyhow::Res
     let freed = parley_testkit::wait_until("tracked entries freed", T, || {
         let a = &a;
         async move {
-            let sockets = metric(a, "chat_presence_tracked_sockets")
+            let sockets = a
+                .metric_named("chat_presence_tracked_sockets")
                 .await
                 .ok()
                 .flatten();
-            let users = metric(a, "chat_presence_tracked_users")
+            let users = a
+                .metric_named("chat_presence_tracked_users")
                 .await
                 .ok()
                 .flatten();
@@ -110,11 +91,11 @@ async fn thousands_of_immediate_disconnects_leave_nobody_online() -> anyhow::Res
     assert!(
         freed.is_ok(),
         "tracked sockets {:?}, users {:?} (only alice's one socket should remain)",
-        metric(&a, "chat_presence_tracked_sockets").await?,
-        metric(&a, "chat_presence_tracked_users").await?
+        a.metric_named("chat_presence_tracked_sockets").await?,
+        a.metric_named("chat_presence_tracked_users").await?
     );
     assert_eq!(live_sockets(&stack, &alice).await?, 1);
-    assert_eq!(metric(&a, "chat_sockets_connected").await?, Some(1.0));
+    assert_eq!(a.metric_named("chat_sockets_connected").await?, Some(1.0));
     Ok(())
 }
 

@@ -11,6 +11,23 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::{ConfigError, Env, REQUIRED, VarDoc};
 
+/// Lua helpers for fixed-window counters, shared by the limit scripts:
+/// `left(key)` is the window's milliseconds left as a string ("1000" when the
+/// key has no expiry), `count(key)` its count (0 when absent).
+const WINDOW_HELPERS: &str = r"
+local function left(key)
+  local t = redis.call('PTTL', key)
+  if t < 0 then return '1000' end
+  return tostring(t)
+end
+local function count(key) return tonumber(redis.call('GET', key) or '0') or 0 end
+";
+
+/// A script whose `body` may call the window helpers `left` and `count`.
+pub fn window_script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{WINDOW_HELPERS}{body}"))
+}
+
 /// Where Redis is and how parley's keys are named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {

@@ -133,16 +133,24 @@ pub async fn declare_parking(
     parking: Parking,
 ) -> Result<Parked, PublishError> {
     let name = dead_queue(queue);
-    let channel = amqp.channel().await?;
-    if declare(&channel, &name, park_arguments(parking))
-        .await
-        .is_ok()
-    {
-        let _ = channel.close(200, "declared".into()).await;
+    let bounded = |channel: Channel| {
+        let name = name.clone();
+        async move {
+            let declared = declare(&channel, &name, park_arguments(parking))
+                .await
+                .is_ok();
+            if declared {
+                let _ = channel.close(200, "declared".into()).await;
+            }
+            declared
+        }
+    };
+    if bounded(amqp.channel().await?).await {
         return Ok(Parked::Bounded);
     }
+    // Another declaration: replace it when it holds nothing.
     let channel = amqp.channel().await?;
-    let deleted = channel
+    let _ = channel
         .queue_delete(
             name.as_str().into(),
             QueueDeleteOptions {
@@ -151,16 +159,7 @@ pub async fn declare_parking(
             },
         )
         .await;
-    let channel = if deleted.is_ok() {
-        channel
-    } else {
-        amqp.channel().await?
-    };
-    if declare(&channel, &name, park_arguments(parking))
-        .await
-        .is_ok()
-    {
-        let _ = channel.close(200, "declared".into()).await;
+    if bounded(amqp.channel().await?).await {
         return Ok(Parked::Bounded);
     }
     let channel = amqp.channel().await?;

@@ -111,19 +111,39 @@ async fn pending(channel: &Channel) -> anyhow::Result<u32> {
         "mail.otp.retry.2",
         "mail.otp.retry.3",
     ] {
-        let q = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        total += q.message_count();
+        total += depth(channel, queue).await?;
     }
     Ok(total)
+}
+
+/// Messages in `queue` right now.
+async fn depth(channel: &Channel, queue: &str) -> anyhow::Result<u32> {
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(q.message_count())
+}
+
+/// `mail.otp.dead` as an earlier version declared it: no bounds.
+async fn legacy_parking_queue(channel: &Channel) -> anyhow::Result<()> {
+    channel
+        .queue_declare(
+            "mail.otp.dead".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
 }
 
 fn mails_to(sink: &SmtpSink, address: &str) -> usize {
@@ -309,21 +329,6 @@ async fn bad_events_are_parked_with_a_reason() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Messages in `queue` right now.
-async fn depth(channel: &Channel, queue: &str) -> anyhow::Result<u32> {
-    let q = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(q.message_count())
-}
-
 async fn parked(mail: &ServiceProcess, want: f64) -> anyhow::Result<()> {
     wait_until(&format!("{want} mail(s) parked"), T, || async {
         mail.metric("mail_parked_total{queue=\"mail.otp\"}")
@@ -366,18 +371,8 @@ async fn ready_means_every_queue_is_declared_and_bound() -> anyhow::Result<()> {
 async fn parked_login_mail_holds_no_code_and_is_bounded() -> anyhow::Result<()> {
     let ns = Namespace::new()?;
     let sink = SmtpSink::start().await?;
-    // A parking queue as an earlier version declared it: no bounds.
     let (_conn, channel) = channel(&ns.amqp_url()).await?;
-    channel
-        .queue_declare(
-            "mail.otp.dead".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    legacy_parking_queue(&channel).await?;
     let mail = mail_service(&env(&ns, &sink, &[("PARLEY_MAIL_PARK_MAX", "2")])).await?;
     for code in ["987651", "987652", "987653"] {
         publish(&channel, &otp_event("not an address", code)).await?;
@@ -423,16 +418,7 @@ async fn a_full_legacy_parking_queue_is_kept_and_parking_goes_on() -> anyhow::Re
     let ns = Namespace::new()?;
     let sink = SmtpSink::start().await?;
     let (_conn, channel) = channel(&ns.amqp_url()).await?;
-    channel
-        .queue_declare(
-            "mail.otp.dead".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    legacy_parking_queue(&channel).await?;
     channel
         .basic_publish(
             "".into(),

@@ -106,6 +106,26 @@ impl ServiceProcess {
     /// The sum of the `/metrics` samples whose line starts with `prefix`
     /// (a metric name, optionally with the start of its labels).
     pub async fn metric(&self, prefix: &str) -> anyhow::Result<f64> {
+        Ok(self
+            .samples(|line| line.starts_with(prefix))
+            .await?
+            .iter()
+            .sum())
+    }
+
+    /// The sum of the samples of the metric named exactly `name` (any
+    /// labels); `None` when it is not exported at all.
+    pub async fn metric_named(&self, name: &str) -> anyhow::Result<Option<f64>> {
+        let values = self
+            .samples(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .await?;
+        Ok((!values.is_empty()).then(|| values.iter().sum()))
+    }
+
+    async fn samples(&self, wanted: impl Fn(&str) -> bool) -> anyhow::Result<Vec<f64>> {
         let body = self
             .http
             .get(self.url("/metrics"))
@@ -116,9 +136,9 @@ impl ServiceProcess {
             .await?;
         Ok(body
             .lines()
-            .filter(|line| line.starts_with(prefix))
+            .filter(|line| wanted(line))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+            .collect())
     }
 
     /// `/readyz`'s status code and JSON body (`None` when nothing answers).

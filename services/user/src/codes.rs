@@ -15,20 +15,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_common::cache::Redis;
+use parley_common::cache::{Redis, window_script};
 
 use crate::config::Limits;
 use crate::error::{DomainError, Limit};
 
 /// Issues a code if no limit holds, counting it everywhere at once; a
 /// refused request changes nothing, so it cannot use up a shared budget.
+/// (Runs with [`parley_common::cache::window_script`]'s helpers.)
 const ADMIT: &str = r"
-local function left(key)
-  local t = redis.call('PTTL', key)
-  if t < 0 then return '1000' end
-  return tostring(t)
-end
-local function count(key) return tonumber(redis.call('GET', key) or '0') or 0 end
 if count(KEYS[1]) >= tonumber(ARGV[1]) then return {'address', left(KEYS[1])} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'cooldown', left(KEYS[2])} end
 if count(KEYS[3]) >= tonumber(ARGV[2]) then return {'inbox', left(KEYS[3])} end
@@ -66,12 +61,8 @@ return 1
 
 /// Reserves one try, counting it as a failure until `SETTLE` refunds it.
 /// Answers `{'bound'|'legacy', hash, login key}` or `{refusal, ms}`.
+/// (Runs with [`parley_common::cache::window_script`]'s helpers.)
 const RESERVE: &str = r"
-local function left(key)
-  local t = redis.call('PTTL', key)
-  if t < 0 then return '1000' end
-  return tostring(t)
-end
 local function num(v) return tonumber(v or '0') or 0 end
 if num(redis.call('GET', KEYS[1])) >= tonumber(ARGV[1]) then return {'address', left(KEYS[1])} end
 local function fail_ip()
@@ -195,10 +186,10 @@ impl Codes {
         Self {
             redis,
             limits,
-            admit: Arc::new(redis::Script::new(ADMIT)),
+            admit: Arc::new(window_script(ADMIT)),
             store: Arc::new(redis::Script::new(STORE)),
             withdraw: Arc::new(redis::Script::new(WITHDRAW)),
-            reserve: Arc::new(redis::Script::new(RESERVE)),
+            reserve: Arc::new(window_script(RESERVE)),
             settle: Arc::new(redis::Script::new(SETTLE)),
         }
     }
