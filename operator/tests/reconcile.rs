@@ -635,17 +635,18 @@ async fn generated_secret_from_an_older_operator_gains_store_passwords_and_keeps
         secrets
             .get("old-generated")
             .await
-            .is_ok_and(|s| keys(&s).len() == 4)
+            .is_ok_and(|s| keys(&s).len() == 5)
     })
     .await?;
     let data = keys(&secrets.get("old-generated").await?);
     assert_eq!(data["otp-secret"], "kept-otp-secret-0123456789abcdef");
     assert_eq!(data["rabbitmq-password"], "kept");
-    for key in ["redis-password", "mongodb-password"] {
+    for key in ["redis-password", "mongodb-password", "mongodb-app-password"] {
         assert_eq!(data[key].len(), 48, "{key} is 24 random bytes in hex");
         assert!(data[key].chars().all(|c| c.is_ascii_hexdigit()));
     }
     assert_ne!(data["redis-password"], data["mongodb-password"]);
+    assert_ne!(data["mongodb-password"], data["mongodb-app-password"]);
     wait_for("every child", FIVE, || all_children(&client, &ns, "old")).await?;
     Ok(())
 }

@@ -9,13 +9,17 @@ use k8s_openapi::api::core::v1::{
     Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume,
     VolumeMount,
 };
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::configmap::config_map_name;
 use super::secret::{
-    MONGODB_PASSWORD, OTP_SECRET, PRIVATE_KEY, PUBLIC_KEY, RABBITMQ_PASSWORD, REDIS_PASSWORD,
-    generated_secret_name, jwt_secret_name,
+    MONGODB_APP_PASSWORD, MONGODB_PASSWORD, OTP_SECRET, PRIVATE_KEY, PUBLIC_KEY, RABBITMQ_PASSWORD,
+    REDIS_PASSWORD, generated_secret_name, jwt_secret_name,
 };
 use super::serviceaccount::service_account_name;
 use super::{Context, HTTP_PORT, child_name, managed, meta, pod_template};
@@ -85,9 +89,25 @@ fn from_config(cc: &ChatCluster, name: &str) -> EnvVar {
     }
 }
 
+/// The services' own MongoDB user on a managed MongoDB: `readWrite` on
+/// parley's database only, made by the `mongodb-user` init container.
+pub const MONGODB_APP_USER: &str = "parley-app";
+
+/// The database a component uses: a literal `PARLEY_MONGODB_DATABASE` in
+/// its `env`, or the services' default.
+pub fn mongodb_database(cc: &ChatCluster, c: Component) -> String {
+    c.spec(&cc.spec)
+        .env
+        .iter()
+        .rev()
+        .find(|e| e.name == "PARLEY_MONGODB_DATABASE")
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| "parley".to_owned())
+}
+
 /// Env vars carrying one store's URL (a managed store's in-cluster address, or
 /// the external Secret's key).
-fn store_env(cc: &ChatCluster, s: Store) -> Vec<EnvVar> {
+fn store_env(cc: &ChatCluster, c: Component, s: Store) -> Vec<EnvVar> {
     let host = child_name(cc, s.name());
     let port = s.port();
     if managed(cc, s).is_none() {
@@ -108,18 +128,15 @@ fn store_env(cc: &ChatCluster, s: Store) -> Vec<EnvVar> {
                 format!("redis://:$(REDIS_PASSWORD)@{host}:{port}"),
             ),
         ],
+        // The services never see the root password: they are the
+        // least-privileged user the init container made.
         Store::Mongodb => vec![
             from_secret(
-                "MONGODB_PASSWORD",
+                "MONGODB_APP_PASSWORD",
                 generated_secret_name(cc),
-                MONGODB_PASSWORD,
+                MONGODB_APP_PASSWORD,
             ),
-            literal(
-                s.env_var(),
-                format!(
-                    "mongodb://parley:$(MONGODB_PASSWORD)@{host}:{port}/?directConnection=true&authSource=admin"
-                ),
-            ),
+            literal(s.env_var(), mongodb_app_uri(cc, c)),
         ],
         Store::Rabbitmq => vec![
             from_secret(
@@ -133,6 +150,65 @@ fn store_env(cc: &ChatCluster, s: Store) -> Vec<EnvVar> {
             ),
         ],
     }
+}
+
+/// The managed MongoDB's URL as the services' own user (its password in
+/// `$(MONGODB_APP_PASSWORD)`), authenticating against its database.
+fn mongodb_app_uri(cc: &ChatCluster, c: Component) -> String {
+    let host = child_name(cc, Store::Mongodb.name());
+    let port = Store::Mongodb.port();
+    let database = mongodb_database(cc, c);
+    format!(
+        "mongodb://{MONGODB_APP_USER}:$(MONGODB_APP_PASSWORD)@{host}:{port}/?directConnection=true&authSource={database}"
+    )
+}
+
+/// The init container that makes the services' MongoDB user
+/// (`parley-user mongodb-user`) before a component starts, when the
+/// operator manages MongoDB: only this container gets the root password.
+/// It is idempotent, so every pod start (and a changed password) converges.
+pub fn mongodb_user_init(cc: &ChatCluster, c: Component) -> Option<Container> {
+    managed(cc, Store::Mongodb)?;
+    let host = child_name(cc, Store::Mongodb.name());
+    let port = Store::Mongodb.port();
+    let env = vec![
+        from_config(cc, "PARLEY_LOG"),
+        from_secret(
+            "MONGODB_PASSWORD",
+            generated_secret_name(cc),
+            MONGODB_PASSWORD,
+        ),
+        from_secret(
+            "MONGODB_APP_PASSWORD",
+            generated_secret_name(cc),
+            MONGODB_APP_PASSWORD,
+        ),
+        literal(
+            "PARLEY_MONGODB_ADMIN_URI",
+            format!(
+                "mongodb://parley:$(MONGODB_PASSWORD)@{host}:{port}/?directConnection=true&authSource=admin"
+            ),
+        ),
+        literal(Store::Mongodb.env_var(), mongodb_app_uri(cc, c)),
+        literal("PARLEY_MONGODB_DATABASE", mongodb_database(cc, c)),
+    ];
+    Some(Container {
+        name: "mongodb-user".into(),
+        image: Some(image(cc, Component::User)),
+        image_pull_policy: Some(cc.spec.image.pull_policy.clone()),
+        command: Some(vec!["parley-user".into(), "mongodb-user".into()]),
+        env: Some(env),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("10m".into())),
+                ("memory".into(), Quantity("32Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([("memory".into(), Quantity("64Mi".into()))])),
+            ..Default::default()
+        }),
+        security_context: Some(container_security(RUN_AS_USER)),
+        ..Default::default()
+    })
 }
 
 /// The user service's setting for the client address behind proxies.
@@ -164,7 +240,7 @@ pub fn env(cc: &ChatCluster, c: Component) -> Vec<EnvVar> {
         Component::User | Component::Chat | Component::Mail => &Store::ALL,
     };
     for s in stores {
-        env.extend(store_env(cc, *s));
+        env.extend(store_env(cc, c, *s));
     }
     match c {
         Component::User => {
@@ -348,6 +424,7 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
     let pod = PodSpec {
         service_account_name: Some(service_account_name(cc)),
         automount_service_account_token: Some(false),
+        init_containers: mongodb_user_init(cc, c).map(|init| vec![init]),
         containers: vec![container],
         volumes: Some(volumes),
         image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
@@ -442,30 +519,62 @@ mod tests {
                 secret_ref(&env["REDIS_PASSWORD"]),
                 ("demo-generated".into(), "redis-password".into())
             );
+            // The services connect as their own readWrite user and never
+            // see the root password; only the init container does.
             let mongo = env["PARLEY_MONGODB_URI"].value.as_deref().unwrap();
             assert!(
-                mongo.starts_with("mongodb://parley:$(MONGODB_PASSWORD)@demo-mongodb:27017/")
-                    && mongo.contains("authSource=admin"),
+                mongo.starts_with(
+                    "mongodb://parley-app:$(MONGODB_APP_PASSWORD)@demo-mongodb:27017/"
+                ) && mongo.contains("authSource=parley"),
                 "{mongo}"
             );
             assert_eq!(
-                secret_ref(&env["MONGODB_PASSWORD"]),
+                secret_ref(&env["MONGODB_APP_PASSWORD"]),
+                ("demo-generated".into(), "mongodb-app-password".into())
+            );
+            assert!(!env.contains_key("MONGODB_PASSWORD"));
+            let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            let inits = pod.init_containers.as_ref().unwrap();
+            assert_eq!(inits.len(), 1);
+            let init = &inits[0];
+            assert_eq!(
+                init.command.as_ref().unwrap(),
+                &["parley-user".to_owned(), "mongodb-user".to_owned()]
+            );
+            let init_env: BTreeMap<_, _> = init
+                .env
+                .clone()
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.name.clone(), e))
+                .collect();
+            assert_eq!(
+                secret_ref(&init_env["MONGODB_PASSWORD"]),
                 ("demo-generated".into(), "mongodb-password".into())
             );
+            assert_eq!(init_env["PARLEY_MONGODB_URI"], env["PARLEY_MONGODB_URI"]);
+            assert!(
+                init_env["PARLEY_MONGODB_ADMIN_URI"]
+                    .value
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("mongodb://parley:$(MONGODB_PASSWORD)@demo-mongodb:27017/")
+            );
             // Kubernetes expands $(VAR) only from variables defined before it.
-            let ordered = env_list(&d);
-            for (i, var) in ordered.iter().enumerate() {
-                let value = var.value.as_deref().unwrap_or_default();
-                for used in value
-                    .split("$(")
-                    .skip(1)
-                    .filter_map(|r| r.split(')').next())
-                {
-                    assert!(
-                        ordered[..i].iter().any(|e| e.name == used),
-                        "{} uses $({used}) before it is defined",
-                        var.name
-                    );
+            for ordered in [env_list(&d), init.env.clone().unwrap()] {
+                for (i, var) in ordered.iter().enumerate() {
+                    let value = var.value.as_deref().unwrap_or_default();
+                    for used in value
+                        .split("$(")
+                        .skip(1)
+                        .filter_map(|r| r.split(')').next())
+                    {
+                        assert!(
+                            ordered[..i].iter().any(|e| e.name == used),
+                            "{} uses $({used}) before it is defined",
+                            var.name
+                        );
+                    }
                 }
             }
             assert_eq!(
@@ -547,6 +656,45 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(hops(spec), ["2"]);
+    }
+
+    #[test]
+    fn the_mongodb_user_is_made_only_for_a_managed_mongodb_in_the_components_database() {
+        let mut spec = crate::api::ChatClusterSpec::default();
+        spec.chat.component.env.push(EnvVar {
+            name: "PARLEY_MONGODB_DATABASE".into(),
+            value: Some("chats".into()),
+            ..Default::default()
+        });
+        let cc = cluster(spec.clone());
+        let chat = deployment(&cc, Component::Chat, &ctx());
+        let uri = env_of(&chat)["PARLEY_MONGODB_URI"].value.clone().unwrap();
+        assert!(uri.ends_with("authSource=chats"), "{uri}");
+        let init = mongodb_user_init(&cc, Component::Chat).unwrap();
+        let database = init
+            .env
+            .unwrap()
+            .into_iter()
+            .find(|e| e.name == "PARLEY_MONGODB_DATABASE")
+            .unwrap();
+        assert_eq!(database.value.as_deref(), Some("chats"));
+        // The init container runs the user binary, whatever image chat has.
+        assert_eq!(init.image, Some(image(&cc, Component::User)));
+
+        spec.mongodb.external = Some(ExternalStore {
+            url_secret: SecretKeyRef {
+                name: "atlas".into(),
+                key: "uri".into(),
+            },
+        });
+        let cc = cluster(spec);
+        for c in Component::ALL {
+            let d = deployment(&cc, c, &ctx());
+            let pod = d.spec.unwrap().template.spec.unwrap();
+            assert_eq!(pod.init_containers, None, "{c:?}");
+            let env: Vec<_> = pod.containers[0].env.clone().unwrap();
+            assert!(!env.iter().any(|e| e.name.starts_with("MONGODB_")));
+        }
     }
 
     #[test]

@@ -412,6 +412,7 @@ mod rollout_tests {
                     ("redis-password", "r-1"),
                     ("rabbitmq-password", "q-1"),
                     ("mongodb-password", "m-1"),
+                    ("mongodb-app-password", "a-1"),
                 ]),
             ),
             (
@@ -543,6 +544,11 @@ mod rollout_tests {
             expected.push(format!("statefulset/demo-{store}"));
             assert_eq!(secret_change("demo-generated", key), expected, "{key}");
         }
+        assert_eq!(
+            secret_change("demo-generated", "mongodb-app-password"),
+            services.map(String::from).to_vec(),
+            "services' MongoDB user"
+        );
         // a Secret nobody reads rolls nothing; the same inputs give the same hashes
         let mut s = secrets();
         s.push(("unrelated".into(), secret(&[("k", "v")])));

@@ -22,14 +22,18 @@ pub const RABBITMQ_PASSWORD: &str = "rabbitmq-password";
 pub const REDIS_PASSWORD: &str = "redis-password";
 /// Key of the managed MongoDB root password in the generated Secret.
 pub const MONGODB_PASSWORD: &str = "mongodb-password";
+/// Key of the password of the services' own (`readWrite` only) user of the
+/// managed MongoDB in the generated Secret.
+pub const MONGODB_APP_PASSWORD: &str = "mongodb-app-password";
 
 /// Every key of the generated Secret and how many random bytes it holds
 /// (hex-encoded, so it needs no escaping in a URL).
-pub const GENERATED_KEYS: [(&str, usize); 4] = [
+pub const GENERATED_KEYS: [(&str, usize); 5] = [
     (OTP_SECRET, 32),
     (RABBITMQ_PASSWORD, 24),
     (REDIS_PASSWORD, 24),
     (MONGODB_PASSWORD, 24),
+    (MONGODB_APP_PASSWORD, 24),
 ];
 
 /// Keys of [`GENERATED_KEYS`] that `existing` lacks (a Secret made by an
@@ -143,9 +147,9 @@ mod tests {
         };
         assert_eq!(
             missing_generated_keys(&old),
-            [REDIS_PASSWORD, MONGODB_PASSWORD]
+            [REDIS_PASSWORD, MONGODB_PASSWORD, MONGODB_APP_PASSWORD]
         );
-        assert_eq!(missing_generated_keys(&Secret::default()).len(), 4);
+        assert_eq!(missing_generated_keys(&Secret::default()).len(), 5);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod mongo;
+pub mod mongo_user;
 pub mod revocation;
 pub mod server;
 pub mod shutdown;

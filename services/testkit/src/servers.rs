@@ -177,6 +177,34 @@ impl MongoServer {
         )
     }
 
+    /// Its connection string as `user`:`password`, authenticating against `source`.
+    pub fn uri_as(&self, user: &str, password: &str, source: &str) -> String {
+        format!(
+            "mongodb://{user}:{password}@127.0.0.1:{}/?directConnection=true&authSource={source}",
+            self.served.port
+        )
+    }
+
+    /// Makes a `root` user `user`:`password` in `admin`, then restarts the
+    /// server with authentication required (as a managed MongoDB runs).
+    pub async fn require_auth(&mut self, user: &str, password: &str) -> anyhow::Result<()> {
+        let client = mongodb::Client::with_uri_str(self.uri()).await?;
+        client
+            .database("admin")
+            .run_command(mongodb::bson::doc! {
+                "createUser": user,
+                "pwd": password,
+                "roles": [{ "role": "root", "db": "admin" }],
+            })
+            .await?;
+        drop(client);
+        self.stop().await?;
+        self.served.args.push("--auth".into());
+        self.served.start(Duration::from_secs(30)).await?;
+        // `ping` needs no authentication, so readiness is checked the same way.
+        self.wait_ping().await
+    }
+
     /// Kills it.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         self.served.stop().await

@@ -178,7 +178,13 @@ pub const ENV: &[VarDoc] = &[
 /// configuration reference.
 pub fn reference() -> Vec<VarDoc> {
     parley_common::config::service_reference(
-        &[ENV, TokenScope::ENV, RevocationConfig::ENV].concat(),
+        &[
+            ENV,
+            TokenScope::ENV,
+            RevocationConfig::ENV,
+            parley_common::mongo_user::ProvisionConfig::ENV,
+        ]
+        .concat(),
     )
 }
 
