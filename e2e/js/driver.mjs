@@ -16,7 +16,7 @@
 //   {"type":"connect","id":...} {"type":"connect_error","message":...}
 //   {"type":"disconnect","reason":...} {"type":"event","event":...,"data":...}
 //   {"type":"ack","ack":7,"data":...} {"type":"ack_timeout","ack":7}
-//   {"type":"churn_done","connected":n,"refused":m}
+//   {"type":"churn_done","connected":n,"refused":m,"reasons":{message:count}}
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
 
@@ -68,26 +68,30 @@ function churnOne() {
       query,
       extraHeaders,
       reconnection: false,
-      timeout: 5000,
+      // Generous: a loaded CI machine may take seconds per handshake, and
+      // a client-side timeout is not a refusal by the server.
+      timeout: 30000,
     });
     s.on("connect", () => {
       s.disconnect();
-      resolve("connected");
+      resolve(["connected"]);
     });
-    s.on("connect_error", () => {
+    s.on("connect_error", (err) => {
       s.disconnect();
-      resolve("refused");
+      resolve(["refused", String(err && err.message)]);
     });
   });
 }
 
 async function churn(count, concurrency) {
   let next = 0;
-  const tally = { type: "churn_done", connected: 0, refused: 0 };
+  const tally = { type: "churn_done", connected: 0, refused: 0, reasons: {} };
   const worker = async () => {
     while (next < count) {
       next++;
-      tally[await churnOne()]++;
+      const [outcome, reason] = await churnOne();
+      tally[outcome]++;
+      if (reason !== undefined) tally.reasons[reason] = (tally.reasons[reason] ?? 0) + 1;
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, concurrency) }, worker));

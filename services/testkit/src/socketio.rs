@@ -185,13 +185,14 @@ impl JsClient {
 
     /// Opens `count` more sockets with this client's token, `concurrency` at
     /// a time, each closed the moment it connects; returns how many
-    /// connected and how many were refused.
+    /// connected, how many were refused, and the refusals' messages with
+    /// their counts (`{"timeout": 3}` is the client giving up, not the server).
     pub async fn churn(
         &mut self,
         count: u32,
         concurrency: u32,
         timeout: Duration,
-    ) -> anyhow::Result<(u64, u64)> {
+    ) -> anyhow::Result<(u64, u64, Value)> {
         self.send(json!({"op": "churn", "count": count, "concurrency": concurrency}))
             .await?;
         let done = self
@@ -200,6 +201,7 @@ impl JsClient {
         Ok((
             done["connected"].as_u64().unwrap_or(0),
             done["refused"].as_u64().unwrap_or(0),
+            done["reasons"].clone(),
         ))
     }
 
