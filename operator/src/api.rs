@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint,
+    Affinity, EnvVar, PodTemplateSpec, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -159,6 +159,29 @@ pub struct ComponentSpec {
     pub scheduling: SchedulingSpec,
     /// Extra environment variables, appended after the operator's own.
     pub env: Vec<EnvVar>,
+    /// A patch merged onto the pod template the operator builds, as
+    /// server-side apply merges: maps key by key, `containers`,
+    /// `initContainers`, `volumes`, `env` and `volumeMounts` by `name`
+    /// (a new name adds one: sidecars, extra volumes, CA bundles), other
+    /// lists such as `tolerations` replaced whole. For what the fields
+    /// above do not offer: `priorityClassName`, sidecars, extra volumes
+    /// and mounts, `securityContext`, annotations. The operator's own
+    /// labels and `PARLEY_*` variables win: setting a `PARLEY_*` variable
+    /// or a store password variable here is refused (use `env`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pod_overrides_schema")]
+    pub pod_overrides: Option<PodTemplateSpec>,
+}
+
+/// The schema of `podOverrides`: an object the API server keeps as given
+/// (the full pod template schema would make the CRD several times larger);
+/// the operator checks it when it reads the ChatCluster.
+fn pod_overrides_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "description": "Pod template patch (metadata and spec), merged onto the operator's pod template."
+    })
 }
 
 /// Settings of the chat service: those of every service, plus how clients
@@ -325,6 +348,11 @@ pub struct ManagedStore {
     /// ChatCluster re-created under the same name opens the kept data; delete
     /// the volumes and that Secret together to start afresh.
     pub volume_reclaim: VolumeReclaim,
+    /// A patch merged onto the store's pod template, as for the services'
+    /// `podOverrides` (the store's own password variables cannot be set here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pod_overrides_schema")]
+    pub pod_overrides: Option<PodTemplateSpec>,
 }
 
 /// Fate of a managed store's volume when its ChatCluster is deleted.

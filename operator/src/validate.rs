@@ -91,6 +91,22 @@ pub fn validate(spec: &ChatClusterSpec) -> Result<(), Vec<SpecError>> {
                 ));
             }
         }
+        if let Some(o) = &c.pod_overrides {
+            errors.extend(pod_override_errors(&format!("{at}.podOverrides"), o));
+        }
+    }
+    for store in Store::ALL {
+        if let Some(o) = store
+            .spec(spec)
+            .managed
+            .as_ref()
+            .and_then(|m| m.pod_overrides.as_ref())
+        {
+            errors.extend(pod_override_errors(
+                &format!("{}.managed.podOverrides", store.name()),
+                o,
+            ));
+        }
     }
     for store in Store::ALL {
         let s = store.spec(spec);
@@ -152,6 +168,58 @@ pub const OWNED_ENV: &[&str] = &[
     "PARLEY_OTP_SECRET",
 ];
 
+/// Variables carrying the operator's wiring: the store passwords its URLs
+/// are built from and the stores' own credential variables.
+pub const WIRING_ENV: &[&str] = &[
+    "REDIS_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "MONGODB_PASSWORD",
+    "MONGODB_APP_PASSWORD",
+    "RABBITMQ_DEFAULT_USER",
+    "RABBITMQ_DEFAULT_PASS",
+    "MONGO_INITDB_ROOT_USERNAME",
+    "MONGO_INITDB_ROOT_PASSWORD",
+];
+
+/// What a `podOverrides` may not do: set a `PARLEY_*` or wiring variable in
+/// any container (the operator's values win; `PARLEY_*` settings go in
+/// `env`, where they are checked), or change the pod's identity.
+fn pod_override_errors(
+    at: &str,
+    o: &k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> Vec<SpecError> {
+    let mut errors = Vec::new();
+    let Some(pod) = &o.spec else {
+        return errors;
+    };
+    let lists = [
+        ("initContainers", pod.init_containers.as_deref()),
+        ("containers", Some(pod.containers.as_slice())),
+    ];
+    for (list, containers) in lists {
+        for (i, c) in containers.unwrap_or_default().iter().enumerate() {
+            for (j, e) in c.env.as_deref().unwrap_or_default().iter().enumerate() {
+                if e.name.starts_with("PARLEY_") || WIRING_ENV.contains(&e.name.as_str()) {
+                    errors.push(err(
+                        format!("{at}.spec.{list}[{i}].env[{j}].name"),
+                        format!(
+                            "{} cannot be overridden here: PARLEY_* settings go in env, and the operator's own values win",
+                            e.name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if pod.service_account_name.is_some() || pod.automount_service_account_token == Some(true) {
+        errors.push(err(
+            format!("{at}.spec.serviceAccountName"),
+            "the pods keep the operator's ServiceAccount without an API token (spec.serviceAccount)",
+        ));
+    }
+    errors
+}
+
 fn looks_like_quantity(s: &str) -> bool {
     let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let suffix = &s[digits.len()..];
@@ -164,6 +232,47 @@ fn looks_like_quantity(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::api::{ExternalStore, ManagedStore};
+
+    #[test]
+    fn pod_overrides_may_add_but_not_rewire() {
+        use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
+        let with_env = |name: &str| PodTemplateSpec {
+            spec: Some(PodSpec {
+                priority_class_name: Some("high".into()),
+                containers: vec![Container {
+                    name: "chat".into(),
+                    env: Some(vec![EnvVar {
+                        name: name.into(),
+                        value: Some("x".into()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut spec = ChatClusterSpec::default();
+        spec.chat.component.pod_overrides = Some(with_env("HTTPS_PROXY"));
+        assert_eq!(validate(&spec), Ok(()));
+        for owned in ["PARLEY_LOG", "PARLEY_MONGODB_URI", "MONGODB_APP_PASSWORD"] {
+            spec.chat.component.pod_overrides = Some(with_env(owned));
+            let errors = validate(&spec).unwrap_err();
+            assert_eq!(
+                errors[0].field, "chat.podOverrides.spec.containers[0].env[0].name",
+                "{owned}"
+            );
+        }
+        spec.chat.component.pod_overrides = None;
+        spec.redis.managed = Some(ManagedStore {
+            pod_overrides: Some(with_env("REDIS_PASSWORD")),
+            ..Default::default()
+        });
+        assert_eq!(
+            validate(&spec).unwrap_err()[0].field,
+            "redis.managed.podOverrides.spec.containers[0].env[0].name"
+        );
+    }
 
     #[test]
     fn empty_spec_is_valid() {

@@ -762,3 +762,117 @@ async fn service_settings_and_their_secrets_roll_the_services_never_the_stores()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn pod_overrides_reach_the_pods_and_cannot_replace_the_operators_wiring() -> anyhow::Result<()>
+{
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(
+        &client,
+        &ns,
+        "ov",
+        serde_json::json!({
+            "chat": {"podOverrides": {
+                "metadata": {"annotations": {"example.com/team": "chat"},
+                             "labels": {"app.kubernetes.io/instance": "hijack", "tier": "edge"}},
+                "spec": {
+                    "priorityClassName": "chat-critical",
+                    "containers": [
+                        {"name": "chat", "volumeMounts": [{"name": "ca", "mountPath": "/etc/ca", "readOnly": true}]},
+                        {"name": "sidecar", "image": "localhost/sidecar:1"}
+                    ],
+                    "volumes": [{"name": "ca", "configMap": {"name": "ca-bundle"}}]
+                }
+            }},
+            "redis": {"managed": {"podOverrides": {"spec": {"priorityClassName": "stores"}}}},
+        }),
+    )
+    .await?;
+    wait_for("every child", FIVE, || all_children(&client, &ns, "ov")).await?;
+    let chat: Deployment = Api::namespaced(client.clone(), &ns).get("ov-chat").await?;
+    let template = chat.spec.unwrap().template;
+    let meta = template.metadata.unwrap();
+    let labels = meta.labels.unwrap();
+    assert_eq!(
+        labels["app.kubernetes.io/instance"], "ov",
+        "the operator's labels win"
+    );
+    assert_eq!(labels["tier"], "edge");
+    assert_eq!(meta.annotations.unwrap()["example.com/team"], "chat");
+    let pod = template.spec.unwrap();
+    assert_eq!(pod.priority_class_name.as_deref(), Some("chat-critical"));
+    let names: Vec<_> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["chat", "sidecar"]);
+    let chat_ctr = &pod.containers[0];
+    assert_eq!(
+        chat_ctr.command.as_deref(),
+        Some(&["parley-chat".to_owned()][..])
+    );
+    let mounts: Vec<_> = chat_ctr
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert!(
+        mounts.contains(&"/etc/ca") && mounts.contains(&"/tmp"),
+        "{mounts:?}"
+    );
+    assert!(env_of_container(chat_ctr).contains_key("PARLEY_MONGODB_URI"));
+    assert!(pod.volumes.iter().flatten().any(|v| v.name == "ca"));
+    let redis: StatefulSet = Api::namespaced(client.clone(), &ns).get("ov-redis").await?;
+    assert_eq!(
+        redis
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .priority_class_name
+            .as_deref(),
+        Some("stores")
+    );
+    // The user service is untouched by chat's overrides.
+    let user: Deployment = Api::namespaced(client.clone(), &ns).get("ov-user").await?;
+    assert_eq!(
+        user.spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .priority_class_name,
+        None
+    );
+
+    // Overriding the operator's wiring is refused, naming the field, and changes nothing.
+    let before = wait_stable(&client, &ns, "ov").await?;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    api.patch("ov", &PatchParams::default(), &Patch::Merge(serde_json::json!({
+        "spec": {"user": {"podOverrides": {"spec": {"containers": [
+            {"name": "user", "env": [{"name": "PARLEY_MONGODB_URI", "value": "mongodb://elsewhere/"}]}
+        ]}}}}
+    }))).await?;
+    wait_for("Degraded", FIVE, || async {
+        phase(&client, &ns, "ov").await == Some(Phase::Degraded)
+    })
+    .await?;
+    let cc = cluster(&client, &ns, "ov").await?;
+    let (_, reason, message) = condition(&cc, "Degraded").unwrap();
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.contains("spec.user.podOverrides.spec.containers[0].env[0].name"),
+        "{message}"
+    );
+    assert_eq!(resource_versions(&client, &ns, "ov").await?, before);
+    Ok(())
+}
+
+fn env_of_container(c: &k8s_openapi::api::core::v1::Container) -> BTreeMap<String, EnvVar> {
+    c.env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.clone()))
+        .collect()
+}

@@ -454,7 +454,7 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
                 match_labels: Some(super::selector_labels(cc, c.name())),
                 ..Default::default()
             },
-            template: pod_template(cc, c.name(), pod, ctx),
+            template: pod_template(cc, c.name(), pod, spec.pod_overrides.as_ref(), ctx),
             ..Default::default()
         }),
         ..Default::default()

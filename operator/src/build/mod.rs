@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::DeepMerge;
 use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -225,23 +226,41 @@ pub fn owner_ref(cc: &ChatCluster) -> OwnerReference {
     }
 }
 
-/// The pod template of a workload: its labels and the rollout hash of what
-/// `pod` reads ([`rollout::rollout_hash`]) around `pod`.
+/// The pod template of a workload: `pod` with the author's `overrides`
+/// merged onto it (`podOverrides`, as server-side apply merges), the
+/// operator's labels, and the rollout hash of what the merged pod reads
+/// ([`rollout::rollout_hash`]).
 pub fn pod_template(
     cc: &ChatCluster,
     component: &str,
     pod: PodSpec,
+    overrides: Option<&PodTemplateSpec>,
     ctx: &Context,
 ) -> PodTemplateSpec {
+    let mut template = PodTemplateSpec {
+        metadata: None,
+        spec: Some(pod),
+    };
+    if let Some(overrides) = overrides {
+        template.merge_from(overrides.clone());
+    }
+    // The operator's labels win (the selector and the NetworkPolicies rely
+    // on them), and the hash covers what the merged pod reads.
+    let mut metadata = template.metadata.take().unwrap_or_default();
+    metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .extend(labels(cc, component));
+    let pod = template.spec.take().unwrap_or_default();
+    metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(
+            CONFIG_HASH_ANNOTATION.to_owned(),
+            rollout::rollout_hash(cc, &pod, &ctx.secrets),
+        );
     PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: Some(labels(cc, component)),
-            annotations: Some(BTreeMap::from([(
-                CONFIG_HASH_ANNOTATION.to_owned(),
-                rollout::rollout_hash(cc, &pod, &ctx.secrets),
-            )])),
-            ..Default::default()
-        }),
+        metadata: Some(metadata),
         spec: Some(pod),
     }
 }

@@ -217,6 +217,7 @@ pub fn statefulset(cc: &ChatCluster, s: Store, m: &ManagedStore, ctx: &Context) 
                     }),
                     ..Default::default()
                 },
+                m.pod_overrides.as_ref(),
                 ctx,
             ),
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
