@@ -29,6 +29,8 @@ pub const HOST_PATTERN: &str =
 pub const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$";
 /// A Secret data key.
 pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// Printable ASCII, spaces included.
+pub const PRINTABLE_PATTERN: &str = r"^[ -~]+$";
 
 /// Desired state of a parley chat stack: the user, chat and mail services,
 /// their data stores, ingress, SMTP and token signing.
@@ -439,6 +441,19 @@ pub struct AuthSpec {
     /// Lifetime of issued tokens in seconds, at least 60.
     #[schemars(range(min = 60))]
     pub token_ttl_seconds: i64,
+    /// `iss` of the tokens (`PARLEY_TOKEN_ISSUER` of the user and chat
+    /// pods), at most 200 printable ASCII characters; `parley-user` when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200), regex(pattern = PRINTABLE_PATTERN))]
+    pub issuer: Option<String>,
+    /// `aud` of the tokens (`PARLEY_TOKEN_AUDIENCE` of the user and chat
+    /// pods), at most 200 printable ASCII characters; `<namespace>/<name>` of
+    /// this ChatCluster when unset, so that no other deployment accepts its
+    /// tokens even where two share a signing key. Changing it makes every
+    /// user log in again once (tokens issued before are refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200), regex(pattern = PRINTABLE_PATTERN))]
+    pub audience: Option<String>,
 }
 
 impl Default for AuthSpec {
@@ -446,6 +461,8 @@ impl Default for AuthSpec {
         Self {
             signing_key_secret: None,
             token_ttl_seconds: 86_400,
+            issuer: None,
+            audience: None,
         }
     }
 }

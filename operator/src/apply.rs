@@ -141,7 +141,18 @@ pub async fn ensure_generated_secrets(
         return Ok(created);
     };
     // Kept from an earlier ChatCluster of this name, or made by an older
-    // operator: adopt it, add any new keys, keep the present ones.
+    // operator: adopt it, add any new keys, keep the present ones. Only
+    // then: a Secret someone else made under that name is neither changed
+    // nor used (the operator may write Secrets the ChatCluster's author
+    // may not; adopting one would hand it to the garbage collector).
+    if !made_for(cc, &existing) {
+        anyhow::bail!(
+            "Secret {name} exists but was not made by parley-operator for this ChatCluster \
+             (it lacks the labels {MANAGED_BY_LABEL}={MANAGER}, {INSTANCE_LABEL}={}); \
+             it is left alone: rename the ChatCluster, or move that Secret away",
+            cc.name_any()
+        );
+    }
     let owners = build::secret::generated_secret_owners(cc, existing.owner_references());
     if values.is_empty() && owners == existing.owner_references() {
         return Ok(created);
@@ -165,6 +176,17 @@ pub async fn ensure_generated_secrets(
         .await
         .with_context(|| format!("updating Secret {name} (adding {missing:?}, owners)"))?;
     Ok(created)
+}
+
+/// The label every object the operator makes carries (value [`MANAGER`]).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// Whether `secret` carries the labels the operator gives the Secrets it
+/// makes for `cc` (an earlier ChatCluster of the same name included).
+pub fn made_for(cc: &ChatCluster, secret: &Secret) -> bool {
+    let labels = secret.labels();
+    labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
+        && labels.get(INSTANCE_LABEL) == Some(&cc.name_any())
 }
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
@@ -602,4 +624,28 @@ pub async fn own_deletable_volumes(
         patched += 1;
     }
     Ok(patched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_secrets_labelled_for_the_cluster_are_adopted() {
+        let mut cc = ChatCluster::new("demo", Default::default());
+        cc.metadata.namespace = Some("team".into());
+        let made = build::generated_secret(&cc, BTreeMap::new());
+        assert!(made_for(&cc, &made), "its own generated Secret");
+        let mut other = cc.clone();
+        other.metadata.name = Some("other".into());
+        assert!(!made_for(&other, &made), "another ChatCluster's");
+        let mut foreign = made.clone();
+        foreign.metadata.labels = None;
+        assert!(!made_for(&cc, &foreign), "unlabelled");
+        foreign.metadata.labels = Some(BTreeMap::from([(
+            INSTANCE_LABEL.to_owned(),
+            "demo".to_owned(),
+        )]));
+        assert!(!made_for(&cc, &foreign), "not managed by the operator");
+    }
 }

@@ -123,7 +123,7 @@ pub async fn dereference(
         secrets.push((name, secret));
     }
     Ok(Dereferenced {
-        secrets: SecretDigests::new(&secrets),
+        secrets: SecretDigests::new(&secrets, &generated_secret_name(cc)),
         missing,
         apis: discovery.get(client).await?,
     })

@@ -14,6 +14,7 @@ pub mod crd;
 pub mod dereference;
 pub mod leader;
 pub mod reconcile;
+pub mod registry;
 pub mod secret_watch;
 pub mod settings;
 pub mod shutdown;

@@ -10,6 +10,7 @@
 //! - `PARLEY_IDENTITY` (default: `HOSTNAME`-pid)
 //! - `PARLEY_RESYNC_SECS` (default 300): re-check of converged clusters
 //! - `PARLEY_SHUTDOWN_GRACE_SECS` (default 20): the process ends within this after SIGTERM
+//! - `PARLEY_ALLOWED_IMAGE_REGISTRIES`: registries a ChatCluster's images must come from (default: any)
 //! - `KUBECONFIG` or the in-cluster service account: the API server
 //!
 //! Shutdown (SIGTERM) is bounded whatever the API server does: in-flight
@@ -89,7 +90,8 @@ async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<
     }
     let ctx = Arc::new(
         Context::new(client.clone(), settings.resync, &settings.lease.identity)
-            .with_watch_client(clients.watches.clone()),
+            .with_watch_client(clients.watches.clone())
+            .with_allowed_registries(settings.allowed_registries.clone()),
     );
     tracing::info!(namespace = ?settings.namespace, "controller starting");
     let drain = settings.shutdown_grace / 2;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ChatCluster;
 use crate::dereference::{DiscoveryCache, dereference};
+use crate::registry::AllowedRegistries;
 use crate::status::{Observed, compute, observe_workloads};
 use crate::{apply, build, status, validate};
 
@@ -50,6 +51,8 @@ pub struct Context {
     pub resync: Duration,
     /// Publishes Kubernetes Events about ChatClusters.
     pub recorder: Recorder,
+    /// Where a ChatCluster's images may come from; empty allows any.
+    pub allowed_registries: AllowedRegistries,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -66,8 +69,15 @@ impl Context {
             client,
             discovery: DiscoveryCache::default(),
             resync,
+            allowed_registries: AllowedRegistries::default(),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Refuses ChatClusters naming images outside `allowed`.
+    pub fn with_allowed_registries(mut self, allowed: AllowedRegistries) -> Self {
+        self.allowed_registries = allowed;
+        self
     }
 
     /// Watches through `client` instead of the request client.
@@ -199,6 +209,27 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
             .await;
         write_status(ctx, cc, &ns, &observed).await?;
         // A spec change (a watch event) is the only thing that can fix it.
+        return Ok(Action::await_change());
+    }
+    // Before anything is created or changed: a refused image never runs,
+    // and what an earlier, allowed spec made keeps running untouched.
+    let refused = validate::refused_images(cc, &ctx.allowed_registries);
+    if !refused.is_empty() {
+        let messages: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        tracing::warn!(name = %cc.name_any(), namespace = %ns, errors = %messages.join("; "), "image outside the allowed registries; nothing changed");
+        let observed = Observed {
+            refused_images: messages,
+            ..Default::default()
+        };
+        ctx.event(
+            cc,
+            true,
+            "ImageNotAllowed",
+            observed.refused_images.join("; "),
+        )
+        .await;
+        write_status(ctx, cc, &ns, &observed).await?;
+        // A spec change fixes it; so may a restart with another list.
         return Ok(Action::await_change());
     }
     let deref = match prepare(cc, ctx, &ns).await {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use parley_common::config::{ConfigError, Env, UNSET, VarDoc};
 
 use crate::leader::LeaseConfig;
+use crate::registry::AllowedRegistries;
 
 /// The variables only the operator reads.
 pub const ENV: &[VarDoc] = &[
@@ -34,6 +35,11 @@ pub const ENV: &[VarDoc] = &[
         "PARLEY_RESYNC_SECS",
         "300",
         "how often a converged ChatCluster is checked again for drift",
+    ),
+    VarDoc::new(
+        "PARLEY_ALLOWED_IMAGE_REGISTRIES",
+        UNSET,
+        "comma-separated registries or repository prefixes (`registry.example.com/team/`, `localhost:5000`; Docker Hub's official images are `docker.io/library/`) every image of a ChatCluster must come from; a ChatCluster naming another is refused and nothing is changed for it; any image when unset",
     ),
 ];
 
@@ -64,6 +70,9 @@ pub struct Settings {
     /// After SIGTERM the process ends within this, whatever the API server
     /// does (`PARLEY_SHUTDOWN_GRACE_SECS`).
     pub shutdown_grace: Duration,
+    /// Where a ChatCluster's images may come from
+    /// (`PARLEY_ALLOWED_IMAGE_REGISTRIES`); empty allows any.
+    pub allowed_registries: AllowedRegistries,
 }
 
 impl Settings {
@@ -95,6 +104,11 @@ impl Settings {
                 "must be at least 2",
             ));
         }
+        let allowed_registries = AllowedRegistries::parse(
+            &env.raw("PARLEY_ALLOWED_IMAGE_REGISTRIES")
+                .unwrap_or_default(),
+        )
+        .map_err(|e| ConfigError::new("PARLEY_ALLOWED_IMAGE_REGISTRIES", e))?;
         Ok(Self {
             addr: env.socket_addr_or("PARLEY_HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             namespace,
@@ -109,6 +123,7 @@ impl Settings {
             },
             resync,
             shutdown_grace,
+            allowed_registries,
         })
     }
 }
@@ -125,6 +140,7 @@ mod tests {
         assert_eq!(s.lease.namespace, "default");
         assert_eq!(s.resync, Duration::from_secs(300));
         assert_eq!(s.shutdown_grace, Duration::from_secs(20));
+        assert!(s.allowed_registries.is_empty());
         let s =
             Settings::from_env(&Env::from_pairs([("PARLEY_WATCH_NAMESPACE", "team-a")])).unwrap();
         assert_eq!(s.lease.namespace, "team-a");
@@ -138,6 +154,19 @@ mod tests {
     }
 
     #[test]
+    fn the_registry_allow_list_is_read() {
+        let s = Settings::from_env(&Env::from_pairs([(
+            "PARLEY_ALLOWED_IMAGE_REGISTRIES",
+            "registry.example.com/team/, localhost:5000",
+        )]))
+        .unwrap();
+        assert_eq!(
+            s.allowed_registries.to_string(),
+            "registry.example.com/team/, localhost:5000/"
+        );
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         for (var, value) in [
             ("PARLEY_LEADER_ELECTION", "yes"),
@@ -145,6 +174,7 @@ mod tests {
             ("PARLEY_RESYNC_SECS", "soon"),
             ("PARLEY_SHUTDOWN_GRACE_SECS", "1"),
             ("PARLEY_HTTP_ADDR", "8080"),
+            ("PARLEY_ALLOWED_IMAGE_REGISTRIES", "team/"),
         ] {
             let err = Settings::from_env(&Env::from_pairs([(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{value}");

@@ -16,6 +16,9 @@ use crate::build::{ApiSupport, child_name, configmap::user_service_url};
 pub struct Observed {
     /// Spec errors (Degraded, nothing applied).
     pub spec_errors: Vec<String>,
+    /// Images outside the allowed registries, each naming its field and
+    /// image (Degraded `ImageNotAllowed`, nothing applied).
+    pub refused_images: Vec<String>,
     /// Failure before applying: generated Secrets, referenced Secrets, discovery (Degraded).
     pub prepare_error: Option<String>,
     /// Failure while applying (Degraded).
@@ -55,8 +58,17 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
         .filter(|(_, c)| c.ready_replicas < c.desired_replicas)
         .map(|(name, c)| format!("{name} {}/{}", c.ready_replicas, c.desired_replicas))
         .collect();
+    let refused = !observed.spec_errors.is_empty() || !observed.refused_images.is_empty();
     let degraded_message = if !observed.spec_errors.is_empty() {
-        Some(("InvalidSpec", observed.spec_errors.join("; ")))
+        let all: Vec<String> = observed
+            .spec_errors
+            .iter()
+            .chain(&observed.refused_images)
+            .cloned()
+            .collect();
+        Some(("InvalidSpec", all.join("; ")))
+    } else if !observed.refused_images.is_empty() {
+        Some(("ImageNotAllowed", observed.refused_images.join("; ")))
     } else if let Some(e) = &observed.prepare_error {
         Some(("PrepareFailed", e.clone()))
     } else {
@@ -80,6 +92,11 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
                 ("Paused", "spec.paused is true")
             } else if !observed.spec_errors.is_empty() {
                 ("InvalidSpec", "the spec is invalid")
+            } else if !observed.refused_images.is_empty() {
+                (
+                    "ImageNotAllowed",
+                    "an image is not from an allowed registry",
+                )
             } else {
                 ("NotChecked", "they were not read")
             };
@@ -142,7 +159,7 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
             )
         },
     ];
-    if !observed.paused && observed.spec_errors.is_empty() {
+    if !observed.paused && !refused {
         conditions.push(if observed.volume_problems.is_empty() {
             condition(
                 "VolumesMatchSpec",
@@ -390,6 +407,39 @@ mod tests {
         let a = cond(&s, "APIsAvailable");
         assert_eq!(a.status, "False");
         assert!(a.message.contains("autoscaling/v2") && a.message.contains("policy/v1"));
+    }
+
+    #[test]
+    fn a_refused_image_degrades_naming_it() {
+        let cc = cluster(Default::default());
+        let obs = Observed {
+            refused_images: vec![
+                "spec.redis.managed.image: image \"redis:7.4-alpine\" is not from an allowed registry".into(),
+            ],
+            ..Default::default()
+        };
+        let s = compute(&cc, &obs, "t");
+        assert_eq!(s.phase, Some(Phase::Degraded));
+        let d = cond(&s, "Degraded");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "ImageNotAllowed")
+        );
+        assert!(d.message.contains("redis:7.4-alpine"), "{}", d.message);
+        let deps = cond(&s, "DependenciesReady");
+        assert_eq!(
+            (deps.status.as_str(), deps.reason.as_str()),
+            ("Unknown", "ImageNotAllowed")
+        );
+        assert!(s.conditions.iter().all(|c| c.type_ != "VolumesMatchSpec"));
+        // with other spec errors, one InvalidSpec naming both
+        let both = Observed {
+            spec_errors: vec!["spec.smtp.tls: must be none, starttls or tls".into()],
+            ..obs
+        };
+        let d = cond(&compute(&cc, &both, "t"), "Degraded").clone();
+        assert_eq!(d.reason, "InvalidSpec");
+        assert!(d.message.contains("smtp.tls") && d.message.contains("redis:7.4-alpine"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Spec validation: every error names the field it is about.
 
-use crate::api::{ChatClusterSpec, Component, Store};
+use crate::api::{ChatCluster, ChatClusterSpec, Component, Store};
+use crate::registry::AllowedRegistries;
 
 /// One problem with a spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +148,29 @@ pub fn validate(spec: &ChatClusterSpec) -> Result<(), Vec<SpecError>> {
     if spec.auth.token_ttl_seconds < 60 {
         errors.push(err("auth.tokenTtlSeconds", "must be at least 60"));
     }
+    // the user pods sign with these and user and chat pods check them: an
+    // override in one env and not the other would refuse every token
+    for var in crate::build::deployment::TOKEN_SCOPE_ENV {
+        let set = |c: &crate::api::ComponentSpec| c.env.iter().find(|e| e.name == var).cloned();
+        let (user, chat) = (set(&spec.user), set(&spec.chat.component));
+        if user != chat {
+            let at = if chat.is_none() {
+                "chat.env"
+            } else {
+                "user.env"
+            };
+            let problem = if user.is_some() && chat.is_some() {
+                format!(
+                    "{var} differs from user.env's; user signs tokens with it and chat checks them: set it alike in both, or use spec.auth"
+                )
+            } else {
+                format!(
+                    "{var} is set in one of user.env and chat.env only; user signs tokens with it and chat checks them: set it alike in both, or use spec.auth"
+                )
+            };
+            errors.push(err(at, problem));
+        }
+    }
     if spec.ingress.tls_secret_name.is_some() && spec.ingress.host.is_none() {
         errors.push(err("ingress.host", "is required when tlsSecretName is set"));
     }
@@ -155,6 +179,37 @@ pub fn validate(spec: &ChatClusterSpec) -> Result<(), Vec<SpecError>> {
     } else {
         Err(errors)
     }
+}
+
+/// The images of `cc` that `allowed` refuses, one error per spec field and
+/// image, naming both; none when the list is empty. Checked before anything
+/// is created or changed for the ChatCluster, so a refused image never runs
+/// and the objects of an earlier, allowed spec keep running.
+pub fn refused_images(cc: &ChatCluster, allowed: &AllowedRegistries) -> Vec<SpecError> {
+    if allowed.is_empty() {
+        return Vec::new();
+    }
+    crate::build::images(cc)
+        .into_iter()
+        .filter_map(|use_| {
+            let mut why = allowed.refuses(&use_.image)?;
+            if let Some(store) = use_.field.strip_suffix(".managed.image")
+                && Store::ALL.iter().any(|s| {
+                    s.name() == store
+                        && s.spec(&cc.spec)
+                            .managed
+                            .as_ref()
+                            .and_then(|m| m.image.as_ref())
+                            .is_none()
+                })
+            {
+                why.push_str(&format!(
+                    " (the default; set spec.{store}.managed.image to an allowed mirror)"
+                ));
+            }
+            Some(err(use_.field, why))
+        })
+        .collect()
 }
 
 /// Env vars the operator sets itself; `env` overrides of these are refused.
@@ -321,6 +376,58 @@ mod tests {
             ),
             ..Default::default()
         });
+        assert_eq!(validate(&spec), Ok(()));
+    }
+
+    #[test]
+    fn images_outside_the_allowed_registries_are_refused_naming_field_and_image() {
+        use crate::build::fixtures::cluster;
+        let allowed = AllowedRegistries::parse("registry.example.com/team/").unwrap();
+        let spec: ChatClusterSpec = serde_json::from_value(serde_json::json!({
+            "image": {"repository": "registry.example.com/team/parley", "tag": "2.0"},
+            "chat": {"image": {"repository": "registry.example.org/other/parley"}},
+            "redis": {"managed": {"image": "registry.example.com/team/redis:7"}},
+            "rabbitmq": {"managed": {"image": "registry.example.com/team/rabbitmq@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}},
+        }))
+        .unwrap();
+        let errors = refused_images(&cluster(spec), &allowed);
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:#?}");
+        assert!(
+            text[0].starts_with(
+                "spec.chat.image.repository: image \"registry.example.org/other/parley:2.0\""
+            ) && text[0].contains("registry.example.com/team/"),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[1].starts_with(
+                "spec.mongodb.managed.image: image \"mongo:7.0\" (docker.io/library/mongo)"
+            ) && text[1].contains("the default; set spec.mongodb.managed.image"),
+            "{}",
+            text[1]
+        );
+        // no list, no refusal
+        let everything = refused_images(&cluster(ChatClusterSpec::default()), &Default::default());
+        assert!(everything.is_empty());
+    }
+
+    #[test]
+    fn a_token_scope_override_must_be_the_same_for_user_and_chat() {
+        let var = |value: &str| k8s_openapi::api::core::v1::EnvVar {
+            name: "PARLEY_TOKEN_AUDIENCE".into(),
+            value: Some(value.into()),
+            ..Default::default()
+        };
+        let mut spec = ChatClusterSpec::default();
+        spec.user.env.push(var("a"));
+        let errors = validate(&spec).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "chat.env");
+        assert!(errors[0].problem.contains("PARLEY_TOKEN_AUDIENCE"));
+        spec.chat.component.env.push(var("b"));
+        assert_eq!(validate(&spec).unwrap_err()[0].field, "user.env");
+        spec.chat.component.env[0] = var("a");
         assert_eq!(validate(&spec), Ok(()));
     }
 

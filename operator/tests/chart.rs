@@ -339,6 +339,12 @@ fn rules(yaml_rules: &Value) -> anyhow::Result<Vec<PolicyRule>> {
     Ok(serde_json::from_value(yaml_rules.clone())?)
 }
 
+/// The rules of the ClusterRole in the repository file `rel`.
+fn file_rules_of(rel: &str) -> anyhow::Result<Vec<PolicyRule>> {
+    let role: ClusterRole = serde_yaml::from_str(&std::fs::read_to_string(root().join(rel))?)?;
+    Ok(role.rules.unwrap_or_default())
+}
+
 fn release_name() -> String {
     format!("chart-{}", parley_testkit::short_id().to_lowercase())
 }
@@ -395,6 +401,37 @@ fn chart_rbac_is_the_operators_rbac() -> anyhow::Result<()> {
         file.rules.unwrap_or_default(),
         "the chart's leader-election Role and operator/rbac/leader-election-role.yaml differ"
     );
+    // one watched namespace: the same rules, split into a Role there (all
+    // but the cluster-scoped last one) and a ClusterRole of that one alone,
+    // so no cluster-wide object grants anything on Secrets
+    let scoped = template(
+        "parley-operator",
+        "parley-system",
+        &["--set", "watchNamespace=team-a"],
+    )?;
+    let file_rules = file_rules_of("operator/rbac/clusterrole.yaml")?;
+    let (namespaced, cluster_scoped) = file_rules.split_at(file_rules.len() - 1);
+    assert_eq!(
+        cluster_scoped[0].resources.as_deref().unwrap_or_default(),
+        ["storageclasses"],
+        "the last rule of operator/rbac/clusterrole.yaml is the cluster-scoped one"
+    );
+    let role = scoped
+        .iter()
+        .find(|d| str_at(d, "/kind") == "Role" && str_at(d, "/metadata/name") == "parley-operator")
+        .context("no Role for the watched namespace")?;
+    assert_eq!(role["metadata"]["namespace"], "team-a");
+    assert_eq!(rules(&role["rules"])?, namespaced);
+    let cluster_roles: Vec<&Value> = scoped
+        .iter()
+        .filter(|d| str_at(d, "/kind") == "ClusterRole")
+        .collect();
+    assert_eq!(cluster_roles.len(), 1, "{cluster_roles:#?}");
+    assert_eq!(
+        cluster_roles[0]["metadata"]["name"],
+        "parley-operator-storageclasses"
+    );
+    assert_eq!(rules(&cluster_roles[0]["rules"])?, cluster_scoped);
     // children set blockOwnerDeletion: clusters enforcing owner-reference
     // permissions (OwnerReferencesPermissionEnforcement, OpenShift) require
     // update on the owner's finalizers
@@ -573,19 +610,46 @@ fn rendering_follows_the_values() -> anyhow::Result<()> {
         "policy/v1"
     );
 
-    // one watched namespace: a RoleBinding there, no ClusterRoleBinding
-    let docs = template("rel", "ops", &["--set", "watchNamespace=team-a"])?;
-    let kinds: BTreeSet<&str> = docs.iter().map(|d| str_at(d, "/kind")).collect();
-    assert!(!kinds.contains("ClusterRoleBinding"));
+    // one watched namespace: a Role and its RoleBinding there; the only
+    // cluster-wide binding is the StorageClass reader's
+    let docs = template(
+        "rel",
+        "ops",
+        &[
+            "--set",
+            "watchNamespace=team-a",
+            "--set",
+            "allowedImageRegistries={registry.example.com/team/,localhost:5000}",
+        ],
+    )?;
     let scoped = docs
         .iter()
         .find(|d| {
-            str_at(d, "/kind") == "RoleBinding" && str_at(d, "/roleRef/kind") == "ClusterRole"
+            str_at(d, "/kind") == "RoleBinding"
+                && str_at(d, "/roleRef/kind") == "Role"
+                && str_at(d, "/roleRef/name") == "rel-parley-operator"
         })
-        .context("no RoleBinding to the ClusterRole")?;
+        .context("no RoleBinding to the operator's Role")?;
     assert_eq!(scoped["metadata"]["namespace"], "team-a");
+    let cluster_bindings: Vec<&str> = docs
+        .iter()
+        .filter(|d| str_at(d, "/kind") == "ClusterRoleBinding")
+        .map(|d| str_at(d, "/roleRef/name"))
+        .collect();
+    assert_eq!(cluster_bindings, ["rel-parley-operator-storageclasses"]);
     let env = container_env(operator_container(&docs)?, "ops", "p")?;
     assert_eq!(env["PARLEY_WATCH_NAMESPACE"], "team-a");
+    assert_eq!(
+        env["PARLEY_ALLOWED_IMAGE_REGISTRIES"],
+        "registry.example.com/team/,localhost:5000"
+    );
+    // and by default no list: any image
+    let env = container_env(
+        operator_container(&template("rel", "ops", &[])?)?,
+        "ops",
+        "p",
+    )?;
+    assert!(!env.contains_key("PARLEY_ALLOWED_IMAGE_REGISTRIES"));
 
     // scheduling and pod values land in the pod
     let docs = template(
@@ -1016,8 +1080,18 @@ async fn chart_scoped_to_one_namespace_runs_the_operator_there_only() -> anyhow:
     println!("skipped (not served here): {:?}", installed.skipped);
     assert_eq!(installed.skipped, expected_skips);
     assert_eq!(installed.env["PARLEY_WATCH_NAMESPACE"], watched);
-    let kinds: BTreeSet<&str> = installed.docs.iter().map(|d| str_at(d, "/kind")).collect();
-    assert!(!kinds.contains("ClusterRoleBinding"));
+    // every namespaced permission is a Role in the watched namespace; the
+    // one cluster-wide binding reads StorageClasses
+    let cluster_roles: Vec<&Value> = installed
+        .docs
+        .iter()
+        .filter(|d| str_at(d, "/kind") == "ClusterRole")
+        .collect();
+    assert_eq!(cluster_roles.len(), 1);
+    assert!(
+        !serde_json::to_string(&cluster_roles[0]["rules"])?.contains("secrets"),
+        "a ClusterRole grants Secrets"
+    );
 
     create(&client, &watched, "scoped", serde_json::json!({})).await?;
     converges(&client, &watched, "scoped").await?;
@@ -1050,6 +1124,44 @@ async fn chart_scoped_to_one_namespace_runs_the_operator_there_only() -> anyhow:
                 .await
         ),
         "the ServiceAccount may list ChatClusters outside its namespace"
+    );
+    // Secrets: only in the watched namespace
+    assert!(
+        Api::<Secret>::namespaced(sa.clone(), &watched)
+            .get_opt("scoped-generated")
+            .await?
+            .is_some()
+    );
+    for (what, result) in [
+        (
+            "list Secrets in every namespace",
+            Api::<Secret>::all(sa.clone())
+                .list(&ListParams::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "list Secrets in its own namespace",
+            Api::<Secret>::namespaced(sa.clone(), &installed.ns)
+                .list(&ListParams::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "read a Secret in its own namespace",
+            Api::<Secret>::namespaced(sa.clone(), &installed.ns)
+                .get("anything")
+                .await
+                .map(|_| ()),
+        ),
+    ] {
+        assert!(forbidden(result), "the ServiceAccount may {what}");
+    }
+    // and the one cluster-wide read it has is StorageClasses
+    let classes = Api::<k8s_openapi::api::storage::v1::StorageClass>::all(sa.clone());
+    assert!(
+        matches!(classes.get_opt("no-such-class").await, Ok(None)),
+        "the ServiceAccount may not read StorageClasses"
     );
     Ok(())
 }

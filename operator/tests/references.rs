@@ -63,6 +63,17 @@ fn secret(name: &str, data: &[(&str, &str)]) -> anyhow::Result<Secret> {
     }))?)
 }
 
+/// The labels the operator gives a Secret it makes for ChatCluster `cc`.
+fn made_by_the_operator_for(cc: &str) -> std::collections::BTreeMap<String, String> {
+    [
+        ("app.kubernetes.io/managed-by", "parley-operator"),
+        ("app.kubernetes.io/instance", cc),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_the_operator_writes_carry_its_field_manager() -> anyhow::Result<()> {
     let client = admin().await?;
@@ -73,12 +84,10 @@ async fn secrets_the_operator_writes_carry_its_field_manager() -> anyhow::Result
         field_manager: Some("parley-tests".into()),
         ..Default::default()
     };
-    secrets
-        .create(
-            &as_tests,
-            &secret("old-generated", &[("otp-secret", "kept")])?,
-        )
-        .await?;
+    // (older operators labelled their Secrets as this one does)
+    let mut old = secret("old-generated", &[("otp-secret", "kept")])?;
+    old.metadata.labels = Some(made_by_the_operator_for("old"));
+    secrets.create(&as_tests, &old).await?;
     let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
     create(&client, &ns, "fresh", serde_json::json!({})).await?;
     create(&client, &ns, "old", serde_json::json!({})).await?;
@@ -243,6 +252,10 @@ fn secret_reads(ns: &str) -> anyhow::Result<Vec<serde_json::Value>> {
         .filter(|e| {
             e.pointer("/objectRef/resource").and_then(|v| v.as_str()) == Some("secrets")
                 && e.pointer("/objectRef/namespace").and_then(|v| v.as_str()) == Some(ns)
+                && matches!(
+                    e.get("verb").and_then(|v| v.as_str()),
+                    Some("list" | "watch")
+                )
         })
         .collect())
 }

@@ -108,3 +108,61 @@ Refuses settings that cannot work.
 {{- fail "replicaCount must not be negative" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The operator's rules on the kinds it manages in a namespace, Secrets
+included. Keep equal to operator/rbac/clusterrole.yaml without its last rule
+(operator/tests/chart.rs compares them).
+*/}}
+{{- define "parley-operator.namespacedRules" -}}
+- apiGroups: ["parley.dev"]
+  resources: ["chatclusters"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["parley.dev"]
+  resources: ["chatclusters/status"]
+  verbs: ["get", "patch", "update"]
+# children set blockOwnerDeletion: clusters enforcing owner-reference
+# permissions (OwnerReferencesPermissionEnforcement, OpenShift) require this
+- apiGroups: ["parley.dev"]
+  resources: ["chatclusters/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps", "serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# no delete: the operator never deletes a Secret. (Where
+# OwnerReferencesPermissionEnforcement is on, re-owning a kept
+# `<name>-generated` would need it; see the README's Backups notes.)
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# delete: setting an ownerRef (volumeReclaim: Delete) needs it under
+# OwnerReferencesPermissionEnforcement; the garbage collector deletes them
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies", "ingresses"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+The one cluster-scoped rule: whether a store volume's StorageClass allows
+growing it in place (the last rule of operator/rbac/clusterrole.yaml).
+*/}}
+{{- define "parley-operator.clusterRules" -}}
+- apiGroups: ["storage.k8s.io"]
+  resources: ["storageclasses"]
+  verbs: ["get"]
+{{- end }}

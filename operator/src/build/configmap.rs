@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::{HTTP_PORT, child_name, meta};
+use kube::ResourceExt;
+
 use crate::api::ChatCluster;
 
 /// Name of the shared ConfigMap.
@@ -29,6 +31,27 @@ pub fn user_service_url(cc: &ChatCluster) -> String {
     format!("http://{}:{HTTP_PORT}", child_name(cc, "user"))
 }
 
+/// `iss` of the tokens: `spec.auth.issuer`, else the services' default.
+pub fn token_issuer(cc: &ChatCluster) -> String {
+    cc.spec
+        .auth
+        .issuer
+        .clone()
+        .unwrap_or_else(|| parley_common::token::DEFAULT_ISSUER.to_owned())
+}
+
+/// `aud` of the tokens: `spec.auth.audience`, else `<namespace>/<name>`,
+/// which no other ChatCluster shares.
+pub fn token_audience(cc: &ChatCluster) -> String {
+    cc.spec.auth.audience.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            cc.namespace().unwrap_or_else(|| "default".into()),
+            cc.name_any()
+        )
+    })
+}
+
 /// The ConfigMap's data, keyed by env var name.
 pub fn config_data(cc: &ChatCluster) -> BTreeMap<String, String> {
     let s = &cc.spec;
@@ -43,6 +66,8 @@ pub fn config_data(cc: &ChatCluster) -> BTreeMap<String, String> {
             "PARLEY_TOKEN_TTL_SECS".into(),
             s.auth.token_ttl_seconds.to_string(),
         ),
+        ("PARLEY_TOKEN_ISSUER".into(), token_issuer(cc)),
+        ("PARLEY_TOKEN_AUDIENCE".into(), token_audience(cc)),
         ("PARLEY_SMTP_HOST".into(), s.smtp.host.clone()),
         ("PARLEY_SMTP_PORT".into(), s.smtp.port.to_string()),
         ("PARLEY_SMTP_TLS".into(), s.smtp.tls.clone()),
@@ -75,5 +100,24 @@ mod tests {
         assert_eq!(data["PARLEY_SMTP_TLS"], "starttls");
         assert_eq!(data["PARLEY_APP_BASE_URL"], "http://localhost");
         assert_eq!(cm.metadata.name.as_deref(), Some("demo-config"));
+        assert_eq!(data["PARLEY_TOKEN_ISSUER"], "parley-user");
+        assert_eq!(data["PARLEY_TOKEN_AUDIENCE"], "team/demo");
+    }
+
+    #[test]
+    fn the_token_scope_follows_the_spec() {
+        let mut cc = cluster(Default::default());
+        cc.spec.auth.issuer = Some("https://chat.example.com".into());
+        cc.spec.auth.audience = Some("parley".into());
+        let data = config_data(&cc);
+        assert_eq!(data["PARLEY_TOKEN_ISSUER"], "https://chat.example.com");
+        assert_eq!(data["PARLEY_TOKEN_AUDIENCE"], "parley");
+        // two ChatClusters never share the default audience
+        let mut other = cluster(Default::default());
+        other.metadata.namespace = Some("team-b".into());
+        assert_ne!(
+            config_data(&other)["PARLEY_TOKEN_AUDIENCE"],
+            config_data(&cluster(Default::default()))["PARLEY_TOKEN_AUDIENCE"]
+        );
     }
 }

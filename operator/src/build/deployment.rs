@@ -230,6 +230,23 @@ pub fn trusted_proxy_hops(cc: &ChatCluster) -> Option<&'static str> {
     (cc.spec.ingress.enabled && !overridden).then_some("1")
 }
 
+/// Who signs tokens and who they are for: the user pods sign with these,
+/// user and chat pods refuse tokens carrying other values. From the
+/// ConfigMap ([`super::configmap::token_audience`]) unless `spec.<component>.env`
+/// sets them (validation requires user and chat to agree).
+pub const TOKEN_SCOPE_ENV: [&str; 2] = ["PARLEY_TOKEN_ISSUER", "PARLEY_TOKEN_AUDIENCE"];
+
+/// The token scope variables the operator sets for component `c`: those
+/// its `env` does not set itself.
+fn token_scope_env(cc: &ChatCluster, c: Component) -> Vec<EnvVar> {
+    let own = &c.spec(&cc.spec).env;
+    TOKEN_SCOPE_ENV
+        .iter()
+        .filter(|var| !own.iter().any(|e| e.name == **var))
+        .map(|var| from_config(cc, var))
+        .collect()
+}
+
 /// The complete env of a component's container, in a stable order.
 pub fn env(cc: &ChatCluster, c: Component) -> Vec<EnvVar> {
     let mut env = vec![
@@ -254,6 +271,7 @@ pub fn env(cc: &ChatCluster, c: Component) -> Vec<EnvVar> {
                 OTP_SECRET,
             ));
             env.push(from_config(cc, "PARLEY_TOKEN_TTL_SECS"));
+            env.extend(token_scope_env(cc, c));
             if let Some(hops) = trusted_proxy_hops(cc) {
                 env.push(literal(TRUSTED_PROXY_HOPS, hops));
             }
@@ -264,6 +282,7 @@ pub fn env(cc: &ChatCluster, c: Component) -> Vec<EnvVar> {
                 format!("{JWT_DIR}/{PUBLIC_KEY}"),
             ));
             env.push(from_config(cc, "PARLEY_USER_SERVICE_URL"));
+            env.extend(token_scope_env(cc, c));
         }
         Component::Mail => {
             for var in ["PARLEY_SMTP_HOST", "PARLEY_SMTP_PORT", "PARLEY_SMTP_TLS"] {
@@ -694,6 +713,59 @@ mod tests {
             assert_eq!(pod.init_containers, None, "{c:?}");
             let env: Vec<_> = pod.containers[0].env.clone().unwrap();
             assert!(!env.iter().any(|e| e.name.starts_with("MONGODB_")));
+        }
+    }
+
+    #[test]
+    fn user_and_chat_get_the_token_scope_of_their_cluster_unless_their_env_sets_it() {
+        let scope = |spec: crate::api::ChatClusterSpec, c: Component| {
+            let cc = cluster(spec);
+            env_list(&deployment(&cc, c, &ctx()))
+                .into_iter()
+                .filter(|e| TOKEN_SCOPE_ENV.contains(&e.name.as_str()))
+                .map(|e| {
+                    let from = match &e.value_from {
+                        Some(v) => v
+                            .config_map_key_ref
+                            .as_ref()
+                            .map(|r| format!("{}/{}", r.name, r.key))
+                            .unwrap_or_default(),
+                        None => e.value.clone().unwrap_or_default(),
+                    };
+                    (e.name, from)
+                })
+                .collect::<Vec<_>>()
+        };
+        let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        for c in [Component::User, Component::Chat] {
+            assert_eq!(
+                scope(Default::default(), c),
+                [
+                    pair("PARLEY_TOKEN_ISSUER", "demo-config/PARLEY_TOKEN_ISSUER"),
+                    pair("PARLEY_TOKEN_AUDIENCE", "demo-config/PARLEY_TOKEN_AUDIENCE"),
+                ],
+                "{c:?}"
+            );
+        }
+        assert!(scope(Default::default(), Component::Mail).is_empty());
+        // a value in the component's env wins, once
+        let mut spec = crate::api::ChatClusterSpec::default();
+        for env in [&mut spec.user.env, &mut spec.chat.component.env] {
+            env.push(EnvVar {
+                name: "PARLEY_TOKEN_AUDIENCE".into(),
+                value: Some("legacy".into()),
+                ..Default::default()
+            });
+        }
+        for c in [Component::User, Component::Chat] {
+            assert_eq!(
+                scope(spec.clone(), c),
+                [
+                    pair("PARLEY_TOKEN_ISSUER", "demo-config/PARLEY_TOKEN_ISSUER"),
+                    pair("PARLEY_TOKEN_AUDIENCE", "legacy"),
+                ],
+                "{c:?}"
+            );
         }
     }
 

@@ -173,6 +173,64 @@ pub fn desired(cc: &ChatCluster, ctx: &Context) -> Desired {
     d
 }
 
+/// One image a ChatCluster runs, and the field below `spec` that chooses it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ImageUse {
+    /// Dotted path below `spec`, e.g. `image.repository` or `redis.managed.image`.
+    pub field: String,
+    /// The image reference as the pods get it.
+    pub image: String,
+}
+
+/// Every image the workloads of `cc` run (containers and init containers
+/// alike), read from the built pod templates themselves so that none is
+/// missed, each with the spec field that chooses it; no duplicates.
+pub fn images(cc: &ChatCluster) -> Vec<ImageUse> {
+    let d = desired(cc, &Context::default());
+    let templates = d
+        .deployments
+        .iter()
+        .filter_map(|x| Some((&x.metadata, &x.spec.as_ref()?.template)))
+        .chain(
+            d.statefulsets
+                .iter()
+                .filter_map(|x| Some((&x.metadata, &x.spec.as_ref()?.template))),
+        );
+    let mut out = std::collections::BTreeSet::new();
+    for (meta, template) in templates {
+        let component = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(COMPONENT_LABEL))
+            .cloned()
+            .unwrap_or_default();
+        let field = image_field(cc, &component);
+        let Some(pod) = &template.spec else { continue };
+        let containers = pod.init_containers.iter().flatten().chain(&pod.containers);
+        for image in containers.filter_map(|c| c.image.clone()) {
+            out.insert(ImageUse {
+                field: field.clone(),
+                image,
+            });
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The spec field choosing the image of the workload of `component`.
+fn image_field(cc: &ChatCluster, component: &str) -> String {
+    if let Some(c) = Component::ALL.into_iter().find(|c| c.name() == component) {
+        return match c.spec(&cc.spec).image.repository {
+            Some(_) => format!("{component}.image.repository"),
+            None => "image.repository".into(),
+        };
+    }
+    if Store::ALL.iter().any(|s| s.name() == component) {
+        return format!("{component}.managed.image");
+    }
+    component.to_owned()
+}
+
 /// The managed settings of `store`, or `None` when it is external.
 /// Neither set means managed with defaults.
 pub fn managed(cc: &ChatCluster, store: Store) -> Option<crate::api::ManagedStore> {
@@ -294,6 +352,73 @@ pub(crate) mod fixtures {
             secrets: Default::default(),
             apis: Default::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::fixtures::cluster;
+    use super::*;
+    use crate::api::{ChatClusterSpec, ExternalStore};
+
+    fn listed(spec: ChatClusterSpec) -> Vec<(String, String)> {
+        images(&cluster(spec))
+            .into_iter()
+            .map(|i| (i.field, i.image))
+            .collect()
+    }
+
+    fn pair(field: &str, image: &str) -> (String, String) {
+        (field.to_owned(), image.to_owned())
+    }
+
+    #[test]
+    fn every_image_is_listed_with_the_field_that_chooses_it() {
+        let defaults = listed(ChatClusterSpec::default());
+        assert_eq!(
+            defaults,
+            [
+                pair("image.repository", "ghcr.io/parley-chat/parley:latest"),
+                pair("mongodb.managed.image", "mongo:7.0"),
+                pair("rabbitmq.managed.image", "rabbitmq:3.13-alpine"),
+                pair("redis.managed.image", "redis:7.4-alpine"),
+            ]
+        );
+        let spec: ChatClusterSpec = serde_json::from_value(serde_json::json!({
+            "image": {"repository": "registry.example.com/team/parley", "tag": "2.0"},
+            "chat": {"image": {"repository": "registry.example.org/other/parley"}},
+            "mail": {"image": {"tag": "2.1"}},
+            "redis": {"managed": {"image": "localhost:5000/redis:7"}},
+            "mongodb": {"external": {"urlSecret": {"name": "m"}}},
+        }))
+        .unwrap();
+        assert_eq!(
+            listed(spec),
+            [
+                pair(
+                    "chat.image.repository",
+                    "registry.example.org/other/parley:2.0"
+                ),
+                pair("image.repository", "registry.example.com/team/parley:2.0"),
+                pair("image.repository", "registry.example.com/team/parley:2.1"),
+                pair("rabbitmq.managed.image", "rabbitmq:3.13-alpine"),
+                pair("redis.managed.image", "localhost:5000/redis:7"),
+            ]
+        );
+        let mut spec = ChatClusterSpec::default();
+        for store in Store::ALL {
+            let s = match store {
+                Store::Redis => &mut spec.redis,
+                Store::Rabbitmq => &mut spec.rabbitmq,
+                Store::Mongodb => &mut spec.mongodb,
+            };
+            s.external = Some(ExternalStore::default());
+        }
+        assert_eq!(
+            listed(spec).len(),
+            1,
+            "no store image when all are external"
+        );
     }
 }
 
@@ -454,7 +579,7 @@ mod rollout_tests {
     /// The build context `reconcile` would make from these Secrets.
     fn context(secrets: &Secrets) -> Context {
         Context {
-            secrets: rollout::SecretDigests::new(secrets),
+            secrets: rollout::SecretDigests::new(secrets, "demo-generated"),
             apis: ApiSupport::default(),
         }
     }
@@ -549,9 +674,11 @@ mod rollout_tests {
             ["deployment/demo-chat"],
             "public signing key"
         );
+        // the OTP secret also keys the digests of the other Secrets (see
+        // rollout::SecretDigests): every service reading one rolls, no store
         assert_eq!(
             secret_change("demo-generated", "otp-secret"),
-            ["deployment/demo-user"],
+            services,
             "OTP secret"
         );
         for (key, store) in [

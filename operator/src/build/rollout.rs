@@ -17,26 +17,67 @@ use sha2::{Digest, Sha256};
 use super::configmap::{config_data, config_map_name};
 use crate::api::ChatCluster;
 
-/// SHA-256 digests of the Secrets a ChatCluster refers to, by Secret name
-/// and key; `None` for a Secret that does not exist. Only digests are kept,
-/// so no secret material travels into the builders (or their `Debug` output).
+/// Digests of the Secrets a ChatCluster refers to, by Secret name and key;
+/// `None` for a Secret that does not exist. Only digests are kept, so no
+/// secret material travels into the builders (or their `Debug` output).
+///
+/// The rollout hash they feed is an annotation on pod templates, which
+/// anyone who may read Deployments sees, also people who may not read
+/// Secrets. So the values of every Secret but the operator's own
+/// `<name>-generated` are digested under a key only that Secret gives
+/// (HMAC-SHA-256 under a key derived from its `otp-secret`): the annotation
+/// cannot be used to test guesses of an SMTP password or a store URL
+/// without reading `<name>-generated` too. The generated values themselves
+/// are 24 or 32 random bytes and digested plainly. Without that key the
+/// other Secrets count as not read (their reference alone is hashed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretDigests(BTreeMap<String, Option<BTreeMap<String, [u8; 32]>>>);
 
+type Hmac = hmac::Hmac<Sha256>;
+
+/// The digest key of the other Secrets, derived from `generated`'s OTP secret.
+fn digest_key(generated: Option<&Secret>) -> Option<[u8; 32]> {
+    use hmac::Mac as _;
+    let otp = generated?.data.as_ref()?.get(super::secret::OTP_SECRET)?;
+    let mut mac = Hmac::new_from_slice(&otp.0).ok()?;
+    mac.update(b"parley.dev/config-hash secret digests");
+    Some(mac.finalize().into_bytes().into())
+}
+
 impl SecretDigests {
-    /// Digests of `secrets`, as read: (name, the Secret or `None` when absent).
-    pub fn new(secrets: &[(String, Option<Secret>)]) -> Self {
+    /// Digests of `secrets`, as read: (name, the Secret or `None` when
+    /// absent). `generated` names the operator's `<name>-generated` Secret,
+    /// whose OTP secret keys the digests of the others.
+    pub fn new(secrets: &[(String, Option<Secret>)], generated: &str) -> Self {
+        use hmac::Mac as _;
+        let key = digest_key(
+            secrets
+                .iter()
+                .find(|(name, _)| name == generated)
+                .and_then(|(_, s)| s.as_ref()),
+        );
         let digests = secrets
             .iter()
-            .map(|(name, secret)| {
-                let keys = secret.as_ref().map(|s| {
-                    s.data
-                        .iter()
-                        .flatten()
-                        .map(|(k, v)| (k.clone(), Sha256::digest(&v.0).into()))
-                        .collect()
-                });
-                (name.clone(), keys)
+            .filter_map(|(name, secret)| {
+                let digest = |value: &[u8]| -> Option<[u8; 32]> {
+                    if name == generated {
+                        return Some(Sha256::digest(value).into());
+                    }
+                    let mut mac = Hmac::new_from_slice(&key?).ok()?;
+                    mac.update(value);
+                    Some(mac.finalize().into_bytes().into())
+                };
+                let keys = match secret {
+                    None => None,
+                    Some(s) => Some(
+                        s.data
+                            .iter()
+                            .flatten()
+                            .map(|(k, v)| Some((k.clone(), digest(&v.0)?)))
+                            .collect::<Option<BTreeMap<_, _>>>()?,
+                    ),
+                };
+                Some((name.clone(), keys))
             })
             .collect();
         Self(digests)
@@ -246,11 +287,28 @@ mod tests {
         }
     }
 
+    fn generated(otp: &str) -> Option<Secret> {
+        Some(Secret {
+            data: Some(BTreeMap::from([(
+                crate::build::secret::OTP_SECRET.to_owned(),
+                ByteString(otp.as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        })
+    }
+
     #[test]
     fn hash_follows_the_read_secret_keys_only() {
         let cc = cluster(Default::default());
         let digests = |s: Option<Secret>, m: Option<Secret>| {
-            SecretDigests::new(&[("s".into(), s), ("mounted".into(), m)])
+            SecretDigests::new(
+                &[
+                    ("g".into(), generated("key")),
+                    ("s".into(), s),
+                    ("mounted".into(), m),
+                ],
+                "g",
+            )
         };
         let pod = reading("s", "k");
         let a = rollout_hash(&cc, &pod, &digests(secret("one"), secret("m")));
@@ -286,7 +344,73 @@ mod tests {
 
     #[test]
     fn digests_hold_no_secret_material() {
-        let d = SecretDigests::new(&[("s".into(), secret("hunter2-password"))]);
+        let d = SecretDigests::new(
+            &[
+                ("g".into(), generated("key")),
+                ("s".into(), secret("hunter2-password")),
+            ],
+            "g",
+        );
         assert!(!format!("{d:?}").contains("hunter2"));
+    }
+
+    /// What someone who may read Deployments but not Secrets could try: hash
+    /// guesses of a referenced Secret's value with everything else the pod
+    /// template shows, and compare with its annotation. The guess is right,
+    /// yet nothing matches without the key in `<name>-generated`.
+    #[test]
+    fn a_guess_of_a_secret_value_cannot_be_checked_against_the_annotation() {
+        let cc = cluster(Default::default());
+        let pod = reading("s", "k");
+        let annotation = rollout_hash(
+            &cc,
+            &pod,
+            &SecretDigests::new(
+                &[
+                    (
+                        "g".into(),
+                        generated("32 random bytes only Secret readers see"),
+                    ),
+                    ("s".into(), secret("hunter2")),
+                ],
+                "g",
+            ),
+        );
+        // the attacker's candidates: plain digests of the right guess, or
+        // keyed with a guessed key
+        let plain = {
+            let mut d = SecretDigests::default();
+            d.0.insert(
+                "s".into(),
+                Some(BTreeMap::from([(
+                    "k".to_owned(),
+                    Sha256::digest(b"hunter2").into(),
+                )])),
+            );
+            d
+        };
+        assert_ne!(annotation, rollout_hash(&cc, &pod, &plain));
+        for guessed_key in ["", "key", "otp"] {
+            let guess = SecretDigests::new(
+                &[
+                    ("g".into(), generated(guessed_key)),
+                    ("s".into(), secret("hunter2")),
+                ],
+                "g",
+            );
+            assert_ne!(annotation, rollout_hash(&cc, &pod, &guess));
+        }
+        // the operator's own generated values are digested plainly (random
+        // bytes; a store's hash needs no key), and without a key the
+        // others count as unread
+        let unkeyed = SecretDigests::new(&[("s".into(), secret("hunter2"))], "g");
+        assert_eq!(
+            rollout_hash(&cc, &pod, &unkeyed),
+            rollout_hash(
+                &cc,
+                &pod,
+                &SecretDigests::new(&[("s".into(), secret("other"))], "g")
+            )
+        );
     }
 }
