@@ -413,6 +413,31 @@ mod tests {
     }
 
     #[test]
+    fn a_sidecar_added_through_pod_overrides_is_held_to_the_allow_list() {
+        use crate::build::fixtures::cluster;
+        let allowed = AllowedRegistries::parse("registry.example.com/team/").unwrap();
+        let spec: ChatClusterSpec = serde_json::from_value(serde_json::json!({
+            "image": {"repository": "registry.example.com/team/parley", "tag": "2.0"},
+            "chat": {"podOverrides": {"spec": {"containers": [
+                {"name": "sidecar", "image": "registry.example.org/other/sidecar:1"}
+            ]}}},
+            "redis": {"managed": {"image": "registry.example.com/team/redis:7"}},
+            "rabbitmq": {"managed": {"image": "registry.example.com/team/rabbitmq:3"}},
+            "mongodb": {"managed": {"image": "registry.example.com/team/mongo:7"}},
+        }))
+        .unwrap();
+        let errors = refused_images(&cluster(spec), &allowed);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("registry.example.org/other/sidecar:1"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
     fn a_token_scope_override_must_be_the_same_for_user_and_chat() {
         let var = |value: &str| k8s_openapi::api::core::v1::EnvVar {
             name: "PARLEY_TOKEN_AUDIENCE".into(),
