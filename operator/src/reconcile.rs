@@ -123,6 +123,23 @@ pub enum Error {
     Other(#[from] anyhow::Error),
 }
 
+impl Error {
+    /// The kind of failure, for the `kind` label of
+    /// `parley_operator_reconcile_errors_total`: `conflict` (HTTP 409),
+    /// `api` (another answer from the API server), `transport` (no answer:
+    /// connection, timeout), `apply` (some objects could not be written),
+    /// `other`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "transport",
+            Error::Apply(_) => "apply",
+            Error::Other(_) => "other",
+        }
+    }
+}
+
 fn now() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
@@ -192,7 +209,7 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
     if cc.spec.paused {
         let observed = Observed {
             paused: true,
-            components: observe_workloads(client, cc, &ns).await?,
+            components: observe_workloads(client, cc, &ns).await?.components,
             ..Default::default()
         };
         write_status(ctx, cc, &ns, &observed).await?;
@@ -268,13 +285,15 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
     if result.is_ok() {
         apply::own_deletable_volumes(client, cc, &ns).await?;
     }
+    let workloads = observe_workloads(client, cc, &ns).await?;
     let observed = Observed {
         apply_error: apply_error.clone(),
         volume_problems: std::mem::take(&mut applied.volume_problems),
         missing: deref.missing,
         dependencies_checked: true,
         apis: Some(deref.apis),
-        components: observe_workloads(client, cc, &ns).await?,
+        components: workloads.components,
+        rollouts: workloads.rollouts,
         ..Default::default()
     };
     write_status(ctx, cc, &ns, &observed).await?;
@@ -342,7 +361,8 @@ pub fn backoff(failures: u32) -> Duration {
 
 /// Requeues a failed ChatCluster with exponential backoff.
 pub fn error_policy(cc: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
-    metrics::counter!("parley_operator_reconcile_errors_total").increment(1);
+    metrics::counter!("parley_operator_reconcile_errors_total", "kind" => error.metric_label())
+        .increment(1);
     let n = ctx
         .failures
         .lock()

@@ -36,6 +36,94 @@ pub struct Observed {
     /// Whether the referenced Secrets were read (`missing` is meaningful);
     /// they are not while paused or invalid.
     pub dependencies_checked: bool,
+    /// Per component and store whose rollout is not moving: why.
+    pub rollouts: BTreeMap<String, Rollout>,
+}
+
+/// How long a StatefulSet may lag behind its update revision with a pod
+/// not ready before its rollout counts as stuck: a Deployment's default
+/// `progressDeadlineSeconds`.
+pub const STATEFULSET_PROGRESS_DEADLINE_SECS: i64 = 600;
+
+/// A rollout that is not moving, as the workload reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollout {
+    /// The Deployment's `Progressing` condition says `ProgressDeadlineExceeded`.
+    DeadlineExceeded(String),
+    /// The StatefulSet's pods are not all of its update revision and not
+    /// all ready: stuck once that outlasts [`STATEFULSET_PROGRESS_DEADLINE_SECS`].
+    RevisionLagging,
+}
+
+/// What a Deployment says about its rollout: `ProgressDeadlineExceeded`
+/// (with its message) ends the wait for it.
+pub fn deployment_rollout(d: &Deployment) -> Option<Rollout> {
+    let status = d.status.as_ref()?;
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| {
+            c.type_ == "Progressing"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        })
+        .map(|c| Rollout::DeadlineExceeded(c.message.clone().unwrap_or_default()))
+}
+
+/// Whether a StatefulSet has pods of an older revision while not all are ready.
+pub fn statefulset_rollout(set: &StatefulSet) -> Option<Rollout> {
+    let status = set.status.as_ref()?;
+    let desired = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let lagging = status.update_revision.is_some()
+        && status.current_revision != status.update_revision
+        && status.ready_replicas.unwrap_or(0) < desired;
+    lagging.then_some(Rollout::RevisionLagging)
+}
+
+/// Seconds from `since` to `now` (RFC 3339), when both parse.
+fn seconds_between(since: &str, now: &str) -> Option<i64> {
+    let since: k8s_openapi::jiff::Timestamp = since.parse().ok()?;
+    let now: k8s_openapi::jiff::Timestamp = now.parse().ok()?;
+    Some(now.as_second() - since.as_second())
+}
+
+/// The components whose rollout is stuck, with why: a Deployment past its
+/// progress deadline, or a StatefulSet lagging while the cluster has been
+/// rolling out (its `Progressing` condition True) for longer than
+/// [`STATEFULSET_PROGRESS_DEADLINE_SECS`].
+fn stuck_rollouts(
+    previous: &ChatClusterStatus,
+    observed: &Observed,
+    now: &str,
+) -> Vec<(String, String)> {
+    let rolling_for = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Progressing" && c.status == "True")
+        .and_then(|c| c.last_transition_time.as_deref())
+        .and_then(|since| seconds_between(since, now));
+    observed
+        .rollouts
+        .iter()
+        .filter_map(|(name, r)| match r {
+            Rollout::DeadlineExceeded(message) => Some((
+                name.clone(),
+                format!("{name}: ProgressDeadlineExceeded ({message})"),
+            )),
+            Rollout::RevisionLagging
+                if rolling_for.is_some_and(|s| s > STATEFULSET_PROGRESS_DEADLINE_SECS) =>
+            {
+                Some((
+                    name.clone(),
+                    format!(
+                        "{name}: pods of the previous revision after {STATEFULSET_PROGRESS_DEADLINE_SECS} s with a pod not ready"
+                    ),
+                ))
+            }
+            Rollout::RevisionLagging => None,
+        })
+        .collect()
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
@@ -59,6 +147,7 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
         .map(|(name, c)| format!("{name} {}/{}", c.ready_replicas, c.desired_replicas))
         .collect();
     let refused = !observed.spec_errors.is_empty() || !observed.refused_images.is_empty();
+    let stuck = stuck_rollouts(&previous, observed, now);
     let degraded_message = if !observed.spec_errors.is_empty() {
         let all: Vec<String> = observed
             .spec_errors
@@ -71,11 +160,13 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
         Some(("ImageNotAllowed", observed.refused_images.join("; ")))
     } else if let Some(e) = &observed.prepare_error {
         Some(("PrepareFailed", e.clone()))
+    } else if let Some(e) = &observed.apply_error {
+        Some(("ApplyFailed", e.clone()))
+    } else if !stuck.is_empty() {
+        let all: Vec<&str> = stuck.iter().map(|(_, why)| why.as_str()).collect();
+        Some(("RolloutStuck", all.join("; ")))
     } else {
-        observed
-            .apply_error
-            .as_ref()
-            .map(|e| ("ApplyFailed", e.clone()))
+        None
     };
     let deps_ok = observed.missing.is_empty();
     let all_ready = degraded_message.is_none()
@@ -216,6 +307,29 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
             )
         });
     }
+    // One condition per component and store: `ChatReady`, `RedisReady`…
+    for (name, c) in &observed.components {
+        let type_ = format!("{}Ready", capitalized(name));
+        conditions.push(
+            if let Some((_, why)) = stuck.iter().find(|(n, _)| n == name) {
+                condition(&type_, false, "RolloutStuck", why.clone())
+            } else if c.ready_replicas >= c.desired_replicas {
+                condition(
+                    &type_,
+                    true,
+                    "Ready",
+                    format!("{}/{} pods ready", c.ready_replicas, c.desired_replicas),
+                )
+            } else {
+                condition(
+                    &type_,
+                    false,
+                    "RollingOut",
+                    format!("{}/{} pods ready", c.ready_replicas, c.desired_replicas),
+                )
+            },
+        );
+    }
     for c in &mut conditions {
         c.observed_generation = generation;
         let kept = previous
@@ -256,16 +370,37 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
     }
 }
 
+fn capitalized(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// What the workloads of a ChatCluster report.
+#[derive(Debug, Clone, Default)]
+pub struct Workloads {
+    /// Replicas and image per component and store.
+    pub components: BTreeMap<String, ComponentStatus>,
+    /// Rollouts that are not moving, per component and store.
+    pub rollouts: BTreeMap<String, Rollout>,
+}
+
 /// Reads the component Deployments and store StatefulSets of `cc`.
 pub async fn observe_workloads(
     client: &Client,
     cc: &ChatCluster,
     namespace: &str,
-) -> Result<BTreeMap<String, ComponentStatus>, kube::Error> {
+) -> Result<Workloads, kube::Error> {
     let mut out = BTreeMap::new();
+    let mut rollouts = BTreeMap::new();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     for c in crate::api::Component::ALL {
         if let Some(d) = deployments.get_opt(&child_name(cc, c.name())).await? {
+            if let Some(r) = deployment_rollout(&d) {
+                rollouts.insert(c.name().to_owned(), r);
+            }
             let spec = d.spec.as_ref();
             out.insert(
                 c.name().to_owned(),
@@ -291,6 +426,9 @@ pub async fn observe_workloads(
             continue;
         }
         if let Some(set) = sets.get_opt(&child_name(cc, s.name())).await? {
+            if let Some(r) = statefulset_rollout(&set) {
+                rollouts.insert(s.name().to_owned(), r);
+            }
             let spec = set.spec.as_ref();
             out.insert(
                 s.name().to_owned(),
@@ -310,7 +448,10 @@ pub async fn observe_workloads(
             );
         }
     }
-    Ok(out)
+    Ok(Workloads {
+        components: out,
+        rollouts,
+    })
 }
 
 /// Writes `status` when it differs from what the object carries. Returns
@@ -471,6 +612,119 @@ mod tests {
         let d = cond(&compute(&cc, &checked, "t"), "DependenciesReady").clone();
         assert_eq!(d.status, "False");
         assert!(d.message.contains("demo-jwt/public.pem"));
+    }
+
+    #[test]
+    fn a_rollout_past_its_deadline_degrades_naming_the_component() {
+        let mut cc = cluster(Default::default());
+        let obs = Observed {
+            components: BTreeMap::from([("chat".into(), comp(1, 2)), ("user".into(), comp(2, 2))]),
+            rollouts: BTreeMap::from([(
+                "chat".into(),
+                Rollout::DeadlineExceeded(
+                    "ReplicaSet \"demo-chat-1\" has timed out progressing.".into(),
+                ),
+            )]),
+            ..Default::default()
+        };
+        let s = compute(&cc, &obs, "2026-11-26T10:00:00Z");
+        assert_eq!(s.phase, Some(Phase::Degraded));
+        let d = cond(&s, "Degraded");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "RolloutStuck")
+        );
+        assert!(
+            d.message.starts_with("chat: ProgressDeadlineExceeded"),
+            "{}",
+            d.message
+        );
+        let chat = cond(&s, "ChatReady");
+        assert_eq!(
+            (chat.status.as_str(), chat.reason.as_str()),
+            ("False", "RolloutStuck")
+        );
+        let user = cond(&s, "UserReady");
+        assert_eq!(
+            (user.status.as_str(), user.reason.as_str()),
+            ("True", "Ready")
+        );
+        // once the Deployment moves again, the cluster recovers by itself
+        cc.status = Some(s);
+        let moving = Observed {
+            rollouts: BTreeMap::new(),
+            components: BTreeMap::from([("chat".into(), comp(2, 2)), ("user".into(), comp(2, 2))]),
+            ..obs
+        };
+        let s = compute(&cc, &moving, "2026-11-26T10:01:00Z");
+        assert_eq!(s.phase, Some(Phase::Ready));
+        assert_eq!(cond(&s, "ChatReady").status, "True");
+    }
+
+    #[test]
+    fn a_lagging_statefulset_is_stuck_only_after_the_deadline() {
+        let mut cc = cluster(Default::default());
+        let obs = Observed {
+            components: BTreeMap::from([("redis".into(), comp(0, 1))]),
+            rollouts: BTreeMap::from([("redis".into(), Rollout::RevisionLagging)]),
+            ..Default::default()
+        };
+        let s = compute(&cc, &obs, "2026-11-26T10:00:00Z");
+        assert_eq!(s.phase, Some(Phase::Progressing));
+        assert_eq!(cond(&s, "RedisReady").reason, "RollingOut");
+        cc.status = Some(s);
+        let s = compute(&cc, &obs, "2026-11-26T10:09:59Z");
+        assert_eq!(s.phase, Some(Phase::Progressing), "within 600 s");
+        cc.status = Some(s);
+        let s = compute(&cc, &obs, "2026-11-26T10:10:01Z");
+        assert_eq!(s.phase, Some(Phase::Degraded));
+        let d = cond(&s, "Degraded");
+        assert_eq!(d.reason, "RolloutStuck");
+        assert!(d.message.starts_with("redis: "), "{}", d.message);
+    }
+
+    #[test]
+    fn workloads_report_their_rollouts() {
+        use k8s_openapi::api::apps::v1::{
+            DeploymentCondition, DeploymentStatus, StatefulSetSpec, StatefulSetStatus,
+        };
+        let d = |reason: &str| Deployment {
+            status: Some(DeploymentStatus {
+                conditions: Some(vec![DeploymentCondition {
+                    type_: "Progressing".into(),
+                    status: "False".into(),
+                    reason: Some(reason.into()),
+                    message: Some("timed out".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            deployment_rollout(&d("ProgressDeadlineExceeded")),
+            Some(Rollout::DeadlineExceeded("timed out".into()))
+        );
+        assert_eq!(deployment_rollout(&d("NewReplicaSetAvailable")), None);
+        let set = |current: &str, update: &str, ready: i32| StatefulSet {
+            spec: Some(StatefulSetSpec {
+                replicas: Some(1),
+                ..Default::default()
+            }),
+            status: Some(StatefulSetStatus {
+                current_revision: Some(current.into()),
+                update_revision: Some(update.into()),
+                ready_replicas: Some(ready),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            statefulset_rollout(&set("a", "b", 0)),
+            Some(Rollout::RevisionLagging)
+        );
+        assert_eq!(statefulset_rollout(&set("a", "b", 1)), None);
+        assert_eq!(statefulset_rollout(&set("b", "b", 0)), None);
     }
 
     #[test]

@@ -876,3 +876,46 @@ fn env_of_container(c: &k8s_openapi::api::core::v1::Container) -> BTreeMap<Strin
         .map(|e| (e.name.clone(), e.clone()))
         .collect()
 }
+
+/// Issue 13 "rollout status": a Deployment past its progress deadline (no
+/// kubelet here, so its pods never become ready) turns the cluster
+/// Degraded with reason RolloutStuck naming the component, with a
+/// per-component condition.
+#[tokio::test]
+async fn a_stuck_rollout_degrades_naming_the_component() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(&client, &ns, "stuck", serde_json::json!({})).await?;
+    wait_for("every child", FIVE, || all_children(&client, &ns, "stuck")).await?;
+    // Another manager shortens the deadline (the operator leaves the field alone).
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .patch(
+            "stuck-chat",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"progressDeadlineSeconds": 1}})),
+        )
+        .await?;
+    wait_for("RolloutStuck", Duration::from_secs(60), || async {
+        cluster(&client, &ns, "stuck")
+            .await
+            .ok()
+            .and_then(|cc| condition(&cc, "Degraded"))
+            .is_some_and(|(status, reason, _)| status == "True" && reason == "RolloutStuck")
+    })
+    .await?;
+    let cc = cluster(&client, &ns, "stuck").await?;
+    let (_, _, message) = condition(&cc, "Degraded").unwrap();
+    assert!(
+        message.starts_with("chat: ProgressDeadlineExceeded"),
+        "{message}"
+    );
+    let (status, reason, _) = condition(&cc, "ChatReady").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "RolloutStuck")
+    );
+    assert_eq!(phase(&client, &ns, "stuck").await, Some(Phase::Degraded));
+    Ok(())
+}
