@@ -616,8 +616,13 @@ async fn generated_secret_from_an_older_operator_gains_store_passwords_and_keeps
     let client = admin().await?;
     let ns = namespace(&client).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    // labelled as every operator has labelled the Secrets it made (one
+    // without them is someone else's, and left alone: tests/confinement.rs)
     let old: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "old-generated"},
+        "metadata": {"name": "old-generated", "labels": {
+            "app.kubernetes.io/managed-by": "parley-operator",
+            "app.kubernetes.io/instance": "old",
+        }},
         "stringData": {"otp-secret": "kept-otp-secret-0123456789abcdef", "rabbitmq-password": "kept"},
     }))?;
     secrets.create(&PostParams::default(), &old).await?;
