@@ -33,6 +33,9 @@ pub struct Config {
     pub user_service_url: url::Url,
     /// Largest accepted image (`PARLEY_MEDIA_MAX_BYTES`, default 5 MiB).
     pub media_max_bytes: usize,
+    /// Image bytes one user may store in all (`PARLEY_MEDIA_QUOTA_BYTES`,
+    /// default 1 GiB); `None` (set to 0) counts without a limit.
+    pub media_quota_bytes: Option<u64>,
     /// Presence expiry without heartbeat (`PARLEY_PRESENCE_TTL_SECS`, default 30).
     pub presence_ttl: Duration,
     /// Socket events allowed per second per socket (`PARLEY_SOCKET_EVENTS_PER_SEC`, default 10).
@@ -51,6 +54,9 @@ pub struct Config {
     pub handshake: HandshakePolicy,
 }
 
+/// Default of `PARLEY_MEDIA_QUOTA_BYTES`: 1 GiB.
+pub const DEFAULT_MEDIA_QUOTA_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// The variables only the chat service reads.
 pub const ENV: &[VarDoc] = &[
     VarDoc::new(
@@ -64,6 +70,11 @@ pub const ENV: &[VarDoc] = &[
         "base URL of the user service (profile lookups)",
     ),
     VarDoc::new("PARLEY_MEDIA_MAX_BYTES", "5242880", "largest image upload"),
+    VarDoc::new(
+        "PARLEY_MEDIA_QUOTA_BYTES",
+        "1073741824",
+        "image bytes one user may store in all, counted when stored (413 `storage quota exceeded` beyond); 0 counts without a limit",
+    ),
     VarDoc::new(
         "PARLEY_PRESENCE_TTL_SECS",
         "30",
@@ -133,6 +144,19 @@ impl Config {
                 "must be positive",
             ));
         }
+        let media_quota_bytes: u64 = env.parsed_or(
+            "PARLEY_MEDIA_QUOTA_BYTES",
+            "a size in bytes (0 for no limit)",
+            DEFAULT_MEDIA_QUOTA_BYTES,
+        )?;
+        // Usage is an int64 in MongoDB.
+        if i64::try_from(media_quota_bytes).is_err() {
+            return Err(ConfigError::new(
+                "PARLEY_MEDIA_QUOTA_BYTES",
+                "must be at most 9223372036854775807",
+            ));
+        }
+        let media_quota_bytes = (media_quota_bytes > 0).then_some(media_quota_bytes);
         let presence_ttl = env.seconds_or("PARLEY_PRESENCE_TTL_SECS", Duration::from_secs(30))?;
         if presence_ttl < Duration::from_secs(3) {
             return Err(ConfigError::new(
@@ -202,6 +226,7 @@ impl Config {
             revocation: RevocationConfig::from_env(env)?,
             user_service_url: env.required_url("PARLEY_USER_SERVICE_URL", &["http", "https"])?,
             media_max_bytes,
+            media_quota_bytes,
             presence_ttl,
             socket_events_per_sec,
             socket_event_burst,

@@ -43,6 +43,54 @@ pub fn media_file_name(id: &ObjectId, content_type: &str) -> String {
     format!("{}.{extension}", id.to_hex())
 }
 
+/// How an image of `length` bytes lies in GridFS chunks: every chunk
+/// holds `chunk_size` bytes but the last, numbered 0, 1, 2… in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkPlan {
+    /// The file's length.
+    pub length: u64,
+    /// Bytes per full chunk.
+    pub chunk_size: u64,
+    /// How many chunks the file has.
+    pub chunks: u64,
+}
+
+impl ChunkPlan {
+    /// The plan of a file document's `length` and `chunkSize`.
+    pub fn new(length: u64, chunk_size: u32) -> Self {
+        let chunk_size = u64::from(chunk_size.max(1));
+        Self {
+            length,
+            chunk_size,
+            chunks: length.div_ceil(chunk_size),
+        }
+    }
+
+    /// The bytes chunk `n` must hold.
+    pub fn expected_len(&self, n: u64) -> u64 {
+        if n + 1 == self.chunks {
+            self.length - n * self.chunk_size
+        } else {
+            self.chunk_size
+        }
+    }
+
+    /// Checks that the `n`th chunk read, numbered `found_n` and holding
+    /// `found_len` bytes, is the one expected there.
+    pub fn check(&self, n: u64, found_n: i64, found_len: usize) -> Result<(), String> {
+        if u64::try_from(found_n).ok() != Some(n) {
+            return Err(format!("media chunk {n} is missing (found {found_n})"));
+        }
+        let expected = self.expected_len(n);
+        if found_len as u64 != expected {
+            return Err(format!(
+                "media chunk {n} holds {found_len} bytes, expected {expected}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Trims message text and checks its length (1 to [`MAX_TEXT_CHARS`] characters).
 pub fn validate_text(text: &str) -> Result<String, ApiError> {
     let trimmed = text.trim();
@@ -187,6 +235,26 @@ pub fn online_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_plans_expect_every_chunk_in_order_and_size() {
+        let plan = ChunkPlan::new(600, 255);
+        assert_eq!(plan.chunks, 3);
+        assert_eq!(
+            (0..3).map(|n| plan.expected_len(n)).collect::<Vec<_>>(),
+            [255, 255, 90]
+        );
+        assert!(plan.check(0, 0, 255).is_ok());
+        assert!(plan.check(2, 2, 90).is_ok());
+        assert!(plan.check(1, 2, 255).is_err(), "a chunk skipped");
+        assert!(plan.check(1, 1, 200).is_err(), "a short chunk");
+        assert!(plan.check(0, -1, 255).is_err());
+        let exact = ChunkPlan::new(510, 255);
+        assert_eq!((exact.chunks, exact.expected_len(1)), (2, 255));
+        assert_eq!(ChunkPlan::new(0, 255).chunks, 0);
+        // A corrupt chunk size of 0 cannot divide by zero.
+        assert_eq!(ChunkPlan::new(3, 0).chunks, 3);
+    }
 
     #[test]
     fn media_names_are_ours() {

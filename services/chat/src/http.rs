@@ -2,9 +2,7 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
-};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -290,32 +288,7 @@ async fn media(
     Path(media_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let me = caller(&claims)?;
-    let id = domain::parse_id("mediaId", &media_id)?;
-    let (chat_id, content_type, bytes) = state
-        .store
-        .get_media(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such media"))?;
-    service::member_chat(&state, &chat_id, &me).await?;
-    let file_name = domain::media_file_name(&id, &content_type);
-    Ok((
-        [
-            (CONTENT_TYPE, content_type),
-            (CACHE_CONTROL, "private, max-age=86400".to_owned()),
-            // Shown, never run: a file opened on its own is a sandboxed
-            // document that may load nothing.
-            (
-                CONTENT_DISPOSITION,
-                format!("inline; filename=\"{file_name}\""),
-            ),
-            (
-                CONTENT_SECURITY_POLICY,
-                "default-src 'none'; img-src 'self'; sandbox; frame-ancestors 'none'".to_owned(),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
+    crate::media::download(&state, &me, &media_id).await
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod media;
 pub mod model;
 pub mod presence;
 pub mod profiles;

@@ -100,15 +100,13 @@ pub async fn send(
         return Ok((MessageView::from(&existing), false));
     }
     let image: Option<ImageRef> = match (input.image, image_type) {
-        (Some(bytes), Some(content_type)) => Some(
-            state
-                .store
-                .put_media(&chat_id, content_type, &bytes)
-                .await?,
-        ),
+        (Some(bytes), Some(content_type)) => {
+            Some(crate::media::store(state, &sender, &chat_id, content_type, &bytes).await?)
+        }
         _ => None,
     };
     let preview = domain::preview(&text, image.is_some());
+    let stored_image = image.clone();
     let appended = state
         .store
         .append_message(NewMessage {
@@ -120,6 +118,7 @@ pub async fn send(
             preview: preview.clone(),
         })
         .await?;
+    crate::media::keep_if_sent(state, &sender, stored_image.as_ref(), &appended).await;
     let (message, chat) = match appended {
         Appended::Created(message, chat) => (message, chat),
         Appended::Duplicate(existing) => return Ok((MessageView::from(&existing), false)),

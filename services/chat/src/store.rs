@@ -2,14 +2,17 @@
 
 use std::collections::HashMap;
 
-use futures::{AsyncReadExt, AsyncWriteExt, TryStreamExt};
+use futures::{AsyncWriteExt, Stream, TryStreamExt};
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{Bson, DateTime, doc};
-use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::bson::{Binary, Bson, DateTime, Document, doc};
+use mongodb::error::{ErrorKind, GridFsErrorKind};
+use mongodb::gridfs::GridFsBucket;
+use mongodb::options::{GridFsBucketOptions, IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
 use parley_common::api_error::ApiError;
+use serde::Deserialize;
 
-use crate::domain::{Window, pair_key};
+use crate::domain::{ChunkPlan, Window, pair_key};
 use crate::model::{ChatDoc, ImageRef, MessageDoc};
 
 pub use parley_common::mongo::api_error as db_error;
@@ -54,12 +57,43 @@ pub enum Appended {
     NotMember,
 }
 
+/// The GridFS bucket images live in (`media.files`, `media.chunks`).
+pub const MEDIA_BUCKET: &str = "media";
+
+/// Chunks (255 KiB each by default) fetched per round trip while an image
+/// is streamed out.
+pub const MEDIA_CHUNKS_PER_BATCH: u32 = 4;
+
+/// A stored image's GridFS file document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaFile {
+    /// The file id (the media id clients see).
+    pub id: ObjectId,
+    /// The chat it was sent in.
+    pub chat: ObjectId,
+    /// Sniffed MIME type.
+    pub content_type: String,
+    /// Bytes.
+    pub length: u64,
+    /// Bytes per GridFS chunk.
+    pub chunk_size: u32,
+}
+
+/// One GridFS chunk as stored (`media.chunks`).
+#[derive(Debug, Deserialize)]
+struct ChunkDoc {
+    n: i64,
+    data: Binary,
+}
+
 /// The chat service's collections.
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Database,
     chats: Collection<ChatDoc>,
     messages: Collection<MessageDoc>,
+    /// Image bytes stored per uploader: `{_id: userId, bytes, updatedAt}`.
+    media_usage: Collection<Document>,
 }
 
 impl Store {
@@ -69,6 +103,7 @@ impl Store {
             db: db.clone(),
             chats: db.collection("chats"),
             messages: db.collection("messages"),
+            media_usage: db.collection("mediaUsage"),
         }
     }
 
@@ -482,31 +517,37 @@ impl Store {
         Ok(result.modified_count)
     }
 
-    /// Stores image bytes in the `media` GridFS bucket, tagged with the chat.
+    fn media_bucket(&self) -> GridFsBucket {
+        self.db.gridfs_bucket(
+            GridFsBucketOptions::builder()
+                .bucket_name(MEDIA_BUCKET.to_owned())
+                .build(),
+        )
+    }
+
+    /// Stores image bytes in the `media` GridFS bucket, tagged with the chat
+    /// and the uploader. A failed upload leaves no chunks behind.
     pub async fn put_media(
         &self,
         chat: &ObjectId,
+        uploader: &ObjectId,
         content_type: &str,
         bytes: &[u8],
     ) -> Result<ImageRef, ApiError> {
-        let bucket = self.db.gridfs_bucket(
-            mongodb::options::GridFsBucketOptions::builder()
-                .bucket_name("media".to_owned())
-                .build(),
-        );
-        let mut upload = bucket
+        let mut upload = self
+            .media_bucket()
             .open_upload_stream(format!("chat-{}", chat.to_hex()))
-            .metadata(doc! {"chatId": chat, "contentType": content_type})
+            .metadata(doc! {"chatId": chat, "uploader": uploader, "contentType": content_type})
             .await
             .map_err(db_error)?;
         let id = upload
             .id()
             .as_object_id()
             .ok_or_else(|| ApiError::internal("gridfs id is not an ObjectId"))?;
-        upload
-            .write_all(bytes)
-            .await
-            .map_err(|e| ApiError::unavailable("mongodb", e))?;
+        if let Err(error) = upload.write_all(bytes).await {
+            // The stream removes its chunks itself when a write fails.
+            return Err(ApiError::unavailable("mongodb", error));
+        }
         upload
             .close()
             .await
@@ -518,17 +559,31 @@ impl Store {
         })
     }
 
-    /// An image's chat id, content type and bytes.
-    pub async fn get_media(
-        &self,
-        id: &ObjectId,
-    ) -> Result<Option<(ObjectId, String, Vec<u8>)>, ApiError> {
-        let bucket = self.db.gridfs_bucket(
-            mongodb::options::GridFsBucketOptions::builder()
-                .bucket_name("media".to_owned())
-                .build(),
-        );
-        let Some(file) = bucket.find_one(doc! {"_id": id}).await.map_err(db_error)? else {
+    /// Removes a stored image (file document and chunks); true when it existed.
+    pub async fn delete_media(&self, id: &ObjectId) -> Result<bool, ApiError> {
+        match self.media_bucket().delete(Bson::ObjectId(*id)).await {
+            Ok(()) => Ok(true),
+            Err(error)
+                if matches!(
+                    &*error.kind,
+                    ErrorKind::GridFs(GridFsErrorKind::FileNotFound { .. })
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(db_error(error)),
+        }
+    }
+
+    /// An image's GridFS file document: chat, type and length, read
+    /// without a single byte of the image.
+    pub async fn media_file(&self, id: &ObjectId) -> Result<Option<MediaFile>, ApiError> {
+        let Some(file) = self
+            .media_bucket()
+            .find_one(doc! {"_id": id})
+            .await
+            .map_err(db_error)?
+        else {
             return Ok(None);
         };
         let meta = file.metadata.unwrap_or_default();
@@ -537,15 +592,113 @@ impl Store {
             .get_str("contentType")
             .unwrap_or("application/octet-stream")
             .to_owned();
-        let mut stream = bucket
-            .open_download_stream(Bson::ObjectId(*id))
+        Ok(Some(MediaFile {
+            id: *id,
+            chat,
+            content_type,
+            length: file.length,
+            chunk_size: file.chunk_size_bytes,
+        }))
+    }
+
+    /// The image's bytes, chunk by chunk in order, fetched
+    /// [`MEDIA_CHUNKS_PER_BATCH`] chunks at a time, so a download holds
+    /// about 1 MiB however large the image. A missing, misplaced or
+    /// wrongly sized chunk ends the stream with an error (never a panic).
+    pub async fn media_chunks(
+        &self,
+        file: &MediaFile,
+    ) -> Result<impl Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static, ApiError> {
+        let plan = ChunkPlan::new(file.length, file.chunk_size);
+        let cursor = self
+            .db
+            .collection::<ChunkDoc>(&format!("{MEDIA_BUCKET}.chunks"))
+            .find(doc! {"files_id": file.id})
+            .sort(doc! {"n": 1})
+            .batch_size(MEDIA_CHUNKS_PER_BATCH)
             .await
             .map_err(db_error)?;
-        let mut bytes = Vec::new();
-        stream
-            .read_to_end(&mut bytes)
+        Ok(futures::stream::try_unfold(
+            (cursor, 0_u64),
+            move |(mut cursor, n)| async move {
+                if n == plan.chunks {
+                    return Ok::<_, std::io::Error>(None);
+                }
+                let chunk = cursor
+                    .try_next()
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .ok_or_else(|| std::io::Error::other(format!("media chunk {n} is missing")))?;
+                plan.check(n, chunk.n, chunk.data.bytes.len())
+                    .map_err(std::io::Error::other)?;
+                Ok(Some((chunk.data.bytes, (cursor, n + 1))))
+            },
+        ))
+    }
+
+    /// Adds `size` bytes to `user`'s stored media when that keeps it within
+    /// `quota` (always when `quota` is `None`): one conditional `$inc`, so
+    /// parallel uploads can never take the total past the quota. False
+    /// (nothing changed) when it would.
+    pub async fn reserve_media_bytes(
+        &self,
+        user: &ObjectId,
+        size: u64,
+        quota: Option<u64>,
+    ) -> Result<bool, ApiError> {
+        let size = i64::try_from(size).map_err(ApiError::internal)?;
+        let filter = match quota {
+            Some(quota) => {
+                let quota = i64::try_from(quota).map_err(ApiError::internal)?;
+                doc! {"_id": user, "bytes": {"$lte": quota - size}}
+            }
+            None => doc! {"_id": user},
+        };
+        let update = doc! {"$inc": {"bytes": size}, "$set": {"updatedAt": DateTime::now()}};
+        let reserved = |result: mongodb::results::UpdateResult| result.matched_count == 1;
+        if reserved(
+            self.media_usage
+                .update_one(filter.clone(), update.clone())
+                .await
+                .map_err(db_error)?,
+        ) {
+            return Ok(true);
+        }
+        // Over quota, or the user's first upload: make sure the usage
+        // document exists (nothing changes when it does), then try once more.
+        match self
+            .media_usage
+            .update_one(
+                doc! {"_id": user},
+                doc! {"$setOnInsert": {"bytes": 0_i64, "updatedAt": DateTime::now()}},
+            )
+            .upsert(true)
             .await
-            .map_err(|e| ApiError::unavailable("mongodb", e))?;
-        Ok(Some((chat, content_type, bytes)))
+        {
+            Ok(_) => {}
+            // A parallel upload of the same user created it.
+            Err(error) if is_duplicate_key(&error) => {}
+            Err(error) => return Err(db_error(error)),
+        }
+        Ok(reserved(
+            self.media_usage
+                .update_one(filter, update)
+                .await
+                .map_err(db_error)?,
+        ))
+    }
+
+    /// Gives back bytes [`Store::reserve_media_bytes`] counted for an image
+    /// that was not kept.
+    pub async fn release_media_bytes(&self, user: &ObjectId, size: u64) -> Result<(), ApiError> {
+        let size = i64::try_from(size).map_err(ApiError::internal)?;
+        self.media_usage
+            .update_one(
+                doc! {"_id": user},
+                doc! {"$inc": {"bytes": -size}, "$set": {"updatedAt": DateTime::now()}},
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 }

@@ -591,7 +591,8 @@ async fn rest_edges_ids_idempotency_and_images() -> anyhow::Result<()> {
             .send()
             .await?
             .status(),
-        403
+        // The answer for a missing image: nobody learns which ids exist.
+        404
     );
     assert_eq!(
         upload(
