@@ -308,7 +308,10 @@ mod tests {
         assert!(!presence_flows(&[a, b], &[a], &[]), "a stranger's chat");
         assert!(presence_flows(&[a, b], &[b, a], &[]));
         assert!(!presence_flows(&[a, b], &[a, b], &[b]), "blocked");
-        assert!(!presence_flows(&[a, b], &[], &[]), "chats from before acceptance");
+        assert!(
+            !presence_flows(&[a, b], &[], &[]),
+            "chats from before acceptance"
+        );
     }
 
     #[test]

@@ -170,7 +170,9 @@ async fn unblock_user(
     } else {
         "User was not blocked"
     };
-    Ok(Json(json!({ "message": message, "userId": other.to_hex() })))
+    Ok(Json(
+        json!({ "message": message, "userId": other.to_hex() }),
+    ))
 }
 
 /// `GET /block`: whom the caller blocked, newest first.

@@ -227,7 +227,11 @@ impl Store {
     }
 
     /// `user` accepts the chat (when a member); the chat as it is now.
-    pub async fn accept(&self, chat: &ObjectId, user: &ObjectId) -> Result<Option<ChatDoc>, ApiError> {
+    pub async fn accept(
+        &self,
+        chat: &ObjectId,
+        user: &ObjectId,
+    ) -> Result<Option<ChatDoc>, ApiError> {
         self.chats
             .find_one_and_update(
                 doc! {"_id": chat, "members": user},

@@ -607,8 +607,7 @@ impl Shared {
             && matches!(event, ClientEvent::Typing | ClientEvent::StopTyping)
             && (entry.blocked || self.peers.alone())
         {
-            let result =
-                blocking::usable(entry).and_then(|()| self.relay_now(&user, event, entry));
+            let result = blocking::usable(entry).and_then(|()| self.relay_now(&user, event, entry));
             return reply(&socket, ack, name, result);
         }
         // Admission: a slot of this socket (per class), then a ticket of the pod.
