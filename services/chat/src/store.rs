@@ -222,7 +222,7 @@ impl Store {
                 })
             })
             .collect();
-        blocks.sort_by(|x, y| y.at.cmp(&x.at));
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.at));
         Ok(blocks)
     }
 
