@@ -237,7 +237,9 @@ pub async fn read(
     let chat_id = domain::parse_id("chatId", chat_id)?;
     let chat = member_chat(state, &chat_id, &reader).await?;
     let (seen_ids, _) = state.store.mark_seen(&chat_id, &reader).await?;
-    if !seen_ids.is_empty() {
+    // In a blocked chat, reading tells the other nothing (it would show
+    // that the reader is around).
+    if !seen_ids.is_empty() && chat.blocked_by.is_empty() {
         let payload = serde_json::json!({
             "chatId": chat_id.to_hex(),
             "seenBy": reader.to_hex(),

@@ -133,6 +133,8 @@ async fn blocked_users_cannot_open_write_type_or_see_presence() -> anyhow::Resul
     let ok = bo.emit_ack("typing", json!({"chatId": chat}), T).await?;
     assert_eq!(ok["ok"], true, "{ok}");
     al.event("userTyping", T).await?;
+    let (status, body) = rest_send(&b, &bob, &chat, "before").await?;
+    assert_eq!(status, 201, "{body}");
 
     let block = format!("/api/v1/block/{}", bob.id.to_hex());
     let (status, body) = call(&a, Method::POST, &block, Some(&alice.token), None).await?;
@@ -206,11 +208,30 @@ async fn blocked_users_cannot_open_write_type_or_see_presence() -> anyhow::Resul
         "alice was told bob's presence"
     );
 
+    // Alice reads the chat (Bob's earlier message): no messagesSeen for him.
+    // Barrier: his own send after the unblock reaches him as newMessage.
+    let (status, _) = call(
+        &a,
+        Method::GET,
+        &format!("/api/v1/message/{chat}"),
+        Some(&alice.token),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200);
+
     // Unblocked: he may write again.
     let (status, body) = call(&a, Method::DELETE, &block, Some(&alice.token), None).await?;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = rest_send(&b, &bob, &chat, "thanks").await?;
+    // (Through Alice's replica, as her read was: one ordered relay to his.)
+    let (status, body) = rest_send(&a, &bob, &chat, "thanks").await?;
     assert_eq!(status, 201, "{body}");
+    bo.event_where("newMessage", T, |m| m["text"] == "thanks")
+        .await?;
+    assert!(
+        bo.quiet("messagesSeen", DRAIN).await?,
+        "bob learnt alice read the chat while he was blocked"
+    );
     let (_, list) = call(&a, Method::GET, "/api/v1/block", Some(&alice.token), None).await?;
     assert_eq!(list["blocked"], json!([]));
     Ok(())
