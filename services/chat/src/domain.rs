@@ -217,6 +217,17 @@ pub fn partners_by_user(
     out
 }
 
+/// Pure: whether the members of a chat see each other's presence: every
+/// member accepted it (opened it, wrote in it or accepted it) and nobody
+/// blocked anybody.
+pub fn presence_flows(
+    members: &[ObjectId],
+    accepted_by: &[ObjectId],
+    blocked_by: &[ObjectId],
+) -> bool {
+    blocked_by.is_empty() && !members.is_empty() && members.iter().all(|m| accepted_by.contains(m))
+}
+
 /// Pure: the `getOnlineUser` list: which of `contacts` are online, as sorted hex ids.
 pub fn online_list(
     contacts: &[ObjectId],
@@ -356,6 +367,18 @@ mod tests {
         assert_eq!(
             partners_by_user(&[ObjectId::new()], &chats).values().next(),
             Some(&Vec::new())
+        );
+    }
+
+    #[test]
+    fn presence_needs_every_member_to_accept_and_no_block() {
+        let (a, b) = (ObjectId::new(), ObjectId::new());
+        assert!(!presence_flows(&[a, b], &[a], &[]), "a stranger's chat");
+        assert!(presence_flows(&[a, b], &[b, a], &[]));
+        assert!(!presence_flows(&[a, b], &[a, b], &[b]), "blocked");
+        assert!(
+            !presence_flows(&[a, b], &[], &[]),
+            "chats from before acceptance"
         );
     }
 

@@ -27,6 +27,12 @@ pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/chat/new", post(new_chat))
         .route("/api/v1/chat/all", get(all_chats))
+        .route("/api/v1/chat/{chat_id}/accept", post(accept_chat))
+        .route("/api/v1/block", get(list_blocks))
+        .route(
+            "/api/v1/block/{user_id}",
+            post(block_user).delete(unblock_user),
+        )
         .route(
             "/api/v1/message",
             post(send_message).layer(DefaultBodyLimit::max(upload_limit)),
@@ -66,7 +72,21 @@ async fn new_chat(
     if !state.store.user_exists(&other).await? {
         return Err(ApiError::not_found("no such user"));
     }
+    let blockers = state.store.blockers_between(&me, &other).await?;
+    if blockers.contains(&me) {
+        return Err(ApiError::forbidden(
+            "you blocked this user: unblock them to open a chat",
+        ));
+    }
+    if !blockers.is_empty() {
+        // Blocked: the same answer as for nobody, so the block stays unsaid.
+        return Err(ApiError::not_found("no such user"));
+    }
     let (chat, created) = state.store.find_or_create_pair(&me, &other).await?;
+    // Opening a chat someone else opened with you accepts it.
+    if !created && !chat.accepted_by.contains(&me) {
+        service::accept(&state, &chat.id, &me).await?;
+    }
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -82,6 +102,94 @@ async fn new_chat(
         Json(json!({ "message": message, "chatId": chat.id.to_hex() })),
     )
         .into_response())
+}
+
+/// `POST /chat/{chatId}/accept`: the caller accepts a chat someone opened
+/// with them (writing in it does too); once both have, they see each
+/// other's presence.
+async fn accept_chat(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(chat_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let me = caller(&claims)?;
+    let chat_id = domain::parse_id("chatId", &chat_id)?;
+    let chat = service::accept(&state, &chat_id, &me).await?;
+    Ok(Json(
+        json!({ "message": "Chat accepted", "chatId": chat.id.to_hex() }),
+    ))
+}
+
+/// The user id in a block route: valid, and not the caller.
+fn block_target(me: &ObjectId, raw: &str) -> Result<ObjectId, ApiError> {
+    let other = domain::parse_id("userId", raw)?;
+    if other == *me {
+        return Err(ApiError::bad_request("cannot block yourself"));
+    }
+    Ok(other)
+}
+
+/// `POST /block/{userId}`: the user can no longer open a chat with the
+/// caller, write to them, or see their presence (nor the caller theirs).
+async fn block_user(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let me = caller(&claims)?;
+    let other = block_target(&me, &user_id)?;
+    if !state.store.user_exists(&other).await? {
+        return Err(ApiError::not_found("no such user"));
+    }
+    let created = service::set_block(&state, &me, &other, true).await?;
+    let (status, message) = if created {
+        (StatusCode::CREATED, "User blocked")
+    } else {
+        (StatusCode::OK, "User already blocked")
+    };
+    Ok((
+        status,
+        Json(json!({ "message": message, "userId": other.to_hex() })),
+    )
+        .into_response())
+}
+
+/// `DELETE /block/{userId}`: lifts the caller's block (idempotent).
+async fn unblock_user(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(user_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let me = caller(&claims)?;
+    let other = block_target(&me, &user_id)?;
+    let removed = service::set_block(&state, &me, &other, false).await?;
+    let message = if removed {
+        "User unblocked"
+    } else {
+        "User was not blocked"
+    };
+    Ok(Json(
+        json!({ "message": message, "userId": other.to_hex() }),
+    ))
+}
+
+/// `GET /block`: whom the caller blocked, newest first.
+async fn list_blocks(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let me = caller(&claims)?;
+    let blocks = state.store.blocks_of(&me).await?;
+    let items: Vec<serde_json::Value> = blocks
+        .iter()
+        .map(|b| {
+            json!({
+                "userId": b.blocked.to_hex(),
+                "blockedAt": b.at.try_to_rfc3339_string().unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "blocked": items })))
 }
 
 #[derive(Deserialize)]

@@ -144,6 +144,7 @@ pub async fn serve(
         .await
         .context("socket.io namespace")?;
     let revocation_watch = realtime::session::follow_revocations(&state, shutdown.clone());
+    let block_watch = realtime::blocking::follow(&state, shutdown.clone());
 
     let heartbeat = {
         let presence = presence.clone();
@@ -191,6 +192,7 @@ pub async fn serve(
     let _ = receipt_writer.await;
     let _ = heartbeat.await;
     let _ = revocation_watch.await;
+    let _ = block_watch.await;
     let _ = consumer.await;
     amqp.close().await;
     Ok(())

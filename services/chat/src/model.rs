@@ -39,12 +39,26 @@ pub struct ChatDoc {
     pub created_at: DateTime,
     /// Last activity.
     pub updated_at: DateTime,
+    /// Members who accepted the chat: the one who opened it, anyone who
+    /// sent a message in it, anyone who accepted it explicitly. Presence
+    /// flows only once every member has.
+    #[serde(default)]
+    pub accepted_by: Vec<ObjectId>,
+    /// Members who blocked the other (kept in step with `blocks`): no
+    /// sends, typing, receipts or presence while any.
+    #[serde(default)]
+    pub blocked_by: Vec<ObjectId>,
 }
 
 impl ChatDoc {
     /// True when `user` is a member.
     pub fn has_member(&self, user: &ObjectId) -> bool {
         self.members.contains(user)
+    }
+
+    /// True when the members may see each other's presence.
+    pub fn presence_flows(&self) -> bool {
+        crate::domain::presence_flows(&self.members, &self.accepted_by, &self.blocked_by)
     }
 }
 

@@ -92,7 +92,10 @@ pub async fn send(
     // An image is stored only for a member; a text needs no read: the
     // append itself is filtered on membership.
     if input.image.is_some() {
-        member_chat(state, &chat_id, &sender).await?;
+        let chat = member_chat(state, &chat_id, &sender).await?;
+        if !chat.blocked_by.is_empty() {
+            return Err(blocked_error(&chat, &sender));
+        }
     }
     if let Some(cid) = &client_message_id
         && let Some(existing) = state.store.by_client_id(&chat_id, &sender, cid).await?
@@ -123,11 +126,17 @@ pub async fn send(
         Appended::Created(message, chat) => (message, chat),
         Appended::Duplicate(existing) => return Ok((MessageView::from(&existing), false)),
         Appended::NotMember => {
-            // Only now tell "no such chat" from "not a member".
-            member_chat(state, &chat_id, &sender).await?;
-            return Err(ApiError::forbidden("you are not a member of this chat"));
+            // Only now tell "no such chat" from "not a member" from "blocked".
+            let chat = member_chat(state, &chat_id, &sender).await?;
+            return Err(blocked_error(&chat, &sender));
         }
     };
+    // Writing in a chat accepts it (once per member).
+    if !chat.accepted_by.contains(&sender)
+        && let Err(error) = accept(state, &chat_id, &sender).await
+    {
+        tracing::warn!(error = %error.message, "chat not marked accepted");
+    }
     let view = MessageView::from(&message);
     metrics::counter!("chat_messages_stored_total").increment(1);
     let rooms: Vec<String> = chat.members.iter().map(user_room).collect();
@@ -155,6 +164,65 @@ pub async fn send(
     Ok((view, true))
 }
 
+/// Why a member may not write in `chat`: they blocked the other member,
+/// or were blocked (the block the answer names is the caller's own only).
+pub fn blocked_error(chat: &ChatDoc, me: &ObjectId) -> ApiError {
+    if chat.blocked_by.contains(me) {
+        ApiError::forbidden("you blocked this user: unblock them to write in this chat")
+    } else if !chat.blocked_by.is_empty() {
+        ApiError::forbidden("you cannot write in this chat")
+    } else {
+        // A block lifted between the write and this read.
+        ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "the chat changed meanwhile: try again",
+        )
+    }
+}
+
+/// `user` accepts the chat: from now on, once every member has, they see
+/// each other's presence. Their online lists are refreshed when that
+/// starts now.
+pub async fn accept(
+    state: &AppState,
+    chat_id: &ObjectId,
+    user: &ObjectId,
+) -> Result<ChatDoc, ApiError> {
+    let before = member_chat(state, chat_id, user).await?;
+    if before.accepted_by.contains(user) {
+        return Ok(before);
+    }
+    let chat = state
+        .store
+        .accept(chat_id, user)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such chat"))?;
+    if chat.presence_flows() {
+        crate::realtime::refresh_presence(state, &chat.members).await;
+    }
+    Ok(chat)
+}
+
+/// `blocker` blocks (`on`) or unblocks `other`: stored, then announced to
+/// every replica (their sockets of the two forget what they knew of each
+/// other's chat), then both online lists are sent again. True when it
+/// changed anything.
+pub async fn set_block(
+    state: &AppState,
+    blocker: &ObjectId,
+    other: &ObjectId,
+    on: bool,
+) -> Result<bool, ApiError> {
+    let changed = if on {
+        state.store.block(blocker, other).await?
+    } else {
+        state.store.unblock(blocker, other).await?
+    };
+    crate::realtime::blocking::announce(state, blocker, other).await;
+    crate::realtime::refresh_presence(state, &[*blocker, *other]).await;
+    Ok(changed)
+}
+
 /// Reads a page of history; marks the other side's messages seen and tells
 /// their senders (`messagesSeen`).
 pub async fn read(
@@ -168,7 +236,9 @@ pub async fn read(
     let chat_id = domain::parse_id("chatId", chat_id)?;
     let chat = member_chat(state, &chat_id, &reader).await?;
     let (seen_ids, _) = state.store.mark_seen(&chat_id, &reader).await?;
-    if !seen_ids.is_empty() {
+    // In a blocked chat, reading tells the other nothing (it would show
+    // that the reader is around).
+    if !seen_ids.is_empty() && chat.blocked_by.is_empty() {
         let payload = serde_json::json!({
             "chatId": chat_id.to_hex(),
             "seenBy": reader.to_hex(),

@@ -53,7 +53,7 @@ pub enum Appended {
     Created(MessageDoc, ChatDoc),
     /// The idempotency key was already used: the first message.
     Duplicate(MessageDoc),
-    /// No such chat, or the sender is not a member.
+    /// No such chat, the sender is not a member, or a member blocked the other.
     NotMember,
 }
 
@@ -94,6 +94,16 @@ pub struct Store {
     messages: Collection<MessageDoc>,
     /// Image bytes stored per uploader: `{_id: userId, bytes, updatedAt}`.
     media_usage: Collection<Document>,
+    blocks: Collection<mongodb::bson::Document>,
+}
+
+/// A block as its author sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    /// The blocked user.
+    pub blocked: ObjectId,
+    /// When.
+    pub at: DateTime,
 }
 
 impl Store {
@@ -104,6 +114,7 @@ impl Store {
             chats: db.collection("chats"),
             messages: db.collection("messages"),
             media_usage: db.collection("mediaUsage"),
+            blocks: db.collection("blocks"),
         }
     }
 
@@ -146,7 +157,124 @@ impl Store {
                     .build(),
             )
             .await?;
+        self.blocks
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"blocker": 1, "blocked": 1})
+                    .options(unique())
+                    .build(),
+            )
+            .await?;
+        self.blocks
+            .create_index(IndexModel::builder().keys(doc! {"blocked": 1}).build())
+            .await?;
         Ok(())
+    }
+
+    /// Records that `blocker` blocked `blocked` (and marks their chat, if
+    /// any); false when it was already so.
+    pub async fn block(&self, blocker: &ObjectId, blocked: &ObjectId) -> Result<bool, ApiError> {
+        let created = match self
+            .blocks
+            .insert_one(doc! {"blocker": blocker, "blocked": blocked, "createdAt": DateTime::now()})
+            .await
+        {
+            Ok(_) => true,
+            Err(e) if is_duplicate_key(&e) => false,
+            Err(e) => return Err(db_error(e)),
+        };
+        // Always (also when the block existed): repairs a chat created
+        // concurrently with the block.
+        self.chats
+            .update_one(
+                doc! {"pairKey": pair_key(blocker, blocked)},
+                doc! {"$addToSet": {"blockedBy": blocker}},
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(created)
+    }
+
+    /// Lifts `blocker`'s block of `blocked`; false when there was none.
+    pub async fn unblock(&self, blocker: &ObjectId, blocked: &ObjectId) -> Result<bool, ApiError> {
+        let deleted = self
+            .blocks
+            .delete_one(doc! {"blocker": blocker, "blocked": blocked})
+            .await
+            .map_err(db_error)?;
+        self.chats
+            .update_one(
+                doc! {"pairKey": pair_key(blocker, blocked)},
+                doc! {"$pull": {"blockedBy": blocker}},
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(deleted.deleted_count > 0)
+    }
+
+    /// Who of `a` and `b` blocked the other (both when both did).
+    pub async fn blockers_between(
+        &self,
+        a: &ObjectId,
+        b: &ObjectId,
+    ) -> Result<Vec<ObjectId>, ApiError> {
+        let found: Vec<mongodb::bson::Document> = self
+            .blocks
+            .find(doc! {"$or": [
+                {"blocker": a, "blocked": b},
+                {"blocker": b, "blocked": a},
+            ]})
+            .projection(doc! {"blocker": 1, "_id": 0})
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        Ok(found
+            .iter()
+            .filter_map(|d| d.get_object_id("blocker").ok())
+            .collect())
+    }
+
+    /// The users `blocker` blocked, newest first (at most 1,000).
+    pub async fn blocks_of(&self, blocker: &ObjectId) -> Result<Vec<Block>, ApiError> {
+        let found: Vec<mongodb::bson::Document> = self
+            .blocks
+            .find(doc! {"blocker": blocker})
+            .sort(doc! {"blocker": 1, "blocked": 1})
+            .limit(1000)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        let mut blocks: Vec<Block> = found
+            .iter()
+            .filter_map(|d| {
+                Some(Block {
+                    blocked: d.get_object_id("blocked").ok()?,
+                    at: d.get_datetime("createdAt").ok().copied()?,
+                })
+            })
+            .collect();
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.at));
+        Ok(blocks)
+    }
+
+    /// `user` accepts the chat (when a member); the chat as it is now.
+    pub async fn accept(
+        &self,
+        chat: &ObjectId,
+        user: &ObjectId,
+    ) -> Result<Option<ChatDoc>, ApiError> {
+        self.chats
+            .find_one_and_update(
+                doc! {"_id": chat, "members": user},
+                doc! {"$addToSet": {"acceptedBy": user}},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)
     }
 
     /// True when a user with this id exists.
@@ -194,9 +322,30 @@ impl Store {
             latest_message: None,
             created_at: now,
             updated_at: now,
+            // Opening a chat accepts it for its opener only.
+            accepted_by: vec![*a],
+            blocked_by: Vec::new(),
         };
         match self.chats.insert_one(&chat).await {
-            Ok(_) => Ok((chat, true)),
+            Ok(_) => {
+                // A block stored while this chat was created found no chat
+                // to mark: mark it now.
+                let blockers = self.blockers_between(a, b).await?;
+                if blockers.is_empty() {
+                    return Ok((chat, true));
+                }
+                let chat = self
+                    .chats
+                    .find_one_and_update(
+                        doc! {"_id": chat.id},
+                        doc! {"$addToSet": {"blockedBy": {"$each": blockers}}},
+                    )
+                    .return_document(ReturnDocument::After)
+                    .await
+                    .map_err(db_error)?
+                    .unwrap_or(chat);
+                Ok((chat, true))
+            }
             Err(e) if is_duplicate_key(&e) => {
                 // A concurrent create won: answer with its chat.
                 let existing = self
@@ -248,12 +397,13 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Every chat partner of `user` (members of chats they share).
+    /// Every chat partner of `user` who may see their presence (members of
+    /// chats they share that everyone accepted and nobody blocked).
     pub async fn partners_of(&self, user: &ObjectId) -> Result<Vec<ObjectId>, ApiError> {
         let chats: Vec<ChatDoc> = self
             .chats
             .find(doc! {"members": user})
-            .projection(doc! {"members": 1, "_id": 1, "pairKey": 1, "createdAt": 1, "updatedAt": 1})
+            .projection(doc! {"members": 1, "_id": 1, "pairKey": 1, "createdAt": 1, "updatedAt": 1, "acceptedBy": 1, "blockedBy": 1})
             .limit(1000)
             .await
             .map_err(db_error)?
@@ -262,6 +412,7 @@ impl Store {
             .map_err(db_error)?;
         let mut partners: Vec<ObjectId> = chats
             .iter()
+            .filter(|c| c.presence_flows())
             .flat_map(|c| c.members.iter().copied())
             .filter(|m| m != user)
             .collect();
@@ -270,7 +421,7 @@ impl Store {
         Ok(partners)
     }
 
-    /// The chat partners of each of `users`, from one query.
+    /// The chat partners of each of `users` (as [`Store::partners_of`]), from one query.
     pub async fn partners_of_many(
         &self,
         users: &[ObjectId],
@@ -282,20 +433,28 @@ impl Store {
             .chats
             .clone_with_type::<mongodb::bson::Document>()
             .find(doc! {"members": {"$in": users}})
-            .projection(doc! {"members": 1, "_id": 0})
+            .projection(doc! {"members": 1, "acceptedBy": 1, "blockedBy": 1, "_id": 0})
             .limit(i64::try_from(users.len() * 1000).unwrap_or(i64::MAX))
             .await
             .map_err(db_error)?
             .try_collect()
             .await
             .map_err(db_error)?;
+        let ids = |c: &mongodb::bson::Document, field: &str| -> Vec<ObjectId> {
+            c.get_array(field)
+                .map(|m| m.iter().filter_map(Bson::as_object_id).collect())
+                .unwrap_or_default()
+        };
         let members: Vec<Vec<ObjectId>> = chats
             .iter()
-            .map(|c| {
-                c.get_array("members")
-                    .map(|m| m.iter().filter_map(Bson::as_object_id).collect())
-                    .unwrap_or_default()
+            .filter(|c| {
+                crate::domain::presence_flows(
+                    &ids(c, "members"),
+                    &ids(c, "acceptedBy"),
+                    &ids(c, "blockedBy"),
+                )
             })
+            .map(|c| ids(c, "members"))
             .collect();
         Ok(crate::domain::partners_by_user(users, &members))
     }
@@ -337,7 +496,11 @@ impl Store {
         ];
         let Some(chat) = self
             .chats
-            .find_one_and_update(doc! {"_id": new.chat_id, "members": new.sender}, pipeline)
+            .find_one_and_update(
+                // Nobody blocked anybody in it (no first element).
+                doc! {"_id": new.chat_id, "members": new.sender, "blockedBy.0": {"$exists": false}},
+                pipeline,
+            )
             .return_document(ReturnDocument::After)
             .await
             .map_err(db_error)?

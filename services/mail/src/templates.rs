@@ -47,21 +47,28 @@ pub fn login_code(code: &str, expires_at: DateTime<Utc>) -> Rendered {
 }
 
 /// The "N new messages" notification.
-pub fn new_messages(sender_name: &str, count: u64, preview: &str, link: &str) -> Rendered {
+///
+/// It carries only what the recipient needs to act: how many messages wait
+/// and a link to the chat. Nothing another user chose (their name, the
+/// message text) appears, so a stranger cannot put words of theirs into
+/// someone's inbox under parley's name.
+pub fn new_messages(count: u64, link: &str) -> Rendered {
     let what = if count == 1 {
         "1 new message".to_owned()
     } else {
         format!("{count} new messages")
     };
+    let them = if count == 1 { "it" } else { "them" };
     Rendered {
-        subject: format!("{what} from {sender_name}"),
-        text: format!("{sender_name} wrote: {preview}\n\n{what} are waiting for you: {link}\n"),
+        subject: format!("You have {what} on parley"),
+        text: format!(
+            "You have {what} on parley.\n\nOpen parley to read {them}: {link}\n\nYou get this mail because you were offline when it arrived.\n"
+        ),
         html: format!(
-            "<p><b>{}</b> wrote: {}</p><p><a href=\"{}\">{} are waiting for you</a></p>",
-            escape(sender_name),
-            escape(preview),
-            escape(link),
-            escape(&what)
+            "<p>You have {} on parley.</p><p><a href=\"{}\">Open parley to read {them}</a></p>\
+             <p>You get this mail because you were offline when it arrived.</p>",
+            escape(&what),
+            escape(link)
         ),
     }
 }
@@ -82,16 +89,17 @@ mod tests {
     }
 
     #[test]
-    fn notification_escapes_user_text() {
-        let m = new_messages("<b>Eve</b>", 3, "a < b & \"c\"", "https://app/chat/1");
-        assert!(m.subject.starts_with("3 new messages"));
-        assert!(m.html.contains("&lt;b&gt;Eve&lt;/b&gt;"));
-        assert!(m.html.contains("a &lt; b &amp; &quot;c&quot;"));
-        assert!(!m.html.contains("<b>Eve"));
+    fn notification_says_how_many_and_links_nothing_else() {
+        let m = new_messages(3, "https://app/chat/1?a=1&b=\"2\"");
+        assert_eq!(m.subject, "You have 3 new messages on parley");
+        assert!(m.text.contains("https://app/chat/1"));
         assert!(
-            new_messages("Ann", 1, "hi", "x")
-                .subject
-                .starts_with("1 new message from")
+            m.html
+                .contains("https://app/chat/1?a=1&amp;b=&quot;2&quot;")
+        );
+        assert_eq!(
+            new_messages(1, "x").subject,
+            "You have 1 new message on parley"
         );
     }
 }

@@ -400,12 +400,8 @@ impl Worker {
                 .join(&format!("chat/{chat_id}"))
                 .map(|u| u.to_string())
                 .unwrap_or_else(|_| self.policy.app_base_url.to_string());
-            let mail = templates::new_messages(
-                &event.data.sender_name,
-                unseen.max(1),
-                &event.data.preview,
-                &link,
-            );
+            // The sender's name and the preview stay out: see the template.
+            let mail = templates::new_messages(unseen.max(1), &link);
             if let Err(problem) = self.send_once(&id, &email, mail, "notification").await {
                 let _: redis::RedisResult<()> = conn.del(&window_key).await;
                 return Err(problem);

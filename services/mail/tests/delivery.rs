@@ -502,9 +502,10 @@ async fn offline_unseen_recipients_get_one_summary() -> anyhow::Result<()> {
                 message_id: id.to_hex(),
                 chat_id: chat.to_hex(),
                 sender_id: alice.to_hex(),
-                sender_name: "alice".into(),
+                // Anyone can message anyone: both are attacker-chosen.
+                sender_name: "PayPal Security Team".into(),
                 recipient_ids: vec![to.to_hex()],
-                preview: "hi".into(),
+                preview: "Your account is locked, verify at http://evil.example/x".into(),
                 sent_at: chrono::Utc::now(),
             });
             publish(&channel, &event).await
@@ -562,5 +563,9 @@ async fn offline_unseen_recipients_get_one_summary() -> anyhow::Result<()> {
         .find(|m| m.contains("To: bob@example.com"))
         .unwrap_or_default();
     assert!(summary.contains("new message"), "{summary}");
+    // Nothing the sender chose reaches the inbox: not their name, not the text.
+    for chosen in ["PayPal", "Security Team", "evil.example", "locked"] {
+        assert!(!summary.contains(chosen), "{chosen:?} in {summary}");
+    }
     Ok(())
 }

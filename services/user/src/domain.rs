@@ -71,10 +71,21 @@ pub fn inbox_key(email: &str) -> String {
 
 /// The name a new user starts with: the first 8 characters of the email, as the original did.
 pub fn default_name(email: &str) -> String {
-    email.chars().take(8).collect()
+    let name: String = email
+        .chars()
+        .filter(|c| !c.is_control() && !is_bidi_control(*c) && !is_invisible(*c))
+        .take(8)
+        .collect();
+    // Addresses are ASCII, so this only guards the rule that every stored
+    // name passes [`validate_name`].
+    match validate_name(&name) {
+        Ok(name) => name,
+        Err(_) => "user".to_owned(),
+    }
 }
 
-/// Trims a display name and checks it is 1 to 64 characters without control characters.
+/// Trims a display name and checks it is 1 to 64 characters without control,
+/// bidirectional control or invisible characters.
 pub fn validate_name(raw: &str) -> Result<String, DomainError> {
     let name = raw.trim();
     let chars = name.chars().count();
@@ -88,7 +99,56 @@ pub fn validate_name(raw: &str) -> Result<String, DomainError> {
             "name must not contain control characters",
         ));
     }
+    if name.chars().any(is_bidi_control) {
+        return Err(DomainError::invalid(
+            "name must not contain bidirectional control characters",
+        ));
+    }
+    if name.chars().any(is_invisible) {
+        return Err(DomainError::invalid(
+            "name must not contain invisible characters",
+        ));
+    }
     Ok(name.to_owned())
+}
+
+/// Pure: a character that reorders the text around it (bidirectional
+/// embeddings, overrides, isolates and marks), which lets a name display
+/// as something other than what it is.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// Pure: a character that shows nothing (zero-width and other default
+/// ignorable format characters, line and paragraph separators, blank
+/// fillers), which lets two different names look the same. Variation
+/// selectors (U+FE00–U+FE0F) stay allowed: emoji need them.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{2060}'..='\u{2065}'
+            | '\u{206A}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// Fewest and most digits a code may have.
@@ -295,6 +355,25 @@ mod tests {
         assert!(validate_name(&"é".repeat(65)).is_err());
         assert!(validate_name(&"é".repeat(64)).is_ok());
         assert!(validate_name("a\u{0007}b").is_err());
+        for sneaky in [
+            "evil\u{202E}gpj.exe",
+            "a\u{2066}b",
+            "a\u{200F}",
+            "a\u{061C}b",
+            "ad\u{200B}min",
+            "a\u{200D}b",
+            "a\u{2060}b",
+            "\u{FEFF}admin",
+            "a\u{00AD}b",
+            "a\u{2028}b",
+            "a\u{E0041}",
+        ] {
+            assert!(validate_name(sneaky).is_err(), "{sneaky:?}");
+        }
+        assert!(validate_name("Zoë ❤\u{FE0F} مرحبا 日本").is_ok());
+        for email in ["averylongname@example.com", "a@b.co", "\u{200B}@x"] {
+            assert!(validate_name(&default_name(email)).is_ok(), "{email}");
+        }
     }
 
     #[test]

@@ -117,8 +117,10 @@ impl Users {
         }
     }
 
-    /// Those of `others` who share a chat with `caller` (served by the
-    /// chat service's `members` index).
+    /// Those of `others` who share a chat with `caller` that both accepted
+    /// and neither blocked (as the chat service's presence: a stranger who
+    /// opens a chat learns nothing), served by the chat service's `members`
+    /// index.
     pub async fn chat_partners(
         &self,
         caller: &ObjectId,
@@ -131,14 +133,24 @@ impl Users {
         let chats: Vec<mongodb::bson::Document> = self
             .chats
             .find(doc! {"$and": [{"members": caller}, {"members": {"$in": &others}}]})
-            .projection(doc! {"members": 1})
+            .projection(doc! {"members": 1, "acceptedBy": 1, "blockedBy": 1})
             .await
             .map_err(db_error)?
             .try_collect()
             .await
             .map_err(db_error)?;
+        let ids = |chat: &mongodb::bson::Document, field: &str| -> Vec<ObjectId> {
+            chat.get_array(field)
+                .map(|m| m.iter().filter_map(|v| v.as_object_id()).collect())
+                .unwrap_or_default()
+        };
         Ok(chats
             .iter()
+            .filter(|chat| {
+                let accepted = ids(chat, "acceptedBy");
+                ids(chat, "blockedBy").is_empty()
+                    && ids(chat, "members").iter().all(|m| accepted.contains(m))
+            })
             .filter_map(|chat| chat.get_array("members").ok())
             .flatten()
             .filter_map(|member| member.as_object_id())

@@ -438,7 +438,8 @@ async fn attack_unparseable_forwarded_entries_cannot_pick_the_client_address() -
 }
 
 /// Item 6: the directory and profiles show no other user's email, and
-/// `lastSeenAt` only to people who share a chat.
+/// `lastSeenAt` only to people who share a chat that both accepted (item 7:
+/// a stranger who opens a chat, or one who is blocked, learns nothing).
 #[tokio::test]
 async fn attack_directory_reveals_no_emails_or_last_seen() -> anyhow::Result<()> {
     let stack = Stack::new()?;
@@ -465,6 +466,19 @@ async fn attack_directory_reveals_no_emails_or_last_seen() -> anyhow::Result<()>
             "lastSeq": 0_i64,
             "createdAt": now,
             "updatedAt": now,
+            "acceptedBy": [a_id, b_id],
+        })
+        .await?;
+    // C opened a chat with A and wrote; A never answered.
+    db.collection::<mongodb::bson::Document>("chats")
+        .insert_one(doc! {
+            "_id": ObjectId::new(),
+            "members": [c_id, a_id],
+            "pairKey": format!("{}:{}", a_id.min(c_id).to_hex(), a_id.max(c_id).to_hex()),
+            "lastSeq": 1_i64,
+            "createdAt": now,
+            "updatedAt": now,
+            "acceptedBy": [c_id],
         })
         .await?;
 

@@ -112,6 +112,15 @@ async fn the_whole_flow_login_verify_profile() -> anyhow::Result<()> {
         json!({"name": "x".repeat(65)}),
         json!({"name": 5}),
         json!({}),
+        // Names that display as something else: bidi overrides and
+        // isolates, and zero-width characters.
+        json!({"name": "Ann\u{202E}gpj.exe"}),
+        json!({"name": "\u{2067}Support\u{2069}"}),
+        json!({"name": "Ann\u{200F}"}),
+        json!({"name": "A\u{200B}nn"}),
+        json!({"name": "A\u{200D}nn"}),
+        json!({"name": "\u{FEFF}Ann"}),
+        json!({"name": "A\u{2060}nn"}),
     ] {
         let (status, body) = call(
             &service,

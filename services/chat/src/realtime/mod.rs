@@ -16,6 +16,7 @@
 //! of the named messages they marked (see [`receipts`]).
 
 pub mod admission;
+pub mod blocking;
 pub mod handshake;
 pub mod lifecycle;
 pub mod peers;
@@ -80,13 +81,17 @@ pub const MAX_AUTHORISED_CHATS: usize = 512;
 ///
 /// Chats are 1:1 pairs whose members never change (no route adds or removes
 /// members), so a passed check stays true for the life of the socket. Failed
-/// checks are never remembered.
+/// checks are never remembered. Whether a member blocked the other is read
+/// in the same check; a change of it makes the socket forget the chat (see
+/// [`blocking`]).
 #[derive(Debug)]
 pub struct AuthorisedChat {
     /// The chat id, hex.
     pub chat_hex: String,
     /// The user rooms of the other members.
     pub others: Vec<String>,
+    /// A member blocked the other: no typing or receipts.
+    pub blocked: bool,
 }
 
 /// Who a socket belongs to and what it may do, set by the handshake check.
@@ -135,7 +140,12 @@ impl SocketState {
     }
 
     /// Remembers a passed membership check (up to [`MAX_AUTHORISED_CHATS`]).
-    pub fn remember(&self, chat: ObjectId, members: &[ObjectId]) -> Arc<AuthorisedChat> {
+    pub fn remember(
+        &self,
+        chat: ObjectId,
+        members: &[ObjectId],
+        blocked: bool,
+    ) -> Arc<AuthorisedChat> {
         let entry = Arc::new(AuthorisedChat {
             chat_hex: chat.to_hex(),
             others: members
@@ -143,6 +153,7 @@ impl SocketState {
                 .filter(|m| **m != self.id)
                 .map(user_room)
                 .collect(),
+            blocked,
         });
         if let Ok(mut chats) = self.chats.lock()
             && chats.len() < MAX_AUTHORISED_CHATS
@@ -150,6 +161,21 @@ impl SocketState {
             chats.insert(chat, entry.clone());
         }
         entry
+    }
+
+    /// Forgets the chats shared with the user of `room` (their next use is
+    /// checked again).
+    pub fn forget_peer(&self, room: &str) {
+        if let Ok(mut chats) = self.chats.lock() {
+            chats.retain(|_, entry| !entry.others.iter().any(|o| o == room));
+        }
+    }
+
+    /// Forgets every chat.
+    pub fn forget_all(&self) {
+        if let Ok(mut chats) = self.chats.lock() {
+            chats.clear();
+        }
     }
 
     /// How many chats this socket remembers.
@@ -579,9 +605,9 @@ impl Shared {
         // waits, done right here on the read loop (no task, no ticket).
         if let Some(entry) = &known
             && matches!(event, ClientEvent::Typing | ClientEvent::StopTyping)
-            && self.peers.alone()
+            && (entry.blocked || self.peers.alone())
         {
-            let result = self.relay_now(&user, event, entry);
+            let result = blocking::usable(entry).and_then(|()| self.relay_now(&user, event, entry));
             return reply(&socket, ack, name, result);
         }
         // Admission: a slot of this socket (per class), then a ticket of the pod.
@@ -676,7 +702,7 @@ impl Shared {
                 Some(entry) => Ok::<_, ApiError>(entry),
                 None => {
                     let doc = service::member_chat(state, &chat, &user.id).await?;
-                    Ok(user.remember(chat, &doc.members))
+                    Ok(user.remember(chat, &doc.members, !doc.blocked_by.is_empty()))
                 }
             }
         };
@@ -690,6 +716,7 @@ impl Shared {
             ClientEvent::Typing | ClientEvent::StopTyping => {
                 let chat = chat.ok_or_else(|| ApiError::bad_request("chatId is required"))?;
                 let entry = authorised(chat, known).await?;
+                blocking::usable(&entry)?;
                 let body = TypingBody {
                     chat_id: &entry.chat_hex,
                     user_id: &user.hex,
@@ -708,6 +735,7 @@ impl Shared {
                 };
                 let ids = service::receipt_ids(&p.message_ids)?;
                 let entry = authorised(chat, known).await?;
+                blocking::usable(&entry)?;
                 // Only what this receipt actually marked is told to anyone.
                 let marked = state
                     .receipts
@@ -920,6 +948,22 @@ async fn presence_changed(state: &AppState, user: &ObjectId, partners: &[ObjectI
     }
 }
 
+/// Sends each of `users` their `getOnlineUser` list again (after a chat was
+/// accepted, or a block changed who may see whom).
+pub async fn refresh_presence(state: &AppState, users: &[ObjectId]) {
+    let contacts = match state.store.partners_of_many(users).await {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::warn!(error = %error.message, "getOnlineUser refresh skipped");
+            return;
+        }
+    };
+    for user in users {
+        let partners = contacts.get(user).map(Vec::as_slice).unwrap_or_default();
+        send_online_list(state, user, partners).await;
+    }
+}
+
 /// Sends `getOnlineUser` (which of `contacts` are online) to every socket of `user`.
 async fn send_online_list(state: &AppState, user: &ObjectId, contacts: &[ObjectId]) {
     let online: std::collections::HashSet<ObjectId> = match state.presence.online(contacts).await {
@@ -998,13 +1042,17 @@ mod tests {
         let state = SocketState::new(me, claims(&me), 10, 10);
         let chat = ObjectId::new();
         assert!(state.authorised(&chat).is_none());
-        state.remember(chat, &[me, other]);
+        state.remember(chat, &[me, other], false);
         let entry = state.authorised(&chat).expect("remembered");
         assert_eq!(entry.others, vec![user_room(&other)]);
         assert_eq!(entry.chat_hex, chat.to_hex());
         for _ in 0..MAX_AUTHORISED_CHATS + 10 {
-            state.remember(ObjectId::new(), &[me, other]);
+            state.remember(ObjectId::new(), &[me, other], false);
         }
         assert_eq!(state.authorised_count(), MAX_AUTHORISED_CHATS);
+        state.forget_peer(&user_room(&ObjectId::new()));
+        assert_eq!(state.authorised_count(), MAX_AUTHORISED_CHATS);
+        state.forget_peer(&user_room(&other));
+        assert_eq!(state.authorised_count(), 0);
     }
 }

@@ -127,8 +127,21 @@ pub async fn call(
     service.call(method, path, token, body).await
 }
 
-/// Opens (or finds) the 1:1 chat between `a` and `b`; returns its id.
+/// Opens (or finds) the 1:1 chat between `a` and `b`, and has `b` open it
+/// too (so both accepted it and see each other's presence); returns its id.
 pub async fn open_chat(service: &ServiceProcess, a: &User, b: &User) -> anyhow::Result<String> {
+    let chat = open_chat_one_sided(service, a, b).await?;
+    let again = open_chat_one_sided(service, b, a).await?;
+    anyhow::ensure!(chat == again, "one chat per pair: {chat} {again}");
+    Ok(chat)
+}
+
+/// `a` opens (or finds) the 1:1 chat with `b`; `b` has not accepted it.
+pub async fn open_chat_one_sided(
+    service: &ServiceProcess,
+    a: &User,
+    b: &User,
+) -> anyhow::Result<String> {
     let (status, body) = call(
         service,
         reqwest::Method::POST,
