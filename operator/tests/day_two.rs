@@ -125,7 +125,7 @@ async fn a_cluster_re_created_on_kept_volumes_keeps_its_store_passwords() -> any
     })
     .await?;
     let before = passwords(&client, &ns, "keep").await?;
-    assert_eq!(before.len(), 3, "{before:?}");
+    assert_eq!(before.len(), 4, "{before:?}");
 
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
     let first_uid = api.get("keep").await?.uid();
