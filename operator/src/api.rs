@@ -102,7 +102,11 @@ pub struct ChatClusterSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ImageSpec {
-    /// Image repository, without tag.
+    /// Image repository, without tag. parley publishes no image: build it
+    /// from the project's `Dockerfile`, push it to your own registry and
+    /// name it here (`registry.example.com/platform/parley`). The default,
+    /// `localhost/parley`, runs only on nodes that already hold an image of
+    /// that name.
     #[schemars(length(min = 1))]
     pub repository: String,
     /// Image tag: letters, digits, `_`, `.` and `-`, at most 128 characters.
@@ -118,7 +122,7 @@ pub struct ImageSpec {
 impl Default for ImageSpec {
     fn default() -> Self {
         Self {
-            repository: "ghcr.io/parley-chat/parley".into(),
+            repository: "localhost/parley".into(),
             tag: "latest".into(),
             pull_policy: "IfNotPresent".into(),
             pull_secrets: Vec::new(),

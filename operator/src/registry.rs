@@ -3,28 +3,37 @@
 //!
 //! A reference is read as container runtimes read it: the first path
 //! component is a registry host only when it contains a `.` or a `:`, is
-//! `localhost`, or has upper-case letters; otherwise the image is on Docker
-//! Hub (`docker.io`), whose one-component names live under `library/`. So
-//! `redis:7` is `docker.io/library/redis:7`, `team/app` is
-//! `docker.io/team/app`, and `localhost/app` and `host:5000/app` name their
-//! own registries.
+//! `localhost`, or has upper-case letters. A reference without one names
+//! the container runtime's default registry, whose one-component names
+//! live under `library/`: `redis:7` is `library/redis:7` there and
+//! `team/app` is `team/app` there, while `localhost/app` and
+//! `host:5000/app` name their own registries. This module never assumes
+//! which host the default registry is: a reference naming a host is that
+//! host's, even when the runtime's default happens to be the same one.
+//!
+//! The allow-list matches the same way. An entry without a registry host
+//! (`library/`, `team/`) allows only references without one; an entry
+//! starting with a host allows only references naming that host. So a
+//! reference naming the default registry's host explicitly is refused by a
+//! list that only has host-less entries: in doubt the list refuses rather
+//! than allows. Host-less entries trust whatever registry the nodes'
+//! runtime resolves unqualified names to; list hosts to pin it.
 
 use std::fmt;
 
-/// Docker Hub, where a reference without a registry host points.
-pub const DOCKER_HUB: &str = "docker.io";
-/// Docker Hub's legacy host name, the same registry.
-const DOCKER_HUB_LEGACY: &str = "index.docker.io";
-/// Docker Hub's namespace of one-component names.
+/// The default registry's namespace of one-component names.
 const OFFICIAL: &str = "library";
 
 /// A parsed image reference, normalized.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
-    /// Registry host, with its port when one is given (`docker.io` when the
-    /// reference names none); lower-case.
-    pub registry: String,
-    /// Repository path inside the registry (`library/redis`).
+    /// Registry host, with its port when one is given, lower-case; `None`
+    /// when the reference names none: the container runtime's default
+    /// registry.
+    pub registry: Option<String>,
+    /// Repository path inside the registry, as written, except that a
+    /// one-component name on the default registry lies under `library/`
+    /// (`redis` is `library/redis`).
     pub path: String,
     /// Tag, when given.
     pub tag: Option<String>,
@@ -33,9 +42,22 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
-    /// `registry/path`: what the allow-list matches.
+    /// `registry/path`, or `path` on the default registry: itself a
+    /// reference naming the same repository.
     pub fn repository(&self) -> String {
-        format!("{}/{}", self.registry, self.path)
+        match &self.registry {
+            Some(host) => format!("{host}/{}", self.path),
+            None => self.path.clone(),
+        }
+    }
+
+    /// The repository as a reader should see it: `repository()`, saying so
+    /// when it is on the runtime's default registry.
+    fn described(&self) -> String {
+        match &self.registry {
+            Some(_) => self.repository(),
+            None => format!("{} on the container runtime's default registry", self.path),
+        }
     }
 
     /// Parses `reference`; the error says what is wrong with it.
@@ -70,23 +92,22 @@ impl ImageRef {
             return Err(format!("has a malformed tag {t:?}"));
         }
         let (registry, path) = match name.split_once('/') {
-            Some((first, rest)) if is_registry_host(first) => (first.to_ascii_lowercase(), rest),
-            _ => (DOCKER_HUB.to_owned(), name),
+            Some((first, rest)) if is_registry_host(first) => {
+                (Some(first.to_ascii_lowercase()), rest)
+            }
+            _ => (None, name),
         };
-        if !valid_host(&registry) {
-            return Err(format!("has a malformed registry host {registry:?}"));
+        if let Some(host) = &registry
+            && !valid_host(host)
+        {
+            return Err(format!("has a malformed registry host {host:?}"));
         }
         if name.len() > 255 || path.is_empty() || !path.split('/').all(is_path_component) {
             return Err(format!(
                 "has a malformed repository {name:?} (lower-case letters, digits and separators)"
             ));
         }
-        let registry = if registry == DOCKER_HUB_LEGACY {
-            DOCKER_HUB.to_owned()
-        } else {
-            registry
-        };
-        let path = if registry == DOCKER_HUB && !path.contains('/') {
+        let path = if registry.is_none() && !path.contains('/') {
             format!("{OFFICIAL}/{path}")
         } else {
             path.to_owned()
@@ -208,49 +229,95 @@ fn is_digest(d: &str) -> bool {
         && hex.chars().all(|c| c.is_ascii_hexdigit())
 }
 
+/// One allow-list entry: a registry (`None`: the runtime's default) and
+/// optionally a repository prefix inside it, without a trailing `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Prefix {
+    registry: Option<String>,
+    path: Option<String>,
+}
+
+impl Prefix {
+    /// Whether `image` is in this registry and, with a path, at or below
+    /// it, whole path components only.
+    fn matches(&self, image: &ImageRef) -> bool {
+        self.registry == image.registry
+            && self.path.as_deref().is_none_or(|p| {
+                image.path == p
+                    || image
+                        .path
+                        .strip_prefix(p)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(host) = &self.registry {
+            write!(f, "{host}/")?;
+        }
+        if let Some(path) = &self.path {
+            write!(f, "{path}/")?;
+        }
+        Ok(())
+    }
+}
+
 /// The registries (or repository prefixes within them) images may come
 /// from; empty allows every image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowedRegistries {
-    /// Normalized prefixes, `host[:port][/path]`, without a trailing `/`.
-    prefixes: Vec<String>,
+    prefixes: Vec<Prefix>,
 }
 
 impl AllowedRegistries {
     /// Reads a comma-separated list such as
-    /// `registry.example.com/team/,localhost:5000`. Each entry starts with a
-    /// registry host (`docker.io/library/` for Docker Hub's official
-    /// images); blanks are skipped.
+    /// `registry.example.com/team/,localhost:5000,library/`; blanks are
+    /// skipped. An entry starting with a registry host (as references are
+    /// read) allows that host, or a repository prefix in it; an entry
+    /// without one is a repository prefix on the runtime's default registry
+    /// (`library/` for its official images). A host-less entry of one
+    /// component must end in `/`: `redis` could mean the official image
+    /// (`library/redis`) or the namespace `redis/`.
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut prefixes = Vec::new();
         for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let trimmed = entry.trim_end_matches('/');
-            let (host, path) = match trimmed.split_once('/') {
-                Some((h, p)) => (h, Some(p)),
-                None => (trimmed, None),
+            let (registry, path) = match trimmed.split_once('/') {
+                Some((first, rest)) if is_registry_host(first) => (Some(first), Some(rest)),
+                None if is_registry_host(trimmed) => (Some(trimmed), None),
+                _ => (None, Some(trimmed)),
             };
-            if !is_registry_host(host) || !valid_host(&host.to_ascii_lowercase()) {
-                return Err(format!(
-                    "{entry:?} does not start with a registry host (write docker.io/{trimmed}/ for Docker Hub)"
-                ));
-            }
             if entry.contains('@') || path.is_some_and(|p| p.contains(':')) {
                 return Err(format!(
                     "{entry:?} names a tag or digest; list registries or repository prefixes"
                 ));
             }
+            let registry = registry.map(str::to_ascii_lowercase);
+            if let Some(host) = &registry
+                && !valid_host(host)
+            {
+                return Err(format!("{entry:?} has a malformed registry host"));
+            }
             if let Some(p) = path
                 && !p.split('/').all(is_path_component)
             {
-                return Err(format!("{entry:?} has a malformed repository path"));
+                return Err(format!(
+                    "{entry:?} has a malformed repository path (lower-case letters, digits and separators)"
+                ));
             }
-            let mut host = host.to_ascii_lowercase();
-            if host == DOCKER_HUB_LEGACY {
-                host = DOCKER_HUB.to_owned();
+            if let (None, Some(p)) = (&registry, path)
+                && !p.contains('/')
+                && !entry.ends_with('/')
+            {
+                return Err(format!(
+                    "{entry:?} is one name without a registry host: write `{p}/` for everything under {p}/ on the container runtime's default registry, `{OFFICIAL}/{p}` for its official image {p}, or start the entry with a registry host"
+                ));
             }
-            prefixes.push(match path {
-                Some(p) => format!("{host}/{p}"),
-                None => host,
+            prefixes.push(Prefix {
+                registry,
+                path: path.map(str::to_owned),
             });
         }
         Ok(Self { prefixes })
@@ -261,21 +328,14 @@ impl AllowedRegistries {
         self.prefixes.is_empty()
     }
 
-    /// Whether `image` is from an allowed registry: its repository is a
-    /// prefix or lies below one, whole path components only
-    /// (`registry.example.com/team` allows `registry.example.com/team/app`,
-    /// not `registry.example.com/team-b/app`).
+    /// Whether `image` is from an allowed registry: an entry names its
+    /// registry (or, without a host, it names none either) and the entry's
+    /// path, if any, is its repository or lies above it, whole path
+    /// components only (`registry.example.com/team` allows
+    /// `registry.example.com/team/app`, not `registry.example.com/team-b/app`;
+    /// `team/` allows `team/app`, not `registry.example.com/team/app`).
     pub fn allows(&self, image: &ImageRef) -> bool {
-        if self.is_empty() {
-            return true;
-        }
-        let repo = image.repository();
-        self.prefixes.iter().any(|p| {
-            repo == *p
-                || repo
-                    .strip_prefix(p.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'))
-        })
+        self.is_empty() || self.prefixes.iter().any(|p| p.matches(image))
     }
 
     /// Why `reference` is refused, or `None` when it is allowed.
@@ -283,20 +343,39 @@ impl AllowedRegistries {
         if self.is_empty() {
             return None;
         }
-        match ImageRef::parse(reference) {
-            Err(why) => Some(format!("image {reference:?} {why}")),
-            Ok(image) if self.allows(&image) => None,
-            Ok(image) => Some(format!(
-                "image {reference:?} ({}) is not from an allowed registry ({self})",
-                image.repository(),
-            )),
-        }
+        let image = match ImageRef::parse(reference) {
+            Err(why) => return Some(format!("image {reference:?} {why}")),
+            Ok(image) if self.allows(&image) => return None,
+            Ok(image) => image,
+        };
+        // a hint, when one helps, after the list and inside its parentheses
+        // (refusals are joined with `; ` in the status)
+        let hint = match &image.registry {
+            None if image.path.starts_with(&format!("{OFFICIAL}/")) => format!(
+                "; write `{OFFICIAL}/` to allow the runtime's default registry's official images"
+            ),
+            // the same repository written without a host would be allowed
+            Some(host)
+                if ImageRef::parse(&image.path)
+                    .is_ok_and(|r| r.registry.is_none() && self.allows(&r)) =>
+            {
+                format!(
+                    "; entries without a registry host allow only images without one: list `{host}/` or a prefix in it for this one"
+                )
+            }
+            _ => String::new(),
+        };
+        let why = format!(
+            "image {reference:?} ({}) is not from an allowed registry ({self}{hint})",
+            image.described(),
+        );
+        Some(why)
     }
 }
 
 impl fmt::Display for AllowedRegistries {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let listed: Vec<String> = self.prefixes.iter().map(|p| format!("{p}/")).collect();
+        let listed: Vec<String> = self.prefixes.iter().map(ToString::to_string).collect();
         f.write_str(&listed.join(", "))
     }
 }
@@ -305,73 +384,99 @@ impl fmt::Display for AllowedRegistries {
 mod tests {
     use super::*;
 
-    fn parts(r: &str) -> (String, Option<String>, Option<String>) {
+    /// `(registry, path, tag, digest)` of `r`.
+    fn parts(r: &str) -> (Option<String>, String, Option<String>, Option<String>) {
         let i = ImageRef::parse(r).unwrap_or_else(|e| panic!("{r}: {e}"));
-        (i.repository(), i.tag, i.digest)
+        (i.registry, i.path, i.tag, i.digest)
+    }
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_owned())
     }
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     #[test]
     fn references_are_read_as_container_runtimes_read_them() {
-        let s = |v: &str| Some(v.to_owned());
+        // no host: the runtime's default registry, one-component names
+        // under library/
         assert_eq!(
             parts("redis:7"),
-            ("docker.io/library/redis".into(), s("7"), None)
+            (None, "library/redis".into(), s("7"), None)
         );
+        assert_eq!(parts("redis"), (None, "library/redis".into(), None, None));
         assert_eq!(
-            parts("redis"),
-            ("docker.io/library/redis".into(), None, None)
+            parts("library/redis"),
+            (None, "library/redis".into(), None, None)
         );
         assert_eq!(
             parts("team/app:1.2"),
-            ("docker.io/team/app".into(), s("1.2"), None)
+            (None, "team/app".into(), s("1.2"), None)
         );
         assert_eq!(
-            parts("docker.io/redis:7"),
-            ("docker.io/library/redis".into(), s("7"), None)
+            parts(&format!("redis@{DIGEST}")),
+            (None, "library/redis".into(), None, s(DIGEST))
+        );
+        // a named host keeps the path as written, whichever host it is
+        assert_eq!(
+            parts("registry.example.com/redis:7"),
+            (s("registry.example.com"), "redis".into(), s("7"), None)
         );
         assert_eq!(
-            parts("index.docker.io/library/redis"),
-            ("docker.io/library/redis".into(), None, None)
+            parts("localhost/x"),
+            (s("localhost"), "x".into(), None, None)
         );
-        assert_eq!(parts("localhost/x"), ("localhost/x".into(), None, None));
         assert_eq!(
             parts("localhost:5000/x:dev"),
-            ("localhost:5000/x".into(), s("dev"), None)
+            (s("localhost:5000"), "x".into(), s("dev"), None)
         );
         assert_eq!(
             parts("host:5000/x"),
-            ("host:5000/x".into(), None, None),
+            (s("host:5000"), "x".into(), None, None),
             "a port makes the first component a registry"
         );
         assert_eq!(
             parts("registry.example.com/team/app"),
-            ("registry.example.com/team/app".into(), None, None)
+            (s("registry.example.com"), "team/app".into(), None, None)
         );
         assert_eq!(
             parts("Registry.Example.com/team/app"),
-            ("registry.example.com/team/app".into(), None, None)
+            (s("registry.example.com"), "team/app".into(), None, None)
         );
         assert_eq!(
             parts(&format!("registry.example.com/team/app@{DIGEST}")),
-            ("registry.example.com/team/app".into(), None, s(DIGEST))
+            (
+                s("registry.example.com"),
+                "team/app".into(),
+                None,
+                s(DIGEST)
+            )
         );
         assert_eq!(
             parts(&format!("host:5000/app:1@{DIGEST}")),
-            ("host:5000/app".into(), s("1"), s(DIGEST))
-        );
-        assert_eq!(
-            parts(&format!("redis@{DIGEST}")),
-            ("docker.io/library/redis".into(), None, s(DIGEST))
+            (s("host:5000"), "app".into(), s("1"), s(DIGEST))
         );
         assert_eq!(
             parts("[::1]:5000/app"),
-            ("[::1]:5000/app".into(), None, None)
+            (s("[::1]:5000"), "app".into(), None, None)
         );
+        // the written form is a reference to the same image
+        for r in [
+            "redis:7",
+            "team/app:1.2",
+            "localhost/x",
+            &format!("registry.example.com/team/app:1@{DIGEST}"),
+        ] {
+            let image = ImageRef::parse(r).unwrap();
+            assert_eq!(ImageRef::parse(&image.to_string()), Ok(image), "{r}");
+        }
         assert_eq!(
             ImageRef::parse("redis:7").unwrap().to_string(),
-            "docker.io/library/redis:7"
+            "library/redis:7"
+        );
+        assert_eq!(
+            ImageRef::parse("localhost:5000/x:dev").unwrap().to_string(),
+            "localhost:5000/x:dev"
         );
     }
 
@@ -398,16 +503,20 @@ mod tests {
 
     #[test]
     fn prefixes_match_whole_components_only() {
-        let allowed = AllowedRegistries::parse(
-            " registry.example.com/team/ ,localhost:5000,, docker.io/library",
-        )
-        .unwrap();
+        let allowed =
+            AllowedRegistries::parse(" registry.example.com/team/ ,localhost:5000,, library/")
+                .unwrap();
         let ok = |r: &str| allowed.allows(&ImageRef::parse(r).unwrap());
         assert!(ok("registry.example.com/team/app:1"));
         assert!(ok("registry.example.com/team/sub/app"));
         assert!(ok(&format!("registry.example.com/team/app@{DIGEST}")));
         assert!(ok("localhost:5000/anything/at/all"));
-        assert!(ok("redis:7"), "docker.io/library/ allows official images");
+        assert!(
+            ok("redis:7"),
+            "library/ allows the default registry's official images"
+        );
+        assert!(ok("library/redis"));
+        assert!(ok(&format!("mongo@{DIGEST}")));
         assert!(!ok("registry.example.com/team-b/app"));
         assert!(!ok("registry.example.com/app"));
         assert!(!ok("registry.example.com.example.org/team/app"));
@@ -416,20 +525,75 @@ mod tests {
             "another port, another registry"
         );
         assert!(!ok("localhost/app"), "localhost is not localhost:5000");
-        assert!(!ok("team/app"), "docker.io/team is not docker.io/library");
+        assert!(!ok("team/app"), "team/ is not library/");
+        assert!(!ok("library-b/redis"));
         assert!(!ok("registry.example.org/team/app"));
         assert_eq!(
             allowed.to_string(),
-            "registry.example.com/team/, localhost:5000/, docker.io/library/"
+            "registry.example.com/team/, localhost:5000/, library/"
         );
         let refused = allowed.refuses("team/app:1").unwrap();
         assert!(
-            refused.contains("docker.io/team/app")
-                && refused.contains("registry.example.com/team/"),
+            refused.contains("(team/app on the container runtime's default registry)")
+                && refused.contains("registry.example.com/team/, localhost:5000/, library/"),
             "{refused}"
         );
         assert!(allowed.refuses("registry.example.com/team/app").is_none());
+        assert!(allowed.refuses("redis:7").is_none());
         assert!(allowed.refuses("Bad Image").unwrap().contains("Bad Image"));
+    }
+
+    #[test]
+    fn entries_with_and_without_a_host_match_only_references_alike() {
+        // without a host: references without one, never one naming a host,
+        // even a host that may be the runtime's default
+        let hostless = AllowedRegistries::parse("team/,library/").unwrap();
+        let ok = |r: &str| hostless.allows(&ImageRef::parse(r).unwrap());
+        assert!(ok("team/app"));
+        assert!(ok("team/sub/app:1"));
+        assert!(ok("redis:7"));
+        assert!(!ok("team-b/app"));
+        assert!(!ok("registry.example.com/team/app"));
+        assert!(!ok("registry.example.com/library/redis:7"));
+        assert!(!ok("localhost/team/app"));
+        let refused = hostless
+            .refuses("registry.example.com/library/redis:7")
+            .unwrap();
+        assert!(
+            refused.contains("(registry.example.com/library/redis)")
+                && refused.contains("list `registry.example.com/`"),
+            "{refused}"
+        );
+        let refused = hostless.refuses("registry.example.com/redis").unwrap();
+        assert!(
+            refused.contains("list `registry.example.com/`"),
+            "written without the host it would be library/redis: {refused}"
+        );
+        let refused = hostless.refuses("registry.example.org/other/app").unwrap();
+        assert!(
+            !refused.contains("without a registry host"),
+            "no hint when the host-less form is refused too: {refused}"
+        );
+
+        // with a host: that host only, never a reference without one
+        let hosted = AllowedRegistries::parse("registry.example.com/library/").unwrap();
+        let ok = |r: &str| hosted.allows(&ImageRef::parse(r).unwrap());
+        assert!(ok("registry.example.com/library/redis:7"));
+        assert!(!ok("redis:7"));
+        assert!(!ok("library/redis"));
+        let refused = hosted.refuses("mongo:7.0").unwrap();
+        assert!(
+            refused.contains("(library/mongo on the container runtime's default registry)")
+                && refused.contains(
+                    "write `library/` to allow the runtime's default registry's official images"
+                ),
+            "{refused}"
+        );
+        let refused = hosted.refuses("team/app").unwrap();
+        assert!(
+            !refused.contains("official images"),
+            "the official-images hint is for library/ only: {refused}"
+        );
     }
 
     #[test]
@@ -438,8 +602,12 @@ mod tests {
         assert!(none.is_empty());
         assert!(none.refuses("anything at all").is_none());
         for bad in [
-            "team/",
             "redis",
+            "library",
+            "/",
+            "team//app",
+            "team/App",
+            "team/app:1",
             "registry.example.com/team/app:1",
             "registry.example.com/app@sha256:00",
             "registry.example.com/Team",
@@ -450,9 +618,23 @@ mod tests {
                 "{bad:?} was accepted"
             );
         }
+        let why = AllowedRegistries::parse("redis").unwrap_err();
+        assert!(
+            why.contains("`redis/`") && why.contains("`library/redis`"),
+            "{why}"
+        );
         assert_eq!(
-            AllowedRegistries::parse("index.docker.io/library/").unwrap(),
-            AllowedRegistries::parse("docker.io/library").unwrap()
+            AllowedRegistries::parse("Registry.Example.com/team/").unwrap(),
+            AllowedRegistries::parse("registry.example.com/team").unwrap()
+        );
+        assert_eq!(
+            AllowedRegistries::parse("team/app").unwrap(),
+            AllowedRegistries::parse("team/app/").unwrap(),
+            "two components need no trailing /"
+        );
+        assert_ne!(
+            AllowedRegistries::parse("library/").unwrap(),
+            AllowedRegistries::parse("localhost/library/").unwrap()
         );
     }
 }

@@ -39,7 +39,7 @@ pub const ENV: &[VarDoc] = &[
     VarDoc::new(
         "PARLEY_ALLOWED_IMAGE_REGISTRIES",
         UNSET,
-        "comma-separated registries or repository prefixes (`registry.example.com/team/`, `localhost:5000`; Docker Hub's official images are `docker.io/library/`) every image of a ChatCluster must come from; a ChatCluster naming another is refused and nothing is changed for it; any image when unset",
+        "comma-separated registries or repository prefixes (`registry.example.com/team/`, `localhost:5000`) every image of a ChatCluster must come from; an entry without a registry host (`library/` for the official images the default store images are, `team/`) allows only images without one, pulled from the container runtime's default registry, and an entry with a host only images naming that host; a ChatCluster naming another is refused and nothing is changed for it; any image when unset",
     ),
 ];
 
@@ -157,12 +157,12 @@ mod tests {
     fn the_registry_allow_list_is_read() {
         let s = Settings::from_env(&Env::from_pairs([(
             "PARLEY_ALLOWED_IMAGE_REGISTRIES",
-            "registry.example.com/team/, localhost:5000",
+            "registry.example.com/team/, localhost:5000, library/",
         )]))
         .unwrap();
         assert_eq!(
             s.allowed_registries.to_string(),
-            "registry.example.com/team/, localhost:5000/"
+            "registry.example.com/team/, localhost:5000/, library/"
         );
     }
 
@@ -174,7 +174,7 @@ mod tests {
             ("PARLEY_RESYNC_SECS", "soon"),
             ("PARLEY_SHUTDOWN_GRACE_SECS", "1"),
             ("PARLEY_HTTP_ADDR", "8080"),
-            ("PARLEY_ALLOWED_IMAGE_REGISTRIES", "team/"),
+            ("PARLEY_ALLOWED_IMAGE_REGISTRIES", "redis"),
         ] {
             let err = Settings::from_env(&Env::from_pairs([(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{value}");

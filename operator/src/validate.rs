@@ -390,7 +390,7 @@ mod tests {
             "rabbitmq": {"managed": {"image": "registry.example.com/team/rabbitmq@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}},
         }))
         .unwrap();
-        let errors = refused_images(&cluster(spec), &allowed);
+        let errors = refused_images(&cluster(spec.clone()), &allowed);
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(text.len(), 2, "{text:#?}");
         assert!(
@@ -402,10 +402,22 @@ mod tests {
         );
         assert!(
             text[1].starts_with(
-                "spec.mongodb.managed.image: image \"mongo:7.0\" (docker.io/library/mongo)"
-            ) && text[1].contains("the default; set spec.mongodb.managed.image"),
+                "spec.mongodb.managed.image: image \"mongo:7.0\" (library/mongo on the container runtime's default registry)"
+            ) && text[1].contains("write `library/` to allow the runtime's default registry's official images")
+                && text[1].contains("the default; set spec.mongodb.managed.image"),
             "{}",
             text[1]
+        );
+        // `library/` allows the default store images, and only them
+        let with_official =
+            AllowedRegistries::parse("registry.example.com/team/, library/").unwrap();
+        let errors = refused_images(&cluster(spec), &with_official);
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 1, "{text:#?}");
+        assert!(
+            text[0].starts_with("spec.chat.image.repository:"),
+            "{}",
+            text[0]
         );
         // no list, no refusal
         let everything = refused_images(&cluster(ChatClusterSpec::default()), &Default::default());

@@ -505,7 +505,7 @@ fn rendering_follows_the_values() -> anyhow::Result<()> {
         "arn:aws:iam::123456789012:role/parley"
     );
     let c = operator_container(&docs)?;
-    assert_eq!(c["image"], "ghcr.io/parley-chat/parley:0.1.0");
+    assert_eq!(c["image"], "localhost/parley:0.1.0");
     assert_eq!(
         c["command"],
         serde_json::json!(["/usr/local/bin/parley-operator"])
@@ -619,7 +619,7 @@ fn rendering_follows_the_values() -> anyhow::Result<()> {
             "--set",
             "watchNamespace=team-a",
             "--set",
-            "allowedImageRegistries={registry.example.com/team/,localhost:5000}",
+            "allowedImageRegistries={registry.example.com/team/,localhost:5000,library/}",
         ],
     )?;
     let scoped = docs
@@ -641,8 +641,20 @@ fn rendering_follows_the_values() -> anyhow::Result<()> {
     assert_eq!(env["PARLEY_WATCH_NAMESPACE"], "team-a");
     assert_eq!(
         env["PARLEY_ALLOWED_IMAGE_REGISTRIES"],
-        "registry.example.com/team/,localhost:5000"
+        "registry.example.com/team/,localhost:5000,library/"
     );
+    // what the chart renders is a list the operator reads, the host-less
+    // entry included
+    let allowed = parley_operator::registry::AllowedRegistries::parse(
+        &env["PARLEY_ALLOWED_IMAGE_REGISTRIES"],
+    )
+    .map_err(anyhow::Error::msg)?;
+    assert_eq!(
+        allowed.to_string(),
+        "registry.example.com/team/, localhost:5000/, library/"
+    );
+    assert!(allowed.refuses("redis:7").is_none());
+    assert!(allowed.refuses("team/app").is_some());
     // and by default no list: any image
     let env = container_env(
         operator_container(&template("rel", "ops", &[])?)?,
@@ -682,7 +694,7 @@ fn rendering_follows_the_values() -> anyhow::Result<()> {
     assert_eq!(pod["spec"]["priorityClassName"], "system-cluster-critical");
     assert_eq!(
         pod["spec"]["containers"][0]["image"],
-        "ghcr.io/parley-chat/parley@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        "localhost/parley@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
     );
     assert_eq!(find(&docs, "ClusterRole")?["metadata"]["name"], "parley-op");
 

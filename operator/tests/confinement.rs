@@ -85,7 +85,7 @@ async fn names<K: support::Namespaced>(client: &Client, ns: &str) -> anyhow::Res
 fn allowed_stores() -> Value {
     json!({
         "redis": {"managed": {"image": "registry.example.com/team/redis:7.4-alpine"}},
-        "rabbitmq": {"managed": {"image": "registry.example.com/team/rabbitmq:3.13-alpine"}},
+        "rabbitmq": {"managed": {"image": "team/rabbitmq:3.13-alpine"}},
         "mongodb": {"managed": {"image": "localhost:5000/mongo:7.0"}},
     })
 }
@@ -100,7 +100,7 @@ async fn images_outside_the_allowed_registries_are_refused_and_nothing_changes()
         &ns,
         &[(
             "PARLEY_ALLOWED_IMAGE_REGISTRIES",
-            "registry.example.com/team/, localhost:5000",
+            "registry.example.com/team/, localhost:5000, team/",
         )],
     )
     .await?;
@@ -117,7 +117,9 @@ async fn images_outside_the_allowed_registries_are_refused_and_nothing_changes()
             && message.contains("registry.example.com/team/"),
         "{message}"
     );
-    // the default store images are Docker Hub's: named with their field
+    // the default store images name no registry host: on the runtime's
+    // default registry, which `team/` does not cover, and named with their
+    // field
     create(
         &client,
         &ns,
@@ -127,12 +129,24 @@ async fn images_outside_the_allowed_registries_are_refused_and_nothing_changes()
     .await?;
     let (_, reason, message) = degraded(&client, &ns, "defaults", |d| d.0 == "True").await?;
     assert_eq!(reason, "ImageNotAllowed", "{message}");
-    for store in ["redis", "rabbitmq", "mongodb"] {
+    for (store, repository) in [
+        ("redis", "library/redis"),
+        ("rabbitmq", "library/rabbitmq"),
+        ("mongodb", "library/mongo"),
+    ] {
         assert!(
-            message.contains(&format!("spec.{store}.managed.image")),
+            message.contains(&format!("spec.{store}.managed.image"))
+                && message.contains(&format!(
+                    "{repository} on the container runtime's default registry"
+                )),
             "{store}: {message}"
         );
     }
+    assert!(
+        message
+            .contains("write `library/` to allow the runtime's default registry's official images"),
+        "{message}"
+    );
     assert!(
         !message.contains("spec.image.repository"),
         "an allowed image refused: {message}"
@@ -182,6 +196,17 @@ async fn images_outside_the_allowed_registries_are_refused_and_nothing_changes()
             .unwrap_or_default()
     };
     assert_eq!(image_of(&chat), "registry.example.com/team/parley:1.0");
+    // a host-less image under a host-less entry runs as written
+    let rabbitmq: StatefulSet = get(&client, &ns, "allowed-rabbitmq").await?;
+    assert_eq!(
+        rabbitmq
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers[0].image.clone())
+            .as_deref(),
+        Some("team/rabbitmq:3.13-alpine")
+    );
 
     // an edit to a refused image changes nothing that runs
     let config_before: ConfigMap = get(&client, &ns, "allowed-config").await?;
@@ -190,15 +215,18 @@ async fn images_outside_the_allowed_registries_are_refused_and_nothing_changes()
         "allowed",
         &PatchParams::default(),
         &Patch::Merge(json!({"spec": {
-            "chat": {"image": {"repository": "localhost/chat"}},
+            "chat": {"image": {"repository": "localhost/team/chat"}},
             "log": "debug",
         }})),
     )
     .await?;
     let (_, reason, message) =
         degraded(&client, &ns, "allowed", |d| d.1 == "ImageNotAllowed").await?;
+    // `team/` covers no registry named by its host, localhost included
     assert!(
-        message.contains("spec.chat.image.repository") && message.contains("localhost/chat:1.0"),
+        message.contains("spec.chat.image.repository")
+            && message.contains("localhost/team/chat:1.0")
+            && message.contains("list `localhost/`"),
         "{message}"
     );
     assert_eq!(reason, "ImageNotAllowed");

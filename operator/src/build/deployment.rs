@@ -607,10 +607,7 @@ mod tests {
                 ctr.command.as_ref().unwrap(),
                 &[format!("parley-{}", c.name())]
             );
-            assert_eq!(
-                ctr.image.as_deref(),
-                Some("ghcr.io/parley-chat/parley:latest")
-            );
+            assert_eq!(ctr.image.as_deref(), Some("localhost/parley:latest"));
             let sc = ctr.security_context.as_ref().unwrap();
             assert_eq!(sc.read_only_root_filesystem, Some(true));
             assert_eq!(sc.run_as_non_root, Some(true));

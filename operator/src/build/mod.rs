@@ -378,7 +378,7 @@ mod image_tests {
         assert_eq!(
             defaults,
             [
-                pair("image.repository", "ghcr.io/parley-chat/parley:latest"),
+                pair("image.repository", "localhost/parley:latest"),
                 pair("mongodb.managed.image", "mongo:7.0"),
                 pair("rabbitmq.managed.image", "rabbitmq:3.13-alpine"),
                 pair("redis.managed.image", "redis:7.4-alpine"),
