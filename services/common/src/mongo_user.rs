@@ -178,6 +178,11 @@ impl ProvisionConfig {
         ),
     ];
 
+    /// Every variable `parley-user mongodb-user` reads, for the configuration reference.
+    pub fn reference() -> Vec<VarDoc> {
+        [crate::telemetry::ENV, MongoConfig::ENV, Self::ENV].concat()
+    }
+
     /// Reads the admin URL, the services' URL and database, and the timeout.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let var = "PARLEY_MONGODB_ADMIN_URI";

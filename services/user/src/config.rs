@@ -178,13 +178,7 @@ pub const ENV: &[VarDoc] = &[
 /// configuration reference.
 pub fn reference() -> Vec<VarDoc> {
     parley_common::config::service_reference(
-        &[
-            ENV,
-            TokenScope::ENV,
-            RevocationConfig::ENV,
-            parley_common::mongo_user::ProvisionConfig::ENV,
-        ]
-        .concat(),
+        &[ENV, TokenScope::ENV, RevocationConfig::ENV].concat(),
     )
 }
 

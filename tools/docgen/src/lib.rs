@@ -29,6 +29,10 @@ pub enum DocError {
 pub fn binaries() -> Vec<(&'static str, Vec<VarDoc>)> {
     vec![
         ("user", parley_user::config::reference()),
+        (
+            "user mongodb-user",
+            parley_common::mongo_user::ProvisionConfig::reference(),
+        ),
         ("chat", parley_chat::config::reference()),
         ("mail", parley_mail::config::reference()),
         ("operator", parley_operator::settings::reference()),

@@ -61,7 +61,9 @@ fn every_variable_the_code_names_is_documented_and_nothing_else() {
         named.extend(literals(&root().join(dir)));
     }
     for (binary, vars) in &binaries {
-        if *binary == "operator" {
+        // The operator and sub-commands (`user mongodb-user`, whose
+        // variables live in common) have no service directory of their own.
+        if *binary == "operator" || binary.contains(' ') {
             continue;
         }
         let own = literals(&root().join("services").join(binary).join("src"));
@@ -145,6 +147,22 @@ fn loaders(private: &str, public: &str) -> Vec<(&'static str, Loader, Pairs)> {
             "operator",
             |env| parley_operator::settings::Settings::from_env(env).map(drop),
             Vec::new(),
+        ),
+        (
+            "user mongodb-user",
+            |env| parley_common::mongo_user::ProvisionConfig::from_env(env).map(drop),
+            [
+                (
+                    "PARLEY_MONGODB_ADMIN_URI",
+                    "mongodb://root:r@db/?authSource=admin",
+                ),
+                (
+                    "PARLEY_MONGODB_URI",
+                    "mongodb://app:a@db/?authSource=parley",
+                ),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .to_vec(),
         ),
     ]
 }
