@@ -359,6 +359,66 @@ pub struct ManagedStore {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "pod_overrides_schema")]
     pub pod_overrides: Option<PodTemplateSpec>,
+    /// Your own password for the store, in place of the one the operator
+    /// generates into `<name>-generated`. For MongoDB it is the password of
+    /// the root user `parley`; the services' own `readWrite` user keeps a
+    /// generated password. It goes into connection URLs and the store's
+    /// configuration, so it may hold only letters, digits, `-`, `.`, `_` and
+    /// `~` (at least 16 of them); the operator reports any other in the
+    /// `DependenciesReady` condition. RabbitMQ and MongoDB, like with a
+    /// generated password, take it up only on an empty data volume: to
+    /// change it over kept data, change it in the store first. A change
+    /// rolls the store and the services that connect to it, nothing else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<PasswordSecretRef>,
+}
+
+/// The key of a Secret (in the ChatCluster's namespace) holding a password.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PasswordSecretRef {
+    /// Secret name.
+    // Empty strings are never sent: some API servers read them as null.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key inside the Secret; `password` by default.
+    #[schemars(regex(pattern = SECRET_KEY_PATTERN))]
+    pub key: String,
+}
+
+impl Default for PasswordSecretRef {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            key: "password".into(),
+        }
+    }
+}
+
+/// The key of a Secret (in the ChatCluster's namespace) holding PEM CA
+/// certificates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CaSecretRef {
+    /// Secret name.
+    // Empty strings are never sent: some API servers read them as null.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key inside the Secret; `ca.crt` by default (as cert-manager and
+    /// service-account token Secrets name it).
+    #[schemars(regex(pattern = SECRET_KEY_PATTERN))]
+    pub key: String,
+}
+
+impl Default for CaSecretRef {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            key: "ca.crt".into(),
+        }
+    }
 }
 
 /// Fate of a managed store's volume when its ChatCluster is deleted.
@@ -378,6 +438,14 @@ pub struct ExternalStore {
     /// Secret (in the ChatCluster's namespace) holding the connection URL,
     /// e.g. `rediss://…`, `amqps://…`, `mongodb+srv://…` (TLS is chosen by the URL scheme or its options).
     pub url_secret: SecretKeyRef,
+    /// Secret key holding the PEM certificates of the certificate
+    /// authorities that signed the store's TLS certificate, e.g. Amazon
+    /// RDS's global bundle for DocumentDB. The services then trust these and
+    /// no others for this store. The URL must ask for TLS (`rediss://`,
+    /// `amqps://`); for MongoDB it turns TLS on. Unset: the system's trusted
+    /// authorities. A change rolls only the services, never a store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<CaSecretRef>,
 }
 
 /// A key of a Secret in the ChatCluster's namespace.
@@ -414,9 +482,16 @@ pub struct SmtpSpec {
     /// Transport security: `none`, `starttls` or `tls`.
     #[schemars(extend("enum" = ["none", "starttls", "tls"]))]
     pub tls: String,
-    /// Secret with keys `username` and `password`; no authentication when unset.
+    /// Secret with the user name and password (keys `usernameKey` and
+    /// `passwordKey`); no authentication when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// Key of the user name in `credentialsSecret`; `username` by default.
+    #[schemars(regex(pattern = SECRET_KEY_PATTERN))]
+    pub username_key: String,
+    /// Key of the password in `credentialsSecret`; `password` by default.
+    #[schemars(regex(pattern = SECRET_KEY_PATTERN))]
+    pub password_key: String,
     /// Sender address of every e-mail.
     #[schemars(regex(pattern = "@"))]
     pub from: String,
@@ -429,6 +504,8 @@ impl Default for SmtpSpec {
             port: 587,
             tls: "starttls".into(),
             credentials_secret: None,
+            username_key: "username".into(),
+            password_key: "password".into(),
             from: "parley@localhost.localdomain".into(),
         }
     }
@@ -438,10 +515,22 @@ impl Default for SmtpSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AuthSpec {
-    /// Secret with keys `private.pem` (Ed25519 PKCS#8) and `public.pem`. When
-    /// unset the operator creates `<name>-jwt` once and never replaces it.
+    /// Secret with the Ed25519 private key (PKCS#8 PEM, key `privateKeyKey`)
+    /// and the PEM public keys tokens are checked with (key `publicKeyKey`:
+    /// the current one, and during a rotation the previous one as well).
+    /// When unset the operator creates `<name>-jwt` once and never replaces
+    /// it. Only the user pods read the private key and only the chat pods
+    /// the public keys, so a change of one rolls only those.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing_key_secret: Option<String>,
+    /// Key of the private key in `signingKeySecret`; `private.pem` by
+    /// default, and always `private.pem` in the generated `<name>-jwt`.
+    #[schemars(regex(pattern = SECRET_KEY_PATTERN))]
+    pub private_key_key: String,
+    /// Key of the public keys in `signingKeySecret`; `public.pem` by
+    /// default, and always `public.pem` in the generated `<name>-jwt`.
+    #[schemars(regex(pattern = SECRET_KEY_PATTERN))]
+    pub public_key_key: String,
     /// Lifetime of issued tokens in seconds, at least 60.
     #[schemars(range(min = 60))]
     pub token_ttl_seconds: i64,
@@ -464,6 +553,8 @@ impl Default for AuthSpec {
     fn default() -> Self {
         Self {
             signing_key_secret: None,
+            private_key_key: "private.pem".into(),
+            public_key_key: "public.pem".into(),
             token_ttl_seconds: 86_400,
             issuer: None,
             audience: None,
@@ -660,6 +751,16 @@ impl Store {
             Store::Redis => "PARLEY_REDIS_URL",
             Store::Rabbitmq => "PARLEY_AMQP_URL",
             Store::Mongodb => "PARLEY_MONGODB_URI",
+        }
+    }
+
+    /// The environment variable naming the file of CA certificates the
+    /// services trust for it (an external store's `caSecret`).
+    pub fn ca_env_var(self) -> &'static str {
+        match self {
+            Store::Redis => "PARLEY_REDIS_CA_FILE",
+            Store::Rabbitmq => "PARLEY_AMQP_CA_FILE",
+            Store::Mongodb => "PARLEY_MONGODB_CA_FILE",
         }
     }
 }

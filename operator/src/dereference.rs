@@ -9,7 +9,9 @@ use kube::{Api, Client};
 
 use crate::api::{ChatCluster, Store};
 use crate::build::rollout::SecretDigests;
-use crate::build::secret::{PRIVATE_KEY, PUBLIC_KEY, generated_secret_name, jwt_secret_name};
+use crate::build::secret::{
+    generated_secret_name, jwt_secret_name, private_key_key, public_key_key,
+};
 use crate::build::{ApiSupport, managed};
 
 /// What dereferencing found.
@@ -19,33 +21,151 @@ pub struct Dereferenced {
     pub secrets: SecretDigests,
     /// Referenced Secrets that do not exist (`name` or `name/key`).
     pub missing: Vec<String>,
+    /// Referenced Secret keys that exist but cannot be used, each with why
+    /// (`name/key: why`).
+    pub unusable: Vec<String>,
     /// Optional APIs the cluster serves.
     pub apis: ApiSupport,
 }
 
-/// Secret references of a spec: (name, keys it must hold).
-pub fn secret_refs(cc: &ChatCluster) -> Vec<(String, Vec<String>)> {
-    let keys = |keys: &[&str]| keys.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
+/// What a referenced Secret key must hold to be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Anything.
+    Any,
+    /// A password that goes into a connection URL and a store's
+    /// configuration unescaped: at least 16 of `A-Z a-z 0-9 - . _ ~`.
+    Password,
+    /// PEM CA certificates.
+    Certificates,
+    /// A connection URL of a store that is sent CA certificates: it must
+    /// ask for TLS.
+    TlsUrl(Store),
+}
+
+/// One referenced key of a Secret and what it must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    /// Secret name.
+    pub name: String,
+    /// Key inside it.
+    pub key: String,
+    /// What its value must be.
+    pub expect: Expect,
+}
+
+fn key_ref(name: &str, key: &str, expect: Expect) -> SecretRef {
+    SecretRef {
+        name: name.to_owned(),
+        key: key.to_owned(),
+        expect,
+    }
+}
+
+/// The Secret keys a spec refers to, besides `<name>-generated` (which the
+/// operator writes itself).
+pub fn secret_key_refs(cc: &ChatCluster) -> Vec<SecretRef> {
+    let jwt = jwt_secret_name(cc);
+    // user pods read the private key, chat pods the public ones
     let mut refs = vec![
-        // user pods read private.pem, chat pods public.pem
-        (jwt_secret_name(cc), keys(&[PRIVATE_KEY, PUBLIC_KEY])),
-        (generated_secret_name(cc), Vec::new()),
+        key_ref(&jwt, private_key_key(cc), Expect::Any),
+        key_ref(&jwt, public_key_key(cc), Expect::Any),
     ];
-    if let Some(s) = &cc.spec.smtp.credentials_secret {
+    let smtp = &cc.spec.smtp;
+    if let Some(s) = &smtp.credentials_secret {
         // the mail pods read both (non-optional secretKeyRefs)
-        refs.push((s.clone(), keys(&["username", "password"])));
+        refs.push(key_ref(s, &smtp.username_key, Expect::Any));
+        refs.push(key_ref(s, &smtp.password_key, Expect::Any));
     }
     for store in Store::ALL {
-        if managed(cc, store).is_none()
-            && let Some(ext) = &store.spec(&cc.spec).external
-        {
-            refs.push((
-                ext.url_secret.name.clone(),
-                vec![ext.url_secret.key.clone()],
-            ));
+        let spec = store.spec(&cc.spec);
+        match (managed(cc, store), &spec.external) {
+            (Some(m), _) => {
+                if let Some(p) = &m.password_secret {
+                    refs.push(key_ref(&p.name, &p.key, Expect::Password));
+                }
+            }
+            (None, Some(ext)) => {
+                let url = &ext.url_secret;
+                match &ext.ca_secret {
+                    Some(ca) => {
+                        refs.push(key_ref(&url.name, &url.key, Expect::TlsUrl(store)));
+                        refs.push(key_ref(&ca.name, &ca.key, Expect::Certificates));
+                    }
+                    None => refs.push(key_ref(&url.name, &url.key, Expect::Any)),
+                }
+            }
+            (None, None) => {}
         }
     }
     refs
+}
+
+/// Secret references of a spec: (name, keys it must hold), one entry per
+/// Secret in the order first referred to, `<name>-generated` included.
+pub fn secret_refs(cc: &ChatCluster) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = vec![(generated_secret_name(cc), Vec::new())];
+    for r in secret_key_refs(cc) {
+        match out.iter_mut().find(|(name, _)| *name == r.name) {
+            Some((_, keys)) => {
+                if !keys.contains(&r.key) {
+                    keys.push(r.key);
+                }
+            }
+            None => out.push((r.name, vec![r.key])),
+        }
+    }
+    out
+}
+
+/// Why `value` cannot be used as `expect` says, if it cannot.
+pub fn unusable_because(expect: Expect, value: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(value).ok();
+    match expect {
+        Expect::Any => None,
+        Expect::Password => {
+            let ok = value.len() >= 16
+                && value
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
+            (!ok).then(|| {
+                "a store password must be at least 16 of A-Z a-z 0-9 - . _ ~ (it goes into URLs and the store's configuration unescaped)".to_owned()
+            })
+        }
+        Expect::Certificates => {
+            let ok = text.is_some_and(|t| t.contains("-----BEGIN CERTIFICATE-----"));
+            (!ok).then(|| "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned())
+        }
+        Expect::TlsUrl(store) => {
+            let scheme = match store {
+                Store::Redis => Some("rediss://"),
+                Store::Rabbitmq => Some("amqps://"),
+                // a CA file turns TLS on for MongoDB whatever the URL says
+                Store::Mongodb => None,
+            };
+            let ok = scheme.is_none_or(|s| text.is_some_and(|t| t.trim().starts_with(s)));
+            (!ok).then(|| {
+                format!(
+                    "{}.external.caSecret is set, so the URL must ask for TLS ({})",
+                    store.name(),
+                    scheme.unwrap_or_default()
+                )
+            })
+        }
+    }
+}
+
+/// The referenced keys of `secrets` (as read: name, Secret or `None`)
+/// that exist but cannot be used, as `name/key: why`.
+pub fn unusable_parts(refs: &[SecretRef], secrets: &[(String, Option<Secret>)]) -> Vec<String> {
+    refs.iter()
+        .filter_map(|r| {
+            let secret = secrets.iter().find(|(n, _)| *n == r.name)?.1.as_ref()?;
+            let value = secret.data.as_ref()?.get(&r.key)?;
+            let why = unusable_because(r.expect, &value.0)?;
+            Some(format!("{}/{}: {why}", r.name, r.key))
+        })
+        .collect()
 }
 
 /// What `secret` (None: absent) lacks of `required`: the name alone when it
@@ -123,6 +243,7 @@ pub async fn dereference(
         secrets.push((name, secret));
     }
     Ok(Dereferenced {
+        unusable: unusable_parts(&secret_key_refs(cc), &secrets),
         secrets: SecretDigests::new(&secrets, &generated_secret_name(cc)),
         missing,
         apis: discovery.get(client).await?,
@@ -161,12 +282,99 @@ mod tests {
                 name: "mongo".into(),
                 key: "uri".into(),
             },
+            ca_secret: None,
         });
         let names: Vec<_> = secret_refs(&cluster(spec))
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        assert_eq!(names, ["demo-jwt", "demo-generated", "smtp", "mongo"]);
+        assert_eq!(names, ["demo-generated", "demo-jwt", "smtp", "mongo"]);
+    }
+
+    #[test]
+    fn own_secrets_are_required_under_their_key_names_and_checked() {
+        let spec: crate::api::ChatClusterSpec = serde_json::from_value(serde_json::json!({
+            "smtp": {"credentialsSecret": "mailer", "usernameKey": "user", "passwordKey": "pass"},
+            "auth": {"signingKeySecret": "keys", "privateKeyKey": "tls.key", "publicKeyKey": "tls.pub"},
+            "rabbitmq": {"managed": {"passwordSecret": {"name": "mq", "key": "pw"}}},
+            "redis": {"external": {"urlSecret": {"name": "cache", "key": "url"},
+                                   "caSecret": {"name": "cache"}}},
+        }))
+        .unwrap();
+        let cc = cluster(spec);
+        assert_eq!(
+            secret_refs(&cc),
+            [
+                ("demo-generated".to_owned(), vec![]),
+                ("keys".into(), vec!["tls.key".into(), "tls.pub".into()]),
+                ("mailer".into(), vec!["user".into(), "pass".into()]),
+                ("cache".into(), vec!["url".into(), "ca.crt".into()]),
+                ("mq".into(), vec!["pw".into()]),
+            ]
+        );
+        let with = |pairs: &[(&str, &str)]| {
+            Some(Secret {
+                data: Some(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                (*k).to_owned(),
+                                k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                            )
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            })
+        };
+        let secrets = vec![
+            ("mq".to_owned(), with(&[("pw", "has space and is long")])),
+            (
+                "cache".to_owned(),
+                with(&[("url", "redis://cache:6379"), ("ca.crt", "not a cert")]),
+            ),
+        ];
+        let unusable = unusable_parts(&secret_key_refs(&cc), &secrets);
+        assert_eq!(unusable.len(), 3, "{unusable:#?}");
+        assert!(
+            unusable[0].starts_with(
+                "cache/url: redis.external.caSecret is set, so the URL must ask for TLS (rediss://)"
+            ),
+            "{}",
+            unusable[0]
+        );
+        assert!(
+            unusable[1].starts_with("cache/ca.crt: holds no PEM certificate"),
+            "{}",
+            unusable[1]
+        );
+        assert!(
+            unusable[2].starts_with("mq/pw: a store password must be"),
+            "{}",
+            unusable[2]
+        );
+        let good = vec![
+            ("mq".to_owned(), with(&[("pw", "Good-password_0123.~")])),
+            (
+                "cache".to_owned(),
+                with(&[
+                    ("url", "rediss://:p@cache:6379"),
+                    (
+                        "ca.crt",
+                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+                    ),
+                ]),
+            ),
+        ];
+        assert_eq!(
+            unusable_parts(&secret_key_refs(&cc), &good),
+            Vec::<String>::new()
+        );
+        // short passwords are refused too; MongoDB URLs need no TLS scheme
+        assert!(unusable_because(Expect::Password, b"short").is_some());
+        assert!(unusable_because(Expect::TlsUrl(Store::Mongodb), b"mongodb://x").is_none());
+        assert!(unusable_because(Expect::TlsUrl(Store::Rabbitmq), b"amqp://x").is_some());
     }
 
     #[test]

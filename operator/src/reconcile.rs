@@ -290,6 +290,7 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
         apply_error: apply_error.clone(),
         volume_problems: std::mem::take(&mut applied.volume_problems),
         missing: deref.missing,
+        unusable: deref.unusable,
         dependencies_checked: true,
         apis: Some(deref.apis),
         components: workloads.components,

@@ -25,6 +25,8 @@ pub struct Observed {
     pub apply_error: Option<String>,
     /// Referenced Secrets missing.
     pub missing: Vec<String>,
+    /// Referenced Secret keys present but unusable, each with why.
+    pub unusable: Vec<String>,
     /// Volume changes the spec asks for that cannot be made, each naming its field.
     pub volume_problems: Vec<String>,
     /// APIs served, when discovery ran.
@@ -168,7 +170,7 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
     } else {
         None
     };
-    let deps_ok = observed.missing.is_empty();
+    let deps_ok = observed.missing.is_empty() && observed.unusable.is_empty();
     let all_ready = degraded_message.is_none()
         && deps_ok
         && not_ready.is_empty()
@@ -207,12 +209,19 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &str) -> ChatClusterS
                 "SecretsFound",
                 "every referenced Secret exists with the keys it needs",
             )
-        } else {
+        } else if !observed.missing.is_empty() {
             condition(
                 "DependenciesReady",
                 false,
                 "SecretMissing",
                 format!("missing: {}", observed.missing.join(", ")),
+            )
+        } else {
+            condition(
+                "DependenciesReady",
+                false,
+                "SecretUnusable",
+                observed.unusable.join("; "),
             )
         },
         if observed.paused {

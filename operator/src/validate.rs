@@ -116,11 +116,34 @@ pub fn validate(spec: &ChatClusterSpec) -> Result<(), Vec<SpecError>> {
             (Some(_), Some(_)) => {
                 errors.push(err(at, "set exactly one of managed or external, not both"))
             }
-            (None, Some(ext)) if ext.url_secret.name.trim().is_empty() => errors.push(err(
-                format!("{at}.external.urlSecret.name"),
-                "must name a Secret",
-            )),
+            (None, Some(ext)) => {
+                if ext.url_secret.name.trim().is_empty() {
+                    errors.push(err(
+                        format!("{at}.external.urlSecret.name"),
+                        "must name a Secret",
+                    ));
+                }
+                if ext
+                    .ca_secret
+                    .as_ref()
+                    .is_some_and(|c| c.name.trim().is_empty())
+                {
+                    errors.push(err(
+                        format!("{at}.external.caSecret.name"),
+                        "must name a Secret",
+                    ));
+                }
+            }
             (Some(m), None) => {
+                if m.password_secret
+                    .as_ref()
+                    .is_some_and(|p| p.name.trim().is_empty())
+                {
+                    errors.push(err(
+                        format!("{at}.managed.passwordSecret.name"),
+                        "must name a Secret",
+                    ));
+                }
                 if let Some(size) = &m.storage_size
                     && !looks_like_quantity(size)
                 {
@@ -144,6 +167,50 @@ pub fn validate(spec: &ChatClusterSpec) -> Result<(), Vec<SpecError>> {
     }
     if !spec.smtp.from.contains('@') {
         errors.push(err("smtp.from", "must be an e-mail address"));
+    }
+    if spec.auth.signing_key_secret.is_none() {
+        // the generated `<name>-jwt` has the default keys
+        let defaults = crate::api::AuthSpec::default();
+        for (field, value, default) in [
+            (
+                "auth.privateKeyKey",
+                &spec.auth.private_key_key,
+                &defaults.private_key_key,
+            ),
+            (
+                "auth.publicKeyKey",
+                &spec.auth.public_key_key,
+                &defaults.public_key_key,
+            ),
+        ] {
+            if value != default {
+                errors.push(err(
+                    field,
+                    format!(
+                        "applies to signingKeySecret only; the generated key Secret uses {default:?}"
+                    ),
+                ));
+            }
+        }
+    }
+    if spec.smtp.credentials_secret.is_none() {
+        let defaults = crate::api::SmtpSpec::default();
+        for (field, value, default) in [
+            (
+                "smtp.usernameKey",
+                &spec.smtp.username_key,
+                &defaults.username_key,
+            ),
+            (
+                "smtp.passwordKey",
+                &spec.smtp.password_key,
+                &defaults.password_key,
+            ),
+        ] {
+            if value != default {
+                errors.push(err(field, "applies only with credentialsSecret"));
+            }
+        }
     }
     if spec.auth.token_ttl_seconds < 60 {
         errors.push(err("auth.tokenTtlSeconds", "must be at least 60"));
@@ -221,6 +288,9 @@ pub const OWNED_ENV: &[&str] = &[
     "PARLEY_JWT_PRIVATE_KEY_FILE",
     "PARLEY_JWT_PUBLIC_KEYS_FILE",
     "PARLEY_OTP_SECRET",
+    "PARLEY_REDIS_CA_FILE",
+    "PARLEY_AMQP_CA_FILE",
+    "PARLEY_MONGODB_CA_FILE",
 ];
 
 /// Variables carrying the operator's wiring: the store passwords its URLs
@@ -327,6 +397,55 @@ mod tests {
             validate(&spec).unwrap_err()[0].field,
             "redis.managed.podOverrides.spec.containers[0].env[0].name"
         );
+    }
+
+    #[test]
+    fn secret_keys_and_references_need_their_secret() {
+        let mut spec = ChatClusterSpec::default();
+        spec.auth.private_key_key = "tls.key".into();
+        spec.smtp.password_key = "pass".into();
+        spec.redis.managed = Some(ManagedStore {
+            password_secret: Some(Default::default()),
+            ..Default::default()
+        });
+        spec.mongodb.external = Some(ExternalStore {
+            url_secret: crate::api::SecretKeyRef {
+                name: "docdb".into(),
+                key: "uri".into(),
+            },
+            ca_secret: Some(Default::default()),
+        });
+        let fields: Vec<_> = validate(&spec)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "redis.managed.passwordSecret.name",
+                "mongodb.external.caSecret.name",
+                "auth.privateKeyKey",
+                "smtp.passwordKey"
+            ]
+        );
+        spec.auth.signing_key_secret = Some("keys".into());
+        spec.smtp.credentials_secret = Some("smtp".into());
+        spec.redis.managed = Some(ManagedStore {
+            password_secret: Some(crate::api::PasswordSecretRef {
+                name: "redis-pass".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        spec.mongodb.external = Some(ExternalStore {
+            ca_secret: Some(crate::api::CaSecretRef {
+                name: "rds-ca".into(),
+                ..Default::default()
+            }),
+            ..spec.mongodb.external.clone().unwrap_or_default()
+        });
+        assert_eq!(validate(&spec), Ok(()));
     }
 
     #[test]

@@ -169,15 +169,31 @@ async fn eks_example_uses_external_stores_an_alb_and_an_iam_role() -> anyhow::Re
         "eks: no IAM role on the pods' ServiceAccount: {role:?}"
     );
     let user: Deployment = get(&client, &ns, &format!("{name}-user")).await?;
-    let env = user
-        .spec
-        .and_then(|s| s.template.spec)
-        .map(|p| p.containers[0].env.clone().unwrap_or_default())
-        .unwrap_or_default();
+    let pod = user.spec.and_then(|s| s.template.spec).unwrap_or_default();
+    let env = pod.containers[0].env.clone().unwrap_or_default();
+    let volumes = pod.volumes.clone().unwrap_or_default();
     assert!(
         env.iter()
             .any(|e| e.name == "PARLEY_TRUSTED_PROXY_HOPS" && e.value.as_deref() == Some("1")),
         "eks: the user service does not trust the ALB hop"
+    );
+    // DocumentDB's certificate is checked against the RDS CA bundle of the
+    // example's Secret, mounted where PARLEY_MONGODB_CA_FILE points
+    let ca_file = env
+        .iter()
+        .find(|e| e.name == "PARLEY_MONGODB_CA_FILE")
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        ca_file.as_deref(),
+        Some("/etc/parley/ca/mongodb/ca.crt"),
+        "eks: DocumentDB without the RDS CA bundle"
+    );
+    assert!(
+        volumes.iter().any(|v| v
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some("parley-rds-ca"))),
+        "eks: the RDS CA Secret is not mounted: {volumes:?}"
     );
     Ok(())
 }

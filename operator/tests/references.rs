@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::PostParams;
@@ -202,6 +202,151 @@ async fn dependencies_ready_checks_the_public_key_and_the_smtp_username() -> any
         d.0 == "True"
     })
     .await?;
+    Ok(())
+}
+
+/// The rollout hash on the pod template of `kind/name`.
+async fn config_hash(client: &Client, ns: &str, name: &str) -> Option<String> {
+    let template = if name.starts_with("own-redis") {
+        get::<StatefulSet>(client, ns, name)
+            .await
+            .ok()?
+            .spec?
+            .template
+    } else {
+        get::<Deployment>(client, ns, name)
+            .await
+            .ok()?
+            .spec?
+            .template
+    };
+    template
+        .metadata?
+        .annotations?
+        .get("parley.dev/config-hash")
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_secrets_under_own_key_names_are_checked_wired_and_rolled() -> anyhow::Result<()> {
+    let client = admin().await?;
+    let ns = namespace(&client).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams::default();
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    for s in [
+        secret("keys", &[("tls.key", "priv"), ("tls.pub", "pub")])?,
+        secret("mailer", &[("user", "u"), ("pass", "p")])?,
+        // not usable: a space, and a plain URL while a CA is given
+        secret("redis-own", &[("pw", "has a space in it, 16+")])?,
+        secret("mq", &[("url", "amqp://mq.example:5672/%2f"), ("ca", ca)])?,
+    ] {
+        secrets.create(&pp, &s).await?;
+    }
+    let _op = operator(&plane()?.kubeconfig(), &ns, &[]).await?;
+    create(
+        &client,
+        &ns,
+        "own",
+        serde_json::json!({
+            "auth": {"signingKeySecret": "keys", "privateKeyKey": "tls.key", "publicKeyKey": "tls.pub"},
+            "smtp": {"credentialsSecret": "mailer", "usernameKey": "user", "passwordKey": "pass"},
+            "redis": {"managed": {"passwordSecret": {"name": "redis-own", "key": "pw"}}},
+            "rabbitmq": {"external": {"urlSecret": {"name": "mq"}, "caSecret": {"name": "mq", "key": "ca"}}},
+        }),
+    )
+    .await?;
+    let deps = dependencies(&client, &ns, "own", "both problems named", |d| {
+        d.0 == "False" && d.2.contains("redis-own/pw") && d.2.contains("mq/url")
+    })
+    .await?;
+    assert_eq!(deps.1, "SecretUnusable", "{deps:?}");
+    assert!(deps.2.contains("amqps://"), "{deps:?}");
+    // fixed in place: noticed through the Secret watch
+    secrets
+        .replace(
+            "redis-own",
+            &pp,
+            &secret("redis-own", &[("pw", "Own-redis-password-0123")])?,
+        )
+        .await?;
+    secrets
+        .replace(
+            "mq",
+            &pp,
+            &secret("mq", &[("url", "amqps://mq.example:5671/%2f"), ("ca", ca)])?,
+        )
+        .await?;
+    dependencies(&client, &ns, "own", "DependenciesReady True", |d| {
+        d.0 == "True"
+    })
+    .await?;
+    // the chat pods mount the CA under their file and read the own password
+    let chat: Deployment = get(&client, &ns, "own-chat").await?;
+    let pod = chat
+        .spec
+        .and_then(|s| s.template.spec)
+        .ok_or_else(|| anyhow::anyhow!("no pod spec"))?;
+    let env = serde_json::to_value(&pod.containers[0].env)?;
+    let find = |name: &str| {
+        env.as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        find("PARLEY_AMQP_CA_FILE")["value"],
+        "/etc/parley/ca/rabbitmq/ca.crt"
+    );
+    assert_eq!(
+        find("REDIS_PASSWORD")["valueFrom"]["secretKeyRef"]["name"],
+        "redis-own"
+    );
+    let volumes = serde_json::to_value(&pod.volumes)?;
+    assert!(
+        volumes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v["name"] == "rabbitmq-ca"
+                && v["secret"]["secretName"] == "mq"
+                && v["secret"]["items"][0]["key"] == "ca"),
+        "{volumes}"
+    );
+    // a new CA rolls the services, never the Redis the operator runs
+    let services = ["own-user", "own-chat", "own-mail"];
+    let mut before = Vec::new();
+    for name in services.iter().chain(["own-redis"].iter()) {
+        before.push(config_hash(&client, &ns, name).await);
+    }
+    secrets
+        .replace(
+            "mq",
+            &pp,
+            &secret(
+                "mq",
+                &[
+                    ("url", "amqps://mq.example:5671/%2f"),
+                    ("ca", &format!("{ca}{ca}")),
+                ],
+            )?,
+        )
+        .await?;
+    wait_for("the services roll for the new CA", SETTLE, || async {
+        let mut all = true;
+        for (i, name) in services.iter().enumerate() {
+            all &= config_hash(&client, &ns, name).await != before[i];
+        }
+        all
+    })
+    .await?;
+    assert_eq!(
+        config_hash(&client, &ns, "own-redis").await,
+        before[3],
+        "Redis rolled"
+    );
     Ok(())
 }
 

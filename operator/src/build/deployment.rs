@@ -18,8 +18,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::configmap::config_map_name;
 use super::secret::{
-    MONGODB_APP_PASSWORD, MONGODB_PASSWORD, OTP_SECRET, PRIVATE_KEY, PUBLIC_KEY, RABBITMQ_PASSWORD,
-    REDIS_PASSWORD, generated_secret_name, jwt_secret_name,
+    MONGODB_APP_PASSWORD, OTP_SECRET, PRIVATE_KEY, PUBLIC_KEY, generated_secret_name,
+    jwt_secret_name, private_key_key, public_key_key, store_password,
 };
 use super::serviceaccount::service_account_name;
 use super::{Context, HTTP_PORT, child_name, managed, meta, pod_template};
@@ -27,6 +27,15 @@ use crate::api::{ChatCluster, Component, Store};
 
 /// Where the signing keys are mounted.
 pub const JWT_DIR: &str = "/etc/parley/jwt";
+/// Where the CA certificates of the external stores are mounted, a
+/// directory per store.
+pub const CA_DIR: &str = "/etc/parley/ca";
+
+/// The file a service reads an external store's CA certificates from.
+pub fn ca_file(s: Store) -> String {
+    format!("{CA_DIR}/{}/ca.crt", s.name())
+}
+
 /// The UID the services run as.
 pub const RUN_AS_USER: i64 = 10001;
 
@@ -112,17 +121,23 @@ fn store_env(cc: &ChatCluster, c: Component, s: Store) -> Vec<EnvVar> {
     let port = s.port();
     if managed(cc, s).is_none() {
         let ext = s.spec(&cc.spec).external.clone().unwrap_or_default();
-        return vec![from_secret(
+        let mut env = vec![from_secret(
             s.env_var(),
             ext.url_secret.name,
             &ext.url_secret.key,
         )];
+        if ext.ca_secret.is_some() {
+            env.push(literal(s.ca_env_var(), ca_file(s)));
+        }
+        return env;
     }
     // Kubernetes expands $(VAR) from variables defined earlier in the list;
-    // the generated passwords are hex, so they need no escaping in a URL.
+    // the generated passwords are hex and own ones are checked to hold only
+    // URL-safe characters (dereference), so they need no escaping.
+    let (password_secret, password_key) = store_password(cc, s);
     match s {
         Store::Redis => vec![
-            from_secret("REDIS_PASSWORD", generated_secret_name(cc), REDIS_PASSWORD),
+            from_secret("REDIS_PASSWORD", password_secret, &password_key),
             literal(
                 s.env_var(),
                 format!("redis://:$(REDIS_PASSWORD)@{host}:{port}"),
@@ -139,11 +154,7 @@ fn store_env(cc: &ChatCluster, c: Component, s: Store) -> Vec<EnvVar> {
             literal(s.env_var(), mongodb_app_uri(cc, c)),
         ],
         Store::Rabbitmq => vec![
-            from_secret(
-                "RABBITMQ_PASSWORD",
-                generated_secret_name(cc),
-                RABBITMQ_PASSWORD,
-            ),
+            from_secret("RABBITMQ_PASSWORD", password_secret, &password_key),
             literal(
                 s.env_var(),
                 format!("amqp://parley:$(RABBITMQ_PASSWORD)@{host}:{port}/%2f"),
@@ -169,15 +180,12 @@ fn mongodb_app_uri(cc: &ChatCluster, c: Component) -> String {
 /// It is idempotent, so every pod start (and a changed password) converges.
 pub fn mongodb_user_init(cc: &ChatCluster, c: Component) -> Option<Container> {
     managed(cc, Store::Mongodb)?;
+    let (root_secret, root_key) = store_password(cc, Store::Mongodb);
     let host = child_name(cc, Store::Mongodb.name());
     let port = Store::Mongodb.port();
     let env = vec![
         from_config(cc, "PARLEY_LOG"),
-        from_secret(
-            "MONGODB_PASSWORD",
-            generated_secret_name(cc),
-            MONGODB_PASSWORD,
-        ),
+        from_secret("MONGODB_PASSWORD", root_secret, &root_key),
         from_secret(
             "MONGODB_APP_PASSWORD",
             generated_secret_name(cc),
@@ -288,16 +296,17 @@ pub fn env(cc: &ChatCluster, c: Component) -> Vec<EnvVar> {
             for var in ["PARLEY_SMTP_HOST", "PARLEY_SMTP_PORT", "PARLEY_SMTP_TLS"] {
                 env.push(from_config(cc, var));
             }
-            if let Some(secret) = &cc.spec.smtp.credentials_secret {
+            let smtp = &cc.spec.smtp;
+            if let Some(secret) = &smtp.credentials_secret {
                 env.push(from_secret(
                     "PARLEY_SMTP_USERNAME",
                     secret.clone(),
-                    "username",
+                    &smtp.username_key,
                 ));
                 env.push(from_secret(
                     "PARLEY_SMTP_PASSWORD",
                     secret.clone(),
-                    "password",
+                    &smtp.password_key,
                 ));
             }
             env.push(from_config(cc, "PARLEY_MAIL_FROM"));
@@ -377,20 +386,21 @@ fn volumes(cc: &ChatCluster, c: Component) -> (Vec<Volume>, Vec<VolumeMount>) {
     let (tmp, tmp_mount) = scratch("tmp", "/tmp");
     let mut volumes = vec![tmp];
     let mut mounts = vec![tmp_mount];
-    // user gets the private key, chat only the public one.
+    // user gets the private key, chat only the public one; whatever their
+    // keys in the Secret, the files have the names the env gives.
     let key = match c {
-        Component::User => Some(PRIVATE_KEY),
-        Component::Chat => Some(PUBLIC_KEY),
+        Component::User => Some((private_key_key(cc), PRIVATE_KEY)),
+        Component::Chat => Some((public_key_key(cc), PUBLIC_KEY)),
         Component::Mail => None,
     };
-    if let Some(key) = key {
+    if let Some((key, file)) = key {
         volumes.push(Volume {
             name: "jwt".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(jwt_secret_name(cc)),
                 items: Some(vec![KeyToPath {
                     key: key.into(),
-                    path: key.into(),
+                    path: file.into(),
                     mode: Some(0o440),
                 }]),
                 default_mode: Some(0o440),
@@ -401,6 +411,38 @@ fn volumes(cc: &ChatCluster, c: Component) -> (Vec<Volume>, Vec<VolumeMount>) {
         mounts.push(VolumeMount {
             name: "jwt".into(),
             mount_path: JWT_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    for s in Store::ALL {
+        let Some(ca) = s
+            .spec(&cc.spec)
+            .external
+            .as_ref()
+            .filter(|_| managed(cc, s).is_none())
+            .and_then(|e| e.ca_secret.as_ref())
+        else {
+            continue;
+        };
+        let name = format!("{}-ca", s.name());
+        volumes.push(Volume {
+            name: name.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(ca.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: ca.key.clone(),
+                    path: "ca.crt".into(),
+                    mode: Some(0o444),
+                }]),
+                default_mode: Some(0o444),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name,
+            mount_path: format!("{CA_DIR}/{}", s.name()),
             read_only: Some(true),
             ..Default::default()
         });
@@ -702,6 +744,7 @@ mod tests {
                 name: "atlas".into(),
                 key: "uri".into(),
             },
+            ca_secret: None,
         });
         let cc = cluster(spec);
         for c in Component::ALL {
@@ -775,6 +818,7 @@ mod tests {
                 name: "cache".into(),
                 key: "uri".into(),
             },
+            ca_secret: None,
         });
         let cc = cluster(spec);
         let user = env_of(&deployment(&cc, Component::User, &ctx()));

@@ -509,6 +509,7 @@ mod snapshot {
                 name: "m".into(),
                 key: "url".into(),
             },
+            ca_secret: None,
         });
         let d = desired(&cluster(spec), &old);
         assert!(d.hpas.is_empty() && d.pdbs.is_empty());
@@ -700,6 +701,192 @@ mod rollout_tests {
         s.push(("unrelated".into(), secret(&[("k", "v")])));
         assert!(rolled(&before, &templates(&base(), &s)).is_empty());
         assert!(rolled(&before, &templates(&base(), &secrets())).is_empty());
+    }
+
+    /// Own Secrets with own key names: SMTP credentials, signing keys, a
+    /// store password, an external store's URL and CA.
+    fn own_secrets_spec() -> ChatClusterSpec {
+        serde_json::from_value(serde_json::json!({
+            "smtp": {"credentialsSecret": "mailer", "usernameKey": "user", "passwordKey": "pass"},
+            "auth": {"signingKeySecret": "keys", "privateKeyKey": "tls.key", "publicKeyKey": "tls.pub"},
+            "redis": {"managed": {"passwordSecret": {"name": "redis-own"}}},
+            "mongodb": {"external": {"urlSecret": {"name": "docdb", "key": "uri"},
+                                     "caSecret": {"name": "rds-ca"}}},
+        }))
+        .unwrap()
+    }
+
+    fn own_secrets() -> Secrets {
+        vec![
+            (
+                "keys".into(),
+                secret(&[("tls.key", "priv-1"), ("tls.pub", "pub-1"), ("other", "x")]),
+            ),
+            (
+                "demo-generated".into(),
+                secret(&[
+                    ("otp-secret", "otp"),
+                    ("redis-password", "r-1"),
+                    ("rabbitmq-password", "q-1"),
+                    ("mongodb-password", "m-1"),
+                    ("mongodb-app-password", "a-1"),
+                ]),
+            ),
+            (
+                "mailer".into(),
+                secret(&[("user", "u"), ("pass", "p-1"), ("password", "unused")]),
+            ),
+            (
+                "redis-own".into(),
+                secret(&[("password", "own-redis-password-1")]),
+            ),
+            ("docdb".into(), secret(&[("uri", "mongodb://docdb:27017/")])),
+            (
+                "rds-ca".into(),
+                secret(&[("ca.crt", "-----BEGIN CERTIFICATE-----")]),
+            ),
+        ]
+    }
+
+    #[test]
+    fn own_secrets_and_key_names_roll_only_their_readers() {
+        let spec = own_secrets_spec();
+        let before = templates(&spec, &own_secrets());
+        let change = |name: &str, key: &str| {
+            let mut s = own_secrets();
+            replace(&mut s, name, key, "rotated");
+            rolled(&before, &templates(&spec, &s))
+        };
+        assert_eq!(change("mailer", "pass"), ["deployment/demo-mail"], "SMTP");
+        assert!(change("mailer", "password").is_empty(), "a key not named");
+        assert_eq!(change("keys", "tls.key"), ["deployment/demo-user"]);
+        assert_eq!(change("keys", "tls.pub"), ["deployment/demo-chat"]);
+        assert!(change("keys", "other").is_empty());
+        let services = [
+            "deployment/demo-chat",
+            "deployment/demo-mail",
+            "deployment/demo-user",
+        ];
+        let mut redis = services.map(String::from).to_vec();
+        redis.push("statefulset/demo-redis".into());
+        assert_eq!(change("redis-own", "password"), redis, "own Redis password");
+        assert!(
+            change("demo-generated", "redis-password").is_empty(),
+            "the generated Redis password is no longer read"
+        );
+        assert_eq!(change("rds-ca", "ca.crt"), services, "CA bundle: no store");
+        assert_eq!(change("docdb", "uri"), services);
+    }
+
+    #[test]
+    fn own_secrets_are_wired_under_their_key_names() {
+        let cc = cluster(own_secrets_spec());
+        let d = desired(&cc, &context(&own_secrets()));
+        let pod = |name: &str| {
+            d.deployments
+                .iter()
+                .find(|x| x.metadata.name.as_deref() == Some(name))
+                .and_then(|x| x.spec.clone())
+                .and_then(|s| s.template.spec)
+                .unwrap()
+        };
+        let env = |p: &k8s_openapi::api::core::v1::PodSpec, var: &str| {
+            p.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == var)
+                .cloned()
+                .unwrap_or_else(|| panic!("{var}"))
+        };
+        let key_of = |e: k8s_openapi::api::core::v1::EnvVar| {
+            let r = e.value_from.unwrap().secret_key_ref.unwrap();
+            (r.name, r.key)
+        };
+        let mail = pod("demo-mail");
+        assert_eq!(
+            key_of(env(&mail, "PARLEY_SMTP_USERNAME")),
+            ("mailer".into(), "user".into())
+        );
+        assert_eq!(
+            key_of(env(&mail, "PARLEY_SMTP_PASSWORD")),
+            ("mailer".into(), "pass".into())
+        );
+        for name in ["demo-user", "demo-chat", "demo-mail"] {
+            let p = pod(name);
+            assert_eq!(
+                key_of(env(&p, "REDIS_PASSWORD")),
+                ("redis-own".into(), "password".into()),
+                "{name}"
+            );
+            assert_eq!(
+                env(&p, "PARLEY_MONGODB_CA_FILE").value.as_deref(),
+                Some("/etc/parley/ca/mongodb/ca.crt"),
+                "{name}"
+            );
+            let ca = p
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == "mongodb-ca")
+                .and_then(|v| v.secret.clone())
+                .unwrap();
+            assert_eq!(ca.secret_name.as_deref(), Some("rds-ca"));
+            let item = &ca.items.unwrap()[0];
+            assert_eq!(
+                (item.key.as_str(), item.path.as_str()),
+                ("ca.crt", "ca.crt")
+            );
+            let mount = p.containers[0]
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.name == "mongodb-ca")
+                .unwrap();
+            assert_eq!(mount.mount_path, "/etc/parley/ca/mongodb");
+            assert!(
+                p.containers[0]
+                    .env
+                    .iter()
+                    .flatten()
+                    .all(|e| e.name != "PARLEY_REDIS_CA_FILE"),
+                "no CA for the managed Redis"
+            );
+        }
+        // the signing keys under their own key names, at the files the env names
+        let jwt_item = |name: &str| {
+            let v = pod(name).volumes.unwrap();
+            let s = v
+                .iter()
+                .find(|v| v.name == "jwt")
+                .unwrap()
+                .secret
+                .clone()
+                .unwrap();
+            assert_eq!(s.secret_name.as_deref(), Some("keys"));
+            let i = s.items.unwrap()[0].clone();
+            (i.key, i.path)
+        };
+        assert_eq!(
+            jwt_item("demo-user"),
+            ("tls.key".into(), "private.pem".into())
+        );
+        assert_eq!(
+            jwt_item("demo-chat"),
+            ("tls.pub".into(), "public.pem".into())
+        );
+        // the Redis StatefulSet takes the same own password
+        let redis = d
+            .statefulsets
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some("demo-redis"))
+            .and_then(|s| s.spec.clone())
+            .and_then(|s| s.template.spec)
+            .unwrap();
+        assert_eq!(
+            key_of(env(&redis, "REDIS_PASSWORD")),
+            ("redis-own".into(), "password".into())
+        );
     }
 }
 

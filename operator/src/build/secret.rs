@@ -53,6 +53,48 @@ pub fn missing_generated_keys(existing: &Secret) -> Vec<&'static str> {
         .collect()
 }
 
+/// Where a managed store's password is read from: the store's
+/// `passwordSecret` when set, else its key of `<name>-generated`. For
+/// MongoDB this is the root password; the services' own user's password
+/// is always generated ([`MONGODB_APP_PASSWORD`]).
+pub fn store_password(cc: &ChatCluster, store: Store) -> (String, String) {
+    let own = store
+        .spec(&cc.spec)
+        .managed
+        .as_ref()
+        .and_then(|m| m.password_secret.as_ref());
+    match own {
+        Some(r) => (r.name.clone(), r.key.clone()),
+        None => {
+            let key = match store {
+                Store::Redis => REDIS_PASSWORD,
+                Store::Rabbitmq => RABBITMQ_PASSWORD,
+                Store::Mongodb => MONGODB_PASSWORD,
+            };
+            (generated_secret_name(cc), key.to_owned())
+        }
+    }
+}
+
+/// The key of the private signing key in the signing-key Secret: the
+/// spec's `privateKeyKey` for a named Secret, [`PRIVATE_KEY`] in the
+/// generated one.
+pub fn private_key_key(cc: &ChatCluster) -> &str {
+    match cc.spec.auth.signing_key_secret {
+        Some(_) => &cc.spec.auth.private_key_key,
+        None => PRIVATE_KEY,
+    }
+}
+
+/// The key of the public keys in the signing-key Secret: the spec's
+/// `publicKeyKey` for a named Secret, [`PUBLIC_KEY`] in the generated one.
+pub fn public_key_key(cc: &ChatCluster) -> &str {
+    match cc.spec.auth.signing_key_secret {
+        Some(_) => &cc.spec.auth.public_key_key,
+        None => PUBLIC_KEY,
+    }
+}
+
 /// Name of the Secret holding the signing key pair (named or generated).
 pub fn jwt_secret_name(cc: &ChatCluster) -> String {
     cc.spec

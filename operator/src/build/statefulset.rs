@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::deployment::{container_security, from_secret, literal, pod_security, scratch};
-use super::secret::{MONGODB_PASSWORD, RABBITMQ_PASSWORD, REDIS_PASSWORD, generated_secret_name};
+use super::secret::store_password;
 use super::{Context, child_name, labels, meta, pod_template, selector_labels};
 use crate::api::{ChatCluster, ManagedStore, Store, VolumeReclaim};
 
@@ -89,8 +89,10 @@ fn tcp_probe(s: Store) -> Probe {
     }
 }
 
-/// Every managed store requires a password, generated once into `<name>-generated`.
+/// Every managed store requires a password: its own `passwordSecret`, or
+/// one generated once into `<name>-generated` ([`store_password`]).
 fn store_env(cc: &ChatCluster, s: Store) -> Vec<EnvVar> {
+    let (secret, key) = store_password(cc, s);
     match s {
         Store::Rabbitmq => vec![
             // The Erlang cookie lives in $HOME, by default the data volume,
@@ -99,26 +101,14 @@ fn store_env(cc: &ChatCluster, s: Store) -> Vec<EnvVar> {
             // emptyDir /tmp serves a single node and its CLI tools alike.
             literal("HOME", "/tmp"),
             literal("RABBITMQ_DEFAULT_USER", "parley"),
-            from_secret(
-                "RABBITMQ_DEFAULT_PASS",
-                generated_secret_name(cc),
-                RABBITMQ_PASSWORD,
-            ),
+            from_secret("RABBITMQ_DEFAULT_PASS", secret, &key),
         ],
-        Store::Redis => vec![from_secret(
-            "REDIS_PASSWORD",
-            generated_secret_name(cc),
-            REDIS_PASSWORD,
-        )],
+        Store::Redis => vec![from_secret("REDIS_PASSWORD", secret, &key)],
         // The image creates this root user when it initialises an empty
         // volume, and then runs with --auth.
         Store::Mongodb => vec![
             literal("MONGO_INITDB_ROOT_USERNAME", "parley"),
-            from_secret(
-                "MONGO_INITDB_ROOT_PASSWORD",
-                generated_secret_name(cc),
-                MONGODB_PASSWORD,
-            ),
+            from_secret("MONGO_INITDB_ROOT_PASSWORD", secret, &key),
         ],
     }
 }
