@@ -20,6 +20,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod status;
 pub mod validate;
+pub mod validated;
 
 /// Installs the process-wide TLS crypto provider (ring) the Kubernetes client
 /// needs; several providers are compiled in, so rustls cannot pick one itself.

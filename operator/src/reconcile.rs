@@ -215,22 +215,25 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
         write_status(ctx, cc, &ns, &observed).await?;
         return Ok(Action::requeue(ctx.resync));
     }
-    if let Err(errors) = validate::validate(&cc.spec) {
-        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        tracing::warn!(name = %cc.name_any(), namespace = %ns, errors = %messages.join("; "), "invalid spec; nothing changed");
-        let observed = Observed {
-            spec_errors: messages,
-            ..Default::default()
-        };
-        ctx.event(cc, true, "InvalidSpec", observed.spec_errors.join("; "))
-            .await;
-        write_status(ctx, cc, &ns, &observed).await?;
-        // A spec change (a watch event) is the only thing that can fix it.
-        return Ok(Action::await_change());
-    }
+    let valid = match validate::validate(cc) {
+        Ok(valid) => valid,
+        Err(errors) => {
+            let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            tracing::warn!(name = %cc.name_any(), namespace = %ns, errors = %messages.join("; "), "invalid spec; nothing changed");
+            let observed = Observed {
+                spec_errors: messages,
+                ..Default::default()
+            };
+            ctx.event(cc, true, "InvalidSpec", observed.spec_errors.join("; "))
+                .await;
+            write_status(ctx, cc, &ns, &observed).await?;
+            // A spec change (a watch event) is the only thing that can fix it.
+            return Ok(Action::await_change());
+        }
+    };
     // Before anything is created or changed: a refused image never runs,
     // and what an earlier, allowed spec made keeps running untouched.
-    let refused = validate::refused_images(cc, &ctx.allowed_registries);
+    let refused = validate::refused_images(&valid, &ctx.allowed_registries);
     if !refused.is_empty() {
         let messages: Vec<String> = refused.iter().map(ToString::to_string).collect();
         tracing::warn!(name = %cc.name_any(), namespace = %ns, errors = %messages.join("; "), "image outside the allowed registries; nothing changed");
@@ -266,7 +269,7 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
         }
     };
     let desired = build::desired(
-        cc,
+        &valid,
         &build::Context {
             secrets: deref.secrets,
             apis: deref.apis,

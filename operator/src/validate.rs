@@ -2,6 +2,7 @@
 
 use crate::api::{ChatCluster, ChatClusterSpec, Component, Store};
 use crate::registry::AllowedRegistries;
+use crate::validated::{PullPolicy, SmtpTls, StoreMode, ValidatedCluster};
 
 /// One problem with a spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,20 +21,59 @@ fn err(field: impl Into<String>, problem: impl Into<String>) -> SpecError {
     }
 }
 
-/// Checks what the CRD schema cannot express; returns every problem found.
-pub fn validate(spec: &ChatClusterSpec) -> Result<(), Vec<SpecError>> {
+/// Checks what the CRD schema cannot express and returns the cluster as
+/// the builders take it, or every problem found.
+pub fn validate(cc: &ChatCluster) -> Result<ValidatedCluster, Vec<SpecError>> {
+    let spec = &cc.spec;
+    let mut errors = spec_errors(spec);
+    let pull_policy = PullPolicy::parse(&spec.image.pull_policy);
+    if pull_policy.is_none() {
+        errors.insert(
+            0,
+            err("image.pullPolicy", "must be Always, IfNotPresent or Never"),
+        );
+    }
+    let smtp_tls = SmtpTls::parse(&spec.smtp.tls);
+    if smtp_tls.is_none() {
+        errors.push(err("smtp.tls", "must be none, starttls or tls"));
+    }
+    let mode = |store: Store| {
+        let s = store.spec(spec);
+        match (&s.managed, &s.external) {
+            (Some(_), Some(_)) => None,
+            (None, Some(e)) => Some(StoreMode::External(e.clone())),
+            (m, None) => Some(StoreMode::Managed(Box::new(m.clone().unwrap_or_default()))),
+        }
+    };
+    match (
+        pull_policy,
+        smtp_tls,
+        mode(Store::Redis),
+        mode(Store::Rabbitmq),
+        mode(Store::Mongodb),
+    ) {
+        (Some(pull), Some(tls), Some(redis), Some(rabbitmq), Some(mongodb))
+            if errors.is_empty() =>
+        {
+            Ok(ValidatedCluster::new(
+                cc.clone(),
+                pull,
+                tls,
+                [redis, rabbitmq, mongodb],
+            ))
+        }
+        _ => Err(errors),
+    }
+}
+
+/// The problems of `spec` beyond its enums (which [`validate`] reads).
+fn spec_errors(spec: &ChatClusterSpec) -> Vec<SpecError> {
     let mut errors = Vec::new();
     if spec.image.repository.trim().is_empty() {
         errors.push(err("image.repository", "must not be empty"));
     }
     if spec.image.tag.trim().is_empty() {
         errors.push(err("image.tag", "must not be empty"));
-    }
-    if !["Always", "IfNotPresent", "Never"].contains(&spec.image.pull_policy.as_str()) {
-        errors.push(err(
-            "image.pullPolicy",
-            "must be Always, IfNotPresent or Never",
-        ));
     }
     for component in Component::ALL {
         let c = component.spec(spec);
@@ -156,9 +196,6 @@ pub fn validate(spec: &ChatClusterSpec) -> Result<(), Vec<SpecError>> {
             _ => {}
         }
     }
-    if !["none", "starttls", "tls"].contains(&spec.smtp.tls.as_str()) {
-        errors.push(err("smtp.tls", "must be none, starttls or tls"));
-    }
     if !(1..=65535).contains(&spec.smtp.port) {
         errors.push(err("smtp.port", "must be between 1 and 65535"));
     }
@@ -241,18 +278,14 @@ pub fn validate(spec: &ChatClusterSpec) -> Result<(), Vec<SpecError>> {
     if spec.ingress.tls_secret_name.is_some() && spec.ingress.host.is_none() {
         errors.push(err("ingress.host", "is required when tlsSecretName is set"));
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    errors
 }
 
 /// The images of `cc` that `allowed` refuses, one error per spec field and
 /// image, naming both; none when the list is empty. Checked before anything
 /// is created or changed for the ChatCluster, so a refused image never runs
 /// and the objects of an earlier, allowed spec keep running.
-pub fn refused_images(cc: &ChatCluster, allowed: &AllowedRegistries) -> Vec<SpecError> {
+pub fn refused_images(cc: &ValidatedCluster, allowed: &AllowedRegistries) -> Vec<SpecError> {
     if allowed.is_empty() {
         return Vec::new();
     }
@@ -358,6 +391,11 @@ mod tests {
     use super::*;
     use crate::api::{ExternalStore, ManagedStore};
 
+    /// What [`validate`] says of `spec`, the validated cluster left out.
+    fn check(spec: &ChatClusterSpec) -> Result<(), Vec<SpecError>> {
+        validate(&crate::build::fixtures::cluster(spec.clone())).map(|_| ())
+    }
+
     #[test]
     fn pod_overrides_may_add_but_not_rewire() {
         use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
@@ -379,10 +417,10 @@ mod tests {
         };
         let mut spec = ChatClusterSpec::default();
         spec.chat.component.pod_overrides = Some(with_env("HTTPS_PROXY"));
-        assert_eq!(validate(&spec), Ok(()));
+        assert_eq!(check(&spec), Ok(()));
         for owned in ["PARLEY_LOG", "PARLEY_MONGODB_URI", "MONGODB_APP_PASSWORD"] {
             spec.chat.component.pod_overrides = Some(with_env(owned));
-            let errors = validate(&spec).unwrap_err();
+            let errors = check(&spec).unwrap_err();
             assert_eq!(
                 errors[0].field, "chat.podOverrides.spec.containers[0].env[0].name",
                 "{owned}"
@@ -394,7 +432,7 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            validate(&spec).unwrap_err()[0].field,
+            check(&spec).unwrap_err()[0].field,
             "redis.managed.podOverrides.spec.containers[0].env[0].name"
         );
     }
@@ -415,7 +453,7 @@ mod tests {
             },
             ca_secret: Some(Default::default()),
         });
-        let fields: Vec<_> = validate(&spec)
+        let fields: Vec<_> = check(&spec)
             .unwrap_err()
             .into_iter()
             .map(|e| e.field)
@@ -445,12 +483,12 @@ mod tests {
             }),
             ..spec.mongodb.external.clone().unwrap_or_default()
         });
-        assert_eq!(validate(&spec), Ok(()));
+        assert_eq!(check(&spec), Ok(()));
     }
 
     #[test]
     fn empty_spec_is_valid() {
-        assert_eq!(validate(&ChatClusterSpec::default()), Ok(()));
+        assert_eq!(check(&ChatClusterSpec::default()), Ok(()));
     }
 
     #[test]
@@ -458,7 +496,7 @@ mod tests {
         let mut spec = ChatClusterSpec::default();
         spec.redis.managed = Some(ManagedStore::default());
         spec.redis.external = Some(ExternalStore::default());
-        let errors = validate(&spec).unwrap_err();
+        let errors = check(&spec).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "redis");
     }
@@ -469,7 +507,7 @@ mod tests {
         spec.chat.component.autoscaling.enabled = true;
         spec.chat.component.autoscaling.min_replicas = 5;
         spec.chat.component.autoscaling.max_replicas = 3;
-        let errors = validate(&spec).unwrap_err();
+        let errors = check(&spec).unwrap_err();
         assert_eq!(errors[0].field, "chat.autoscaling.minReplicas");
         assert!(
             errors[0]
@@ -482,7 +520,7 @@ mod tests {
     fn autoscaling_needs_a_cpu_request() {
         let mut spec = ChatClusterSpec::default();
         spec.user.autoscaling.enabled = true;
-        let errors = validate(&spec).unwrap_err();
+        let errors = check(&spec).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "user.resources.requests.cpu");
         spec.user.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
@@ -495,12 +533,12 @@ mod tests {
             ),
             ..Default::default()
         });
-        assert_eq!(validate(&spec), Ok(()));
+        assert_eq!(check(&spec), Ok(()));
     }
 
     #[test]
     fn images_outside_the_allowed_registries_are_refused_naming_field_and_image() {
-        use crate::build::fixtures::cluster;
+        use crate::build::fixtures::valid;
         let allowed = AllowedRegistries::parse("registry.example.com/team/").unwrap();
         let spec: ChatClusterSpec = serde_json::from_value(serde_json::json!({
             "image": {"repository": "registry.example.com/team/parley", "tag": "2.0"},
@@ -509,7 +547,7 @@ mod tests {
             "rabbitmq": {"managed": {"image": "registry.example.com/team/rabbitmq@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}},
         }))
         .unwrap();
-        let errors = refused_images(&cluster(spec.clone()), &allowed);
+        let errors = refused_images(&valid(spec.clone()), &allowed);
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(text.len(), 2, "{text:#?}");
         assert!(
@@ -530,7 +568,7 @@ mod tests {
         // `library/` allows the default store images, and only them
         let with_official =
             AllowedRegistries::parse("registry.example.com/team/, library/").unwrap();
-        let errors = refused_images(&cluster(spec), &with_official);
+        let errors = refused_images(&valid(spec), &with_official);
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(text.len(), 1, "{text:#?}");
         assert!(
@@ -539,13 +577,13 @@ mod tests {
             text[0]
         );
         // no list, no refusal
-        let everything = refused_images(&cluster(ChatClusterSpec::default()), &Default::default());
+        let everything = refused_images(&valid(ChatClusterSpec::default()), &Default::default());
         assert!(everything.is_empty());
     }
 
     #[test]
     fn a_sidecar_added_through_pod_overrides_is_held_to_the_allow_list() {
-        use crate::build::fixtures::cluster;
+        use crate::build::fixtures::valid;
         let allowed = AllowedRegistries::parse("registry.example.com/team/").unwrap();
         let spec: ChatClusterSpec = serde_json::from_value(serde_json::json!({
             "image": {"repository": "registry.example.com/team/parley", "tag": "2.0"},
@@ -557,7 +595,7 @@ mod tests {
             "mongodb": {"managed": {"image": "registry.example.com/team/mongo:7"}},
         }))
         .unwrap();
-        let errors = refused_images(&cluster(spec), &allowed);
+        let errors = refused_images(&valid(spec), &allowed);
         assert_eq!(errors.len(), 1, "{errors:#?}");
         assert!(
             errors[0]
@@ -577,14 +615,14 @@ mod tests {
         };
         let mut spec = ChatClusterSpec::default();
         spec.user.env.push(var("a"));
-        let errors = validate(&spec).unwrap_err();
+        let errors = check(&spec).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "chat.env");
         assert!(errors[0].problem.contains("PARLEY_TOKEN_AUDIENCE"));
         spec.chat.component.env.push(var("b"));
-        assert_eq!(validate(&spec).unwrap_err()[0].field, "user.env");
+        assert_eq!(check(&spec).unwrap_err()[0].field, "user.env");
         spec.chat.component.env[0] = var("a");
-        assert_eq!(validate(&spec), Ok(()));
+        assert_eq!(check(&spec), Ok(()));
     }
 
     #[test]
@@ -600,7 +638,7 @@ mod tests {
             name: "PARLEY_REDIS_URL".into(),
             ..Default::default()
         });
-        let fields: Vec<_> = validate(&spec)
+        let fields: Vec<_> = check(&spec)
             .unwrap_err()
             .into_iter()
             .map(|e| e.field)

@@ -8,6 +8,7 @@ use super::{HTTP_PORT, child_name, meta};
 use kube::ResourceExt;
 
 use crate::api::ChatCluster;
+use crate::validated::ValidatedCluster;
 
 /// Name of the shared ConfigMap.
 pub fn config_map_name(cc: &ChatCluster) -> String {
@@ -53,7 +54,7 @@ pub fn token_audience(cc: &ChatCluster) -> String {
 }
 
 /// The ConfigMap's data, keyed by env var name.
-pub fn config_data(cc: &ChatCluster) -> BTreeMap<String, String> {
+pub fn config_data(cc: &ValidatedCluster) -> BTreeMap<String, String> {
     let s = &cc.spec;
     let log = s
         .log
@@ -70,7 +71,7 @@ pub fn config_data(cc: &ChatCluster) -> BTreeMap<String, String> {
         ("PARLEY_TOKEN_AUDIENCE".into(), token_audience(cc)),
         ("PARLEY_SMTP_HOST".into(), s.smtp.host.clone()),
         ("PARLEY_SMTP_PORT".into(), s.smtp.port.to_string()),
-        ("PARLEY_SMTP_TLS".into(), s.smtp.tls.clone()),
+        ("PARLEY_SMTP_TLS".into(), cc.smtp_tls().as_str().into()),
         ("PARLEY_MAIL_FROM".into(), s.smtp.from.clone()),
         ("PARLEY_APP_BASE_URL".into(), app_base_url(cc)),
         ("PARLEY_USER_SERVICE_URL".into(), user_service_url(cc)),
@@ -78,7 +79,7 @@ pub fn config_data(cc: &ChatCluster) -> BTreeMap<String, String> {
 }
 
 /// The shared ConfigMap.
-pub fn config_map(cc: &ChatCluster) -> ConfigMap {
+pub fn config_map(cc: &ValidatedCluster) -> ConfigMap {
     ConfigMap {
         metadata: meta(cc, config_map_name(cc), "config"),
         data: Some(config_data(cc)),
@@ -89,11 +90,11 @@ pub fn config_map(cc: &ChatCluster) -> ConfigMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::cluster;
+    use crate::build::fixtures::valid;
 
     #[test]
     fn defaults_give_a_complete_config() {
-        let cm = config_map(&cluster(Default::default()));
+        let cm = config_map(&valid(Default::default()));
         let data = cm.data.unwrap();
         assert_eq!(data["PARLEY_USER_SERVICE_URL"], "http://demo-user:8080");
         assert_eq!(data["PARLEY_LOG"], "info");
@@ -106,18 +107,19 @@ mod tests {
 
     #[test]
     fn the_token_scope_follows_the_spec() {
-        let mut cc = cluster(Default::default());
-        cc.spec.auth.issuer = Some("https://chat.example.com".into());
-        cc.spec.auth.audience = Some("parley".into());
-        let data = config_data(&cc);
+        let mut spec = crate::api::ChatClusterSpec::default();
+        spec.auth.issuer = Some("https://chat.example.com".into());
+        spec.auth.audience = Some("parley".into());
+        let data = config_data(&valid(spec));
         assert_eq!(data["PARLEY_TOKEN_ISSUER"], "https://chat.example.com");
         assert_eq!(data["PARLEY_TOKEN_AUDIENCE"], "parley");
         // two ChatClusters never share the default audience
-        let mut other = cluster(Default::default());
+        let mut other = crate::build::fixtures::cluster(Default::default());
         other.metadata.namespace = Some("team-b".into());
+        let other = crate::validate::validate(&other).unwrap();
         assert_ne!(
             config_data(&other)["PARLEY_TOKEN_AUDIENCE"],
-            config_data(&cluster(Default::default()))["PARLEY_TOKEN_AUDIENCE"]
+            config_data(&valid(Default::default()))["PARLEY_TOKEN_AUDIENCE"]
         );
     }
 }

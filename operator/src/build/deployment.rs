@@ -22,8 +22,9 @@ use super::secret::{
     jwt_secret_name, private_key_key, public_key_key, store_password,
 };
 use super::serviceaccount::service_account_name;
-use super::{Context, HTTP_PORT, child_name, managed, meta, pod_template};
+use super::{Context, HTTP_PORT, child_name, meta, pod_template};
 use crate::api::{ChatCluster, Component, Store};
+use crate::validated::ValidatedCluster;
 
 /// Where the signing keys are mounted.
 pub const JWT_DIR: &str = "/etc/parley/jwt";
@@ -116,11 +117,11 @@ pub fn mongodb_database(cc: &ChatCluster, c: Component) -> String {
 
 /// Env vars carrying one store's URL (a managed store's in-cluster address, or
 /// the external Secret's key).
-fn store_env(cc: &ChatCluster, c: Component, s: Store) -> Vec<EnvVar> {
+fn store_env(cc: &ValidatedCluster, c: Component, s: Store) -> Vec<EnvVar> {
     let host = child_name(cc, s.name());
     let port = s.port();
-    if managed(cc, s).is_none() {
-        let ext = s.spec(&cc.spec).external.clone().unwrap_or_default();
+    if let Some(ext) = cc.external(s) {
+        let ext = ext.clone();
         let mut env = vec![from_secret(
             s.env_var(),
             ext.url_secret.name,
@@ -178,8 +179,8 @@ fn mongodb_app_uri(cc: &ChatCluster, c: Component) -> String {
 /// (`parley-user mongodb-user`) before a component starts, when the
 /// operator manages MongoDB: only this container gets the root password.
 /// It is idempotent, so every pod start (and a changed password) converges.
-pub fn mongodb_user_init(cc: &ChatCluster, c: Component) -> Option<Container> {
-    managed(cc, Store::Mongodb)?;
+pub fn mongodb_user_init(cc: &ValidatedCluster, c: Component) -> Option<Container> {
+    cc.managed(Store::Mongodb)?;
     let (root_secret, root_key) = store_password(cc, Store::Mongodb);
     let host = child_name(cc, Store::Mongodb.name());
     let port = Store::Mongodb.port();
@@ -203,7 +204,7 @@ pub fn mongodb_user_init(cc: &ChatCluster, c: Component) -> Option<Container> {
     Some(Container {
         name: "mongodb-user".into(),
         image: Some(image(cc, Component::User)),
-        image_pull_policy: Some(cc.spec.image.pull_policy.clone()),
+        image_pull_policy: Some(cc.pull_policy().as_str().into()),
         command: Some(vec!["parley-user".into(), "mongodb-user".into()]),
         env: Some(env),
         resources: Some(ResourceRequirements {
@@ -256,7 +257,7 @@ fn token_scope_env(cc: &ChatCluster, c: Component) -> Vec<EnvVar> {
 }
 
 /// The complete env of a component's container, in a stable order.
-pub fn env(cc: &ChatCluster, c: Component) -> Vec<EnvVar> {
+pub fn env(cc: &ValidatedCluster, c: Component) -> Vec<EnvVar> {
     let mut env = vec![
         literal("PARLEY_HTTP_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
         from_config(cc, "PARLEY_LOG"),
@@ -382,7 +383,7 @@ pub fn scratch(name: &str, path: &str) -> (Volume, VolumeMount) {
     )
 }
 
-fn volumes(cc: &ChatCluster, c: Component) -> (Vec<Volume>, Vec<VolumeMount>) {
+fn volumes(cc: &ValidatedCluster, c: Component) -> (Vec<Volume>, Vec<VolumeMount>) {
     let (tmp, tmp_mount) = scratch("tmp", "/tmp");
     let mut volumes = vec![tmp];
     let mut mounts = vec![tmp_mount];
@@ -416,13 +417,7 @@ fn volumes(cc: &ChatCluster, c: Component) -> (Vec<Volume>, Vec<VolumeMount>) {
         });
     }
     for s in Store::ALL {
-        let Some(ca) = s
-            .spec(&cc.spec)
-            .external
-            .as_ref()
-            .filter(|_| managed(cc, s).is_none())
-            .and_then(|e| e.ca_secret.as_ref())
-        else {
+        let Some(ca) = cc.external(s).and_then(|e| e.ca_secret.as_ref()) else {
             continue;
         };
         let name = format!("{}-ca", s.name());
@@ -451,7 +446,7 @@ fn volumes(cc: &ChatCluster, c: Component) -> (Vec<Volume>, Vec<VolumeMount>) {
 }
 
 /// The Deployment of one component.
-pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
+pub fn deployment(cc: &ValidatedCluster, c: Component, ctx: &Context) -> Deployment {
     let spec = c.spec(&cc.spec);
     let name = child_name(cc, c.name());
     let (volumes, mounts) = volumes(cc, c);
@@ -459,7 +454,7 @@ pub fn deployment(cc: &ChatCluster, c: Component, ctx: &Context) -> Deployment {
     let container = Container {
         name: c.name().into(),
         image: Some(image(cc, c)),
-        image_pull_policy: Some(cc.spec.image.pull_policy.clone()),
+        image_pull_policy: Some(cc.pull_policy().as_str().into()),
         command: Some(vec![format!("parley-{}", c.name())]),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
@@ -528,7 +523,7 @@ mod tests {
 
     use super::*;
     use crate::api::{ExternalStore, SecretKeyRef};
-    use crate::build::fixtures::{cluster, ctx};
+    use crate::build::fixtures::{ctx, valid};
 
     fn env_list(d: &Deployment) -> Vec<EnvVar> {
         d.spec
@@ -564,7 +559,7 @@ mod tests {
 
     #[test]
     fn every_component_gets_the_common_contract() {
-        let cc = cluster(Default::default());
+        let cc = valid(Default::default());
         for c in Component::ALL {
             let d = deployment(&cc, c, &ctx());
             let env = env_of(&d);
@@ -691,7 +686,7 @@ mod tests {
     #[test]
     fn behind_the_ingress_the_user_service_trusts_one_proxy_hop() {
         let hops = |spec: crate::api::ChatClusterSpec| {
-            let cc = cluster(spec);
+            let cc = valid(spec);
             let env = env_list(&deployment(&cc, Component::User, &ctx()));
             env.iter()
                 .filter(|e| e.name == TRUSTED_PROXY_HOPS)
@@ -703,7 +698,7 @@ mod tests {
         spec.ingress.enabled = true;
         assert_eq!(hops(spec.clone()), ["1"]);
         // Chat and mail do not read it.
-        let cc = cluster(spec.clone());
+        let cc = valid(spec.clone());
         for c in [Component::Chat, Component::Mail] {
             assert!(!env_of(&deployment(&cc, c, &ctx())).contains_key(TRUSTED_PROXY_HOPS));
         }
@@ -724,7 +719,7 @@ mod tests {
             value: Some("chats".into()),
             ..Default::default()
         });
-        let cc = cluster(spec.clone());
+        let cc = valid(spec.clone());
         let chat = deployment(&cc, Component::Chat, &ctx());
         let uri = env_of(&chat)["PARLEY_MONGODB_URI"].value.clone().unwrap();
         assert!(uri.ends_with("authSource=chats"), "{uri}");
@@ -746,7 +741,7 @@ mod tests {
             },
             ca_secret: None,
         });
-        let cc = cluster(spec);
+        let cc = valid(spec);
         for c in Component::ALL {
             let d = deployment(&cc, c, &ctx());
             let pod = d.spec.unwrap().template.spec.unwrap();
@@ -759,7 +754,7 @@ mod tests {
     #[test]
     fn user_and_chat_get_the_token_scope_of_their_cluster_unless_their_env_sets_it() {
         let scope = |spec: crate::api::ChatClusterSpec, c: Component| {
-            let cc = cluster(spec);
+            let cc = valid(spec);
             env_list(&deployment(&cc, c, &ctx()))
                 .into_iter()
                 .filter(|e| TOKEN_SCOPE_ENV.contains(&e.name.as_str()))
@@ -820,7 +815,7 @@ mod tests {
             },
             ca_secret: None,
         });
-        let cc = cluster(spec);
+        let cc = valid(spec);
         let user = env_of(&deployment(&cc, Component::User, &ctx()));
         assert_eq!(
             user["PARLEY_JWT_PRIVATE_KEY_FILE"].value.as_deref(),
@@ -859,7 +854,7 @@ mod tests {
 
     #[test]
     fn user_mounts_only_the_private_key_and_chat_only_the_public_one() {
-        let cc = cluster(Default::default());
+        let cc = valid(Default::default());
         for (c, key) in [
             (Component::User, PRIVATE_KEY),
             (Component::Chat, PUBLIC_KEY),
@@ -880,10 +875,12 @@ mod tests {
 
     #[test]
     fn autoscaling_leaves_replicas_to_the_hpa_only_when_served() {
-        let mut spec = crate::api::ChatClusterSpec::default();
-        spec.chat.component.autoscaling.enabled = true;
+        let mut spec: crate::api::ChatClusterSpec = serde_json::from_value(serde_json::json!({
+            "chat": {"autoscaling": {"enabled": true}, "resources": {"requests": {"cpu": "100m"}}},
+        }))
+        .unwrap();
         spec.chat.component.replicas = Some(3);
-        let cc = cluster(spec);
+        let cc = valid(spec);
         let mut c = ctx();
         assert_eq!(replicas(&cc, Component::Chat, &c), None);
         c.apis.autoscaling_v2 = false;

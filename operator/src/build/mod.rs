@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 use crate::api::{ChatCluster, Component, Store};
+use crate::validated::ValidatedCluster;
 
 pub mod configmap;
 pub mod deployment;
@@ -142,7 +143,7 @@ pub struct Desired {
 }
 
 /// Builds every desired child of `cc` (generated Secrets excepted: see [`secret`]).
-pub fn desired(cc: &ChatCluster, ctx: &Context) -> Desired {
+pub fn desired(cc: &ValidatedCluster, ctx: &Context) -> Desired {
     let mut d = Desired {
         service_accounts: vec![service_account(cc)],
         config_maps: vec![config_map(cc)],
@@ -160,8 +161,8 @@ pub fn desired(cc: &ChatCluster, ctx: &Context) -> Desired {
         }
     }
     for s in Store::ALL {
-        if let Some(managed) = managed(cc, s) {
-            d.statefulsets.push(statefulset(cc, s, &managed, ctx));
+        if let Some(managed) = cc.managed(s) {
+            d.statefulsets.push(statefulset(cc, s, managed, ctx));
             d.services.push(store_service(cc, s));
             d.network_policies.push(store_network_policy(cc, s));
         }
@@ -185,7 +186,7 @@ pub struct ImageUse {
 /// Every image the workloads of `cc` run (containers and init containers
 /// alike), read from the built pod templates themselves so that none is
 /// missed, each with the spec field that chooses it; no duplicates.
-pub fn images(cc: &ChatCluster) -> Vec<ImageUse> {
+pub fn images(cc: &ValidatedCluster) -> Vec<ImageUse> {
     let d = desired(cc, &Context::default());
     let templates = d
         .deployments
@@ -231,8 +232,9 @@ fn image_field(cc: &ChatCluster, component: &str) -> String {
     component.to_owned()
 }
 
-/// The managed settings of `store`, or `None` when it is external.
-/// Neither set means managed with defaults.
+/// The managed settings of `store`, or `None` when it is external, read
+/// from a spec that may not be valid (a [`ValidatedCluster`] says it
+/// directly). Neither set means managed with defaults.
 pub fn managed(cc: &ChatCluster, store: Store) -> Option<crate::api::ManagedStore> {
     let s = store.spec(&cc.spec);
     match (&s.managed, &s.external) {
@@ -289,7 +291,7 @@ pub fn owner_ref(cc: &ChatCluster) -> OwnerReference {
 /// operator's labels, and the rollout hash of what the merged pod reads
 /// ([`rollout::rollout_hash`]).
 pub fn pod_template(
-    cc: &ChatCluster,
+    cc: &ValidatedCluster,
     component: &str,
     pod: PodSpec,
     overrides: Option<&PodTemplateSpec>,
@@ -347,6 +349,15 @@ pub(crate) mod fixtures {
         cc
     }
 
+    /// [`cluster`], validated: what the builders take. Panics on an
+    /// invalid spec (a broken test fixture).
+    pub fn valid(spec: ChatClusterSpec) -> crate::validated::ValidatedCluster {
+        match crate::validate::validate(&cluster(spec)) {
+            Ok(v) => v,
+            Err(e) => panic!("fixture spec is invalid: {e:?}"),
+        }
+    }
+
     pub fn ctx() -> super::Context {
         super::Context {
             secrets: Default::default(),
@@ -357,12 +368,12 @@ pub(crate) mod fixtures {
 
 #[cfg(test)]
 mod image_tests {
-    use super::fixtures::cluster;
+    use super::fixtures::valid;
     use super::*;
     use crate::api::{ChatClusterSpec, ExternalStore};
 
     fn listed(spec: ChatClusterSpec) -> Vec<(String, String)> {
-        images(&cluster(spec))
+        images(&valid(spec))
             .into_iter()
             .map(|i| (i.field, i.image))
             .collect()
@@ -412,7 +423,13 @@ mod image_tests {
                 Store::Rabbitmq => &mut spec.rabbitmq,
                 Store::Mongodb => &mut spec.mongodb,
             };
-            s.external = Some(ExternalStore::default());
+            s.external = Some(ExternalStore {
+                url_secret: crate::api::SecretKeyRef {
+                    name: "elsewhere".into(),
+                    key: "url".into(),
+                },
+                ca_secret: None,
+            });
         }
         assert_eq!(
             listed(spec).len(),
@@ -424,7 +441,7 @@ mod image_tests {
 
 #[cfg(test)]
 mod snapshot {
-    use super::fixtures::{cluster, ctx};
+    use super::fixtures::{ctx, valid};
     use super::*;
     use crate::api::{ChatClusterSpec, ExternalStore, SecretKeyRef};
 
@@ -468,7 +485,7 @@ mod snapshot {
     fn default_cluster_matches_snapshot() {
         check(
             "default",
-            &render(&desired(&cluster(ChatClusterSpec::default()), &ctx())),
+            &render(&desired(&valid(ChatClusterSpec::default()), &ctx())),
         );
     }
 
@@ -486,7 +503,7 @@ mod snapshot {
             "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/parley"}},
         }))
         .unwrap();
-        let d = desired(&cluster(spec), &ctx());
+        let d = desired(&valid(spec), &ctx());
         assert_eq!(d.hpas.len(), 1);
         assert_eq!(d.pdbs.len(), 3);
         assert_eq!(
@@ -502,8 +519,10 @@ mod snapshot {
             policy_v1: false,
             ..Default::default()
         };
-        let mut spec = ChatClusterSpec::default();
-        spec.chat.component.autoscaling.enabled = true;
+        let mut spec: ChatClusterSpec = serde_json::from_value(serde_json::json!({
+            "chat": {"autoscaling": {"enabled": true}, "resources": {"requests": {"cpu": "100m"}}},
+        }))
+        .unwrap();
         spec.mongodb.external = Some(ExternalStore {
             url_secret: SecretKeyRef {
                 name: "m".into(),
@@ -511,7 +530,7 @@ mod snapshot {
             },
             ca_secret: None,
         });
-        let d = desired(&cluster(spec), &old);
+        let d = desired(&valid(spec), &old);
         assert!(d.hpas.is_empty() && d.pdbs.is_empty());
         assert_eq!(d.deployments[1].spec.as_ref().unwrap().replicas, Some(2));
     }
@@ -526,7 +545,7 @@ mod rollout_tests {
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::{PodTemplateSpec, Secret};
 
-    use super::fixtures::cluster;
+    use super::fixtures::valid;
     use super::*;
     use crate::api::ChatClusterSpec;
 
@@ -587,7 +606,7 @@ mod rollout_tests {
 
     /// Pod template of every workload, by `kind/name`.
     fn templates(spec: &ChatClusterSpec, secrets: &Secrets) -> BTreeMap<String, PodTemplateSpec> {
-        let cc = cluster(spec.clone());
+        let cc = valid(spec.clone());
         let d = desired(&cc, &context(secrets));
         let mut out = BTreeMap::new();
         for x in d.deployments {
@@ -780,7 +799,7 @@ mod rollout_tests {
 
     #[test]
     fn own_secrets_are_wired_under_their_key_names() {
-        let cc = cluster(own_secrets_spec());
+        let cc = valid(own_secrets_spec());
         let d = desired(&cc, &context(&own_secrets()));
         let pod = |name: &str| {
             d.deployments
@@ -896,7 +915,7 @@ mod pod_security_tests {
 
     use k8s_openapi::api::core::v1::{PodSpec, SecurityContext};
 
-    use super::fixtures::{cluster, ctx};
+    use super::fixtures::{ctx, valid};
     use super::*;
     use crate::api::ChatClusterSpec;
 
@@ -986,7 +1005,7 @@ mod pod_security_tests {
 
     #[test]
     fn every_pod_passes_the_restricted_profile() {
-        let d = desired(&cluster(ChatClusterSpec::default()), &ctx());
+        let d = desired(&valid(ChatClusterSpec::default()), &ctx());
         assert_eq!(d.statefulsets.len(), 3);
         let pods = d
             .statefulsets

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{PodSpec, Secret};
 use sha2::{Digest, Sha256};
 
 use super::configmap::{config_data, config_map_name};
-use crate::api::ChatCluster;
+use crate::validated::ValidatedCluster;
 
 /// Digests of the Secrets a ChatCluster refers to, by Secret name and key;
 /// `None` for a Secret that does not exist. Only digests are kept, so no
@@ -187,7 +187,7 @@ pub fn inputs(pod: &PodSpec) -> BTreeSet<Input> {
 /// The rollout hash of a pod spec of `cc`: over every input the pod reads
 /// (see [`inputs`]) and its current value. The shared ConfigMap's values
 /// come from the spec (the operator writes them), Secrets' from `secrets`.
-pub fn rollout_hash(cc: &ChatCluster, pod: &PodSpec, secrets: &SecretDigests) -> String {
+pub fn rollout_hash(cc: &ValidatedCluster, pod: &PodSpec, secrets: &SecretDigests) -> String {
     let config_name = config_map_name(cc);
     let config = config_data(cc);
     let config_value = |name: &str, key: &str| {
@@ -242,7 +242,7 @@ pub fn rollout_hash(cc: &ChatCluster, pod: &PodSpec, secrets: &SecretDigests) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::cluster;
+    use crate::build::fixtures::valid;
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::{
         Container, EnvVar, EnvVarSource, SecretKeySelector, SecretVolumeSource, Volume,
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn hash_follows_the_read_secret_keys_only() {
-        let cc = cluster(Default::default());
+        let cc = valid(Default::default());
         let digests = |s: Option<Secret>, m: Option<Secret>| {
             SecretDigests::new(
                 &[
@@ -334,8 +334,9 @@ mod tests {
             rollout_hash(&cc, &other, &digests(secret("two"), secret("m")))
         );
         // the shared ConfigMap's values do not matter to a pod that reads none of them
-        let mut changed = cc.clone();
-        changed.spec.smtp.port = 2525;
+        let mut spec = crate::api::ChatClusterSpec::default();
+        spec.smtp.port = 2525;
+        let changed = valid(spec);
         assert_eq!(
             a,
             rollout_hash(&changed, &pod, &digests(secret("one"), secret("m")))
@@ -360,7 +361,7 @@ mod tests {
     /// yet nothing matches without the key in `<name>-generated`.
     #[test]
     fn a_guess_of_a_secret_value_cannot_be_checked_against_the_annotation() {
-        let cc = cluster(Default::default());
+        let cc = valid(Default::default());
         let pod = reading("s", "k");
         let annotation = rollout_hash(
             &cc,

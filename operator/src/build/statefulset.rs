@@ -16,6 +16,7 @@ use super::deployment::{container_security, from_secret, literal, pod_security, 
 use super::secret::store_password;
 use super::{Context, child_name, labels, meta, pod_template, selector_labels};
 use crate::api::{ChatCluster, ManagedStore, Store, VolumeReclaim};
+use crate::validated::ValidatedCluster;
 
 /// Name of the data volume claim template.
 pub const DATA_VOLUME: &str = "data";
@@ -139,7 +140,12 @@ fn store_command(s: Store) -> (Option<Vec<String>>, Option<Vec<String>>) {
 }
 
 /// The StatefulSet of one managed store.
-pub fn statefulset(cc: &ChatCluster, s: Store, m: &ManagedStore, ctx: &Context) -> StatefulSet {
+pub fn statefulset(
+    cc: &ValidatedCluster,
+    s: Store,
+    m: &ManagedStore,
+    ctx: &Context,
+) -> StatefulSet {
     let name = child_name(cc, s.name());
     let mut pvc_labels = labels(cc, s.name());
     let reclaim = match m.volume_reclaim {
@@ -239,10 +245,10 @@ pub fn statefulset(cc: &ChatCluster, s: Store, m: &ManagedStore, ctx: &Context) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::{cluster, ctx};
+    use crate::build::fixtures::{ctx, valid};
 
     fn pod(s: Store, m: &ManagedStore) -> PodSpec {
-        statefulset(&cluster(Default::default()), s, m, &ctx())
+        statefulset(&valid(Default::default()), s, m, &ctx())
             .spec
             .unwrap()
             .template

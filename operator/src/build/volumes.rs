@@ -158,11 +158,11 @@ mod tests {
 
     use super::*;
     use crate::api::{ManagedStore, VolumeReclaim};
-    use crate::build::fixtures::{cluster, ctx};
+    use crate::build::fixtures::{ctx, valid};
     use crate::build::statefulset::statefulset;
 
     fn set(m: &ManagedStore) -> StatefulSet {
-        statefulset(&cluster(Default::default()), Store::Mongodb, m, &ctx())
+        statefulset(&valid(Default::default()), Store::Mongodb, m, &ctx())
     }
 
     fn claim(size: &str, class: Option<&str>, reclaim: &str) -> PersistentVolumeClaim {
