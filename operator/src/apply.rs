@@ -100,29 +100,80 @@ impl Applied {
     }
 }
 
+/// Why the generated Secrets could not be made or adopted.
+#[derive(Debug, thiserror::Error)]
+pub enum GeneratedSecretError {
+    /// Reading or writing one failed at the API server.
+    #[error("{doing} Secret {name}: {source}")]
+    Kube {
+        /// What was being done: `reading`, `creating` or `updating`.
+        doing: &'static str,
+        /// The Secret.
+        name: String,
+        /// The API server's answer, or why there was none.
+        source: kube::Error,
+    },
+    /// No key pair could be generated.
+    #[error("generating the Ed25519 signing key: {0}")]
+    KeyGeneration(#[from] parley_common::token::TokenError),
+    /// The system gave no randomness for the passwords.
+    #[error("no randomness for the generated passwords: {0}")]
+    NoRandomness(getrandom::Error),
+    /// A Secret of the generated name exists that the operator did not make
+    /// for this ChatCluster; it is left alone.
+    #[error(
+        "Secret {name} exists but was not made by parley-operator for this ChatCluster \
+         (it lacks the labels {MANAGED_BY_LABEL}={MANAGER}, {INSTANCE_LABEL}={instance}); \
+         it is left alone: rename the ChatCluster, or move that Secret away"
+    )]
+    Foreign {
+        /// The Secret.
+        name: String,
+        /// The ChatCluster's name.
+        instance: String,
+    },
+}
+
+/// Wraps an API error of `doing` on Secret `name`.
+fn kube_error<'a>(
+    doing: &'static str,
+    name: &'a str,
+) -> impl FnOnce(kube::Error) -> GeneratedSecretError + 'a {
+    move |source| GeneratedSecretError::Kube {
+        doing,
+        name: name.to_owned(),
+        source,
+    }
+}
+
 /// Creates the generated Secrets when absent; never updates them.
 pub async fn ensure_generated_secrets(
     client: &Client,
     cc: &ChatCluster,
     namespace: &str,
-) -> anyhow::Result<usize> {
-    use anyhow::Context;
+) -> Result<usize, GeneratedSecretError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut created = 0;
+    let jwt = build::secret::jwt_secret_name(cc);
     if cc.spec.auth.signing_key_secret.is_none()
         && api
-            .get_opt(&build::secret::jwt_secret_name(cc))
-            .await?
+            .get_opt(&jwt)
+            .await
+            .map_err(kube_error("reading", &jwt))?
             .is_none()
     {
-        let (private_pem, public_pem) = parley_common::token::generate_ed25519_pem()
-            .context("generating the Ed25519 signing key")?;
+        let (private_pem, public_pem) = parley_common::token::generate_ed25519_pem()?;
         if let Some(secret) = build::jwt_secret(cc, &private_pem, &public_pem) {
-            created += create_once(&api, &secret).await?;
+            created += create_once(&api, &secret)
+                .await
+                .map_err(kube_error("creating", &jwt))?;
         }
     }
     let name = build::secret::generated_secret_name(cc);
-    let existing = api.get_opt(&name).await?;
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(kube_error("reading", &name))?;
     let missing = match &existing {
         Some(secret) => build::secret::missing_generated_keys(secret),
         None => build::secret::GENERATED_KEYS
@@ -133,11 +184,14 @@ pub async fn ensure_generated_secrets(
     let mut values = std::collections::BTreeMap::new();
     for (key, bytes) in build::secret::GENERATED_KEYS {
         if missing.contains(&key) {
-            values.insert(key.to_owned(), random_hex(bytes)?);
+            let value = random_hex(bytes).map_err(GeneratedSecretError::NoRandomness)?;
+            values.insert(key.to_owned(), value);
         }
     }
     let Some(existing) = existing else {
-        created += create_once(&api, &build::generated_secret(cc, values)).await?;
+        created += create_once(&api, &build::generated_secret(cc, values))
+            .await
+            .map_err(kube_error("creating", &name))?;
         return Ok(created);
     };
     // Kept from an earlier ChatCluster of this name, or made by an older
@@ -146,12 +200,10 @@ pub async fn ensure_generated_secrets(
     // nor used (the operator may write Secrets the ChatCluster's author
     // may not; adopting one would hand it to the garbage collector).
     if !made_for(cc, &existing) {
-        anyhow::bail!(
-            "Secret {name} exists but was not made by parley-operator for this ChatCluster \
-             (it lacks the labels {MANAGED_BY_LABEL}={MANAGER}, {INSTANCE_LABEL}={}); \
-             it is left alone: rename the ChatCluster, or move that Secret away",
-            cc.name_any()
-        );
+        return Err(GeneratedSecretError::Foreign {
+            name,
+            instance: cc.name_any(),
+        });
     }
     let owners = build::secret::generated_secret_owners(cc, existing.owner_references());
     if values.is_empty() && owners == existing.owner_references() {
@@ -174,7 +226,7 @@ pub async fn ensure_generated_secrets(
     };
     api.patch(&name, &params, &Patch::Merge(&patch))
         .await
-        .with_context(|| format!("updating Secret {name} (adding {missing:?}, owners)"))?;
+        .map_err(kube_error("updating", &name))?;
     Ok(created)
 }
 
@@ -189,13 +241,13 @@ pub fn made_for(cc: &ChatCluster, secret: &Secret) -> bool {
         && labels.get(INSTANCE_LABEL) == Some(&cc.name_any())
 }
 
-fn random_hex(bytes: usize) -> anyhow::Result<String> {
+fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
     let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    getrandom::fill(&mut buf)?;
     Ok(hex::encode(buf))
 }
 
-async fn create_once(api: &Api<Secret>, secret: &Secret) -> anyhow::Result<usize> {
+async fn create_once(api: &Api<Secret>, secret: &Secret) -> Result<usize, kube::Error> {
     let params = PostParams {
         field_manager: Some(MANAGER.into()),
         ..Default::default()
@@ -204,7 +256,7 @@ async fn create_once(api: &Api<Secret>, secret: &Secret) -> anyhow::Result<usize
         Ok(_) => Ok(1),
         // Another writer got there first: keep theirs.
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(0),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 

@@ -118,9 +118,9 @@ pub enum Error {
     /// Some desired objects could not be written (the others were).
     #[error("applying: {0}")]
     Apply(#[from] apply::ApplyErrors),
-    /// Anything else, with context.
-    #[error("{0:#}")]
-    Other(#[from] anyhow::Error),
+    /// The generated Secrets could not be made or adopted.
+    #[error("generated secrets: {0}")]
+    GeneratedSecrets(#[from] apply::GeneratedSecretError),
 }
 
 impl Error {
@@ -128,15 +128,28 @@ impl Error {
     /// `parley_operator_reconcile_errors_total`: `conflict` (HTTP 409),
     /// `api` (another answer from the API server), `transport` (no answer:
     /// connection, timeout), `apply` (some objects could not be written),
-    /// `other`.
+    /// `foreign_secret` (a Secret of a generated name the operator did not
+    /// make), `internal` (no randomness or key pair on the operator's
+    /// machine).
     pub fn metric_label(&self) -> &'static str {
+        use apply::GeneratedSecretError as G;
         match self {
-            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
-            Error::Kube(kube::Error::Api(_)) => "api",
-            Error::Kube(_) => "transport",
+            Error::Kube(e) => kube_label(e),
             Error::Apply(_) => "apply",
-            Error::Other(_) => "other",
+            Error::GeneratedSecrets(G::Kube { source, .. }) => kube_label(source),
+            Error::GeneratedSecrets(G::Foreign { .. }) => "foreign_secret",
+            Error::GeneratedSecrets(G::KeyGeneration(_) | G::NoRandomness(_)) => "internal",
         }
+    }
+}
+
+/// The kind of an API error: `conflict` (HTTP 409), `api` (another answer),
+/// `transport` (no answer).
+fn kube_label(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(status) if status.code == 409 => "conflict",
+        kube::Error::Api(_) => "api",
+        _ => "transport",
     }
 }
 
