@@ -110,20 +110,26 @@ impl Mongo {
     }
 }
 
+/// True when a driver error says MongoDB could not be reached (it heals
+/// when MongoDB returns), false for any other failure.
+pub fn is_unavailable(error: &mongodb::error::Error) -> bool {
+    matches!(
+        *error.kind,
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+            | ErrorKind::DnsResolve { .. }
+    ) || error.contains_label("RetryableWriteError")
+        || error.contains_label("NetworkError")
+}
+
 /// The answer for a driver error: connectivity problems are 503 (and heal
 /// when MongoDB returns), anything else is a logged 500.
 pub fn api_error(error: mongodb::error::Error) -> ApiError {
-    match *error.kind {
-        ErrorKind::ServerSelection { .. }
-        | ErrorKind::Io(_)
-        | ErrorKind::ConnectionPoolCleared { .. }
-        | ErrorKind::DnsResolve { .. } => ApiError::unavailable("mongodb", error),
-        _ if error.contains_label("RetryableWriteError")
-            || error.contains_label("NetworkError") =>
-        {
-            ApiError::unavailable("mongodb", error)
-        }
-        _ => ApiError::internal(error),
+    if is_unavailable(&error) {
+        ApiError::unavailable("mongodb", error)
+    } else {
+        ApiError::internal(error)
     }
 }
 

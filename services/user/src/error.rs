@@ -31,6 +31,41 @@ pub enum DomainError {
         /// What went wrong (logged, never shown).
         detail: String,
     },
+    /// The caller's token names a user that no longer exists.
+    #[error("the token's user no longer exists")]
+    UnknownCaller,
+    /// The caller's sessions were ended (logout) after the token was issued.
+    #[error("token revoked: log in again")]
+    Revoked,
+    /// A failure of the service itself (logged, never detailed to clients).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<mongodb::error::Error> for DomainError {
+    fn from(error: mongodb::error::Error) -> Self {
+        if parley_common::mongo::is_unavailable(&error) {
+            Self::Unavailable {
+                dependency: "mongodb",
+                detail: error.to_string(),
+            }
+        } else {
+            Self::Internal(error.to_string())
+        }
+    }
+}
+
+impl From<parley_common::revocation::RevocationError> for DomainError {
+    fn from(error: parley_common::revocation::RevocationError) -> Self {
+        use parley_common::revocation::RevocationError as R;
+        match error {
+            R::Revoked => Self::Revoked,
+            R::Unavailable(detail) => Self::Unavailable {
+                dependency: "redis",
+                detail,
+            },
+        }
+    }
 }
 
 /// The limits that can refuse a request (metric label values).

@@ -1,47 +1,28 @@
 //! REST routes (prefix `/api/v1`) and the public key set.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
+use axum::Json;
+/// The service's router.
+pub use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRef, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use mongodb::bson::oid::ObjectId;
-use parley_common::amqp::Amqp;
 use parley_common::api_error::ApiError;
 use parley_common::auth::Authenticated;
-use parley_common::events::{OtpRequested, UserUpdated};
 use parley_common::revocation::Revocations;
 use parley_common::token::{Claims, TokenVerifier};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::codes::Codes;
-use crate::config::Config;
-use crate::domain::{self, CodeHasher};
+use crate::domain;
 use crate::error::DomainError;
-use crate::sessions::sign;
-use crate::store::{PublicView, UserView, Users};
-
-/// Shared handles; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    /// Configuration.
-    pub config: Arc<Config>,
-    /// Users.
-    pub users: Users,
-    /// Codes and limits.
-    pub codes: Codes,
-    /// Keyed code hashing.
-    pub hasher: CodeHasher,
-    /// Events.
-    pub amqp: Amqp,
-    /// Token generations (logout).
-    pub revocations: Revocations,
-}
+pub use crate::state::AppState;
+use crate::store::{PublicView, UserView};
+use crate::{login, profiles};
 
 impl FromRef<AppState> for TokenVerifier {
     fn from_ref(state: &AppState) -> Self {
@@ -69,6 +50,10 @@ impl From<DomainError> for ApiError {
             DomainError::Unavailable { dependency, detail } => {
                 ApiError::unavailable(dependency, detail)
             }
+            DomainError::UnknownCaller | DomainError::Revoked => {
+                ApiError::unauthorized(error.to_string())
+            }
+            DomainError::Internal(detail) => ApiError::internal(detail),
         }
     }
 }
@@ -91,7 +76,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/update/user", post(update_user))
         .route("/api/v1/users/lookup", post(lookup))
         .route("/.well-known/jwks.json", get(jwks))
-        .merge(crate::sessions::routes())
+        .route("/api/v1/logout", post(logout))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -135,37 +120,9 @@ async fn login(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = object(body)?;
-    let email = domain::normalize_email(string_field(&body, "email")?)?;
+    let email = string_field(&body, "email")?;
     let group = client_group(&state, peer, &headers);
-    let admission = state
-        .codes
-        .admit(&domain::inbox_key(&email), &group)
-        .await?;
-    let limits = state.codes.limits();
-    let code = domain::generate_code(limits.digits).map_err(ApiError::internal)?;
-    let login_id = domain::generate_login_id().map_err(ApiError::internal)?;
-    let login_key = state.hasher.login_key(&login_id);
-    let hash = state.hasher.hash(&email, &code);
-    state.codes.store(&email, &login_key, &hash).await?;
-    let ttl =
-        chrono::Duration::from_std(limits.otp_ttl).unwrap_or_else(|_| chrono::Duration::minutes(5));
-    let event = OtpRequested {
-        email: email.clone(),
-        code,
-        expires_at: chrono::Utc::now() + ttl,
-    };
-    if let Err(error) = state.amqp.publish(event).await {
-        // Nothing half-done: a code nobody can receive must not stay usable.
-        if let Err(cleanup) = state
-            .codes
-            .withdraw(&email, &login_key, &hash, &admission)
-            .await
-        {
-            tracing::error!(error = %cleanup, "could not withdraw an unsent code");
-        }
-        return Err(ApiError::unavailable("rabbitmq", error));
-    }
-    metrics::counter!("user_codes_issued_total").increment(1);
+    let login_id = login::request_code(&state, email, &group).await?;
     // The same answer whether or not the address belongs to a user.
     Ok(Json(json!({
         "message": "Verification code sent; check your mail",
@@ -180,48 +137,27 @@ async fn verify(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = object(body)?;
-    let email = domain::normalize_email(string_field(&body, "email")?)?;
-    let digits = state.codes.limits().digits;
+    let email = string_field(&body, "email")?;
+    // the original's clients send the code as a number or a string
     let otp = match body.get("otp") {
         Some(Value::Number(n)) => match n.as_u64() {
-            Some(n) => domain::code_from_number(n, digits),
+            Some(n) => domain::code_from_number(n, state.codes.limits().digits),
             None => n.to_string(),
         },
         _ => string_field(&body, "otp")?.to_owned(),
     };
-    let otp = domain::validate_code(&otp, digits)?;
-    let login_key = match body.get("loginId") {
+    let login_id = match body.get("loginId") {
         None | Some(Value::Null) => None,
-        Some(Value::String(id)) => Some(state.hasher.login_key(domain::validate_login_id(id)?)),
+        Some(Value::String(id)) => Some(id.as_str()),
         Some(_) => return Err(ApiError::bad_request("loginId must be a string")),
     };
     let group = client_group(&state, peer, &headers);
-    let attempt = match state
-        .codes
-        .reserve(&email, login_key.as_deref(), &group)
-        .await
-    {
-        Err(DomainError::Burned) => {
-            metrics::counter!("user_codes_burned_total").increment(1);
-            return Err(DomainError::Burned.into());
-        }
-        other => other?,
-    };
-    if !state.hasher.matches(&email, otp, &attempt.hash) {
-        metrics::counter!("user_code_failures_total").increment(1);
-        return Err(DomainError::WrongCode.into());
-    }
-    if !state.codes.settle(&email, &attempt).await? {
-        return Err(DomainError::WrongCode.into());
-    }
-    let user = state
-        .users
-        .find_or_create(&email, &domain::default_name(&email))
-        .await?;
-    let token = sign(&state, &user.id.to_hex(), &user.email, &user.name).await?;
-    Ok(Json(
-        json!({ "message": "Logged in", "user": UserView::from(&user), "token": token }),
-    ))
+    let session = login::verify_code(&state, email, &otp, login_id, &group).await?;
+    Ok(Json(json!({
+        "message": "Logged in",
+        "user": UserView::from(&session.user),
+        "token": session.token,
+    })))
 }
 
 fn caller(claims: &Claims) -> Result<ObjectId, ApiError> {
@@ -233,12 +169,7 @@ async fn me(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
 ) -> Result<Json<UserView>, ApiError> {
-    let id = caller(&claims)?;
-    let user = state
-        .users
-        .get(&id)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
+    let user = profiles::me(&state, &caller(&claims)?).await?;
     Ok(Json(UserView::from(&user)))
 }
 
@@ -246,21 +177,6 @@ async fn me(
 struct PageQuery {
     limit: Option<i64>,
     cursor: Option<String>,
-}
-
-/// Other users as `caller` may see them: no emails, `lastSeenAt` only for
-/// those who share a chat with the caller.
-async fn public_views(
-    state: &AppState,
-    caller: &ObjectId,
-    users: &[crate::store::UserDoc],
-) -> Result<Vec<PublicView>, ApiError> {
-    let ids: Vec<ObjectId> = users.iter().map(|u| u.id).collect();
-    let partners = state.users.chat_partners(caller, &ids).await?;
-    Ok(users
-        .iter()
-        .map(|u| PublicView::of(u, partners.contains(&u.id)))
-        .collect())
 }
 
 /// All users, a page at a time: the body stays the original's array (of
@@ -287,12 +203,10 @@ async fn all_users(
         .as_deref()
         .map(|c| ObjectId::parse_str(c).map_err(|_| ApiError::bad_request("cursor is not valid")))
         .transpose()?;
-    let users = state.users.page(cursor, limit).await?;
-    let views = public_views(&state, &me, &users).await?;
+    let (views, next) = profiles::page(&state, &me, cursor, limit).await?;
     let mut response = Json(views).into_response();
-    if users.len() as i64 == limit
-        && let Some(last) = users.last()
-        && let Ok(value) = HeaderValue::from_str(&last.id.to_hex())
+    if let Some(next) = next
+        && let Ok(value) = HeaderValue::from_str(&next.to_hex())
     {
         response.headers_mut().insert("x-next-cursor", value);
     }
@@ -307,16 +221,10 @@ async fn one_user(
     let me = caller(&claims)?;
     let id = ObjectId::parse_str(id.trim())
         .map_err(|_| ApiError::bad_request("id is not a valid user id"))?;
-    let user = state
-        .users
-        .get(&id)
+    profiles::one(&state, &me, &id)
         .await?
-        .ok_or_else(|| ApiError::not_found("no such user"))?;
-    let mut views = public_views(&state, &me, std::slice::from_ref(&user)).await?;
-    views
-        .pop()
         .map(Json)
-        .ok_or_else(|| ApiError::internal("no view of a found user"))
+        .ok_or_else(|| ApiError::not_found("no such user"))
 }
 
 async fn update_user(
@@ -325,27 +233,14 @@ async fn update_user(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = object(body)?;
-    let name = domain::validate_name(string_field(&body, "name")?)?;
+    let name = string_field(&body, "name")?;
     let id = caller(&claims)?;
-    let user = state
-        .users
-        .rename(&id, &name)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
-    let event = UserUpdated {
-        user_id: user.id.to_hex(),
-        name: user.name.clone(),
-        email: user.email.clone(),
-    };
-    if let Err(error) = state.amqp.publish(event).await {
-        // The rename is stored; caches expire on their own.
-        metrics::counter!("user_event_publish_failed_total").increment(1);
-        tracing::error!(%error, user = %user.id, "user.updated.v1 not published");
-    }
-    let token = sign(&state, &user.id.to_hex(), &user.email, &user.name).await?;
-    Ok(Json(
-        json!({ "message": "User updated", "user": UserView::from(&user), "token": token }),
-    ))
+    let session = login::rename(&state, &id, name).await?;
+    Ok(Json(json!({
+        "message": "User updated",
+        "user": UserView::from(&session.user),
+        "token": session.token,
+    })))
 }
 
 async fn lookup(
@@ -370,10 +265,19 @@ async fn lookup(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let me = caller(&claims)?;
-    let users = state.users.many(&ids).await?;
     Ok(Json(
-        json!({ "users": public_views(&state, &me, &users).await? }),
+        json!({ "users": profiles::many(&state, &me, &ids).await? }),
     ))
+}
+
+/// Ends every session of the caller: their tokens stop working everywhere
+/// and their sockets are closed.
+async fn logout(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    login::logout(&state, &claims.sub).await?;
+    Ok(Json(json!({ "message": "Logged out" })))
 }
 
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {

@@ -5,13 +5,14 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
-pub mod sessions;
+pub mod login;
+pub mod profiles;
+pub mod state;
 pub mod store;
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::Router;
 use parley_common::amqp::Amqp;
 use parley_common::cache::Redis;
 use parley_common::health::Readiness;
@@ -23,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::codes::Codes;
 use crate::config::Config;
 use crate::domain::CodeHasher;
-use crate::http::AppState;
+use crate::http::Router;
+use crate::state::AppState;
 use crate::store::Users;
 
 /// Runs the service until `shutdown`.

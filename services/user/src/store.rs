@@ -5,8 +5,9 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, doc};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Collection, IndexModel};
-use parley_common::api_error::ApiError;
 use serde::{Deserialize, Serialize};
+
+use crate::error::DomainError;
 
 /// A user document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,7 +99,6 @@ impl From<&UserDoc> for UserView {
     }
 }
 
-pub use parley_common::mongo::api_error as db_error;
 use parley_common::mongo::is_duplicate_key;
 
 /// The `users` collection (and, read-only, the chat service's `chats`).
@@ -125,7 +125,7 @@ impl Users {
         &self,
         caller: &ObjectId,
         others: &[ObjectId],
-    ) -> Result<std::collections::HashSet<ObjectId>, ApiError> {
+    ) -> Result<std::collections::HashSet<ObjectId>, DomainError> {
         let others: Vec<ObjectId> = others.iter().filter(|id| *id != caller).copied().collect();
         if others.is_empty() {
             return Ok(std::collections::HashSet::new());
@@ -135,10 +135,10 @@ impl Users {
             .find(doc! {"$and": [{"members": caller}, {"members": {"$in": &others}}]})
             .projection(doc! {"members": 1, "acceptedBy": 1, "blockedBy": 1})
             .await
-            .map_err(db_error)?
+            .map_err(DomainError::from)?
             .try_collect()
             .await
-            .map_err(db_error)?;
+            .map_err(DomainError::from)?;
         let ids = |chat: &mongodb::bson::Document, field: &str| -> Vec<ObjectId> {
             chat.get_array(field)
                 .map(|m| m.iter().filter_map(|v| v.as_object_id()).collect())
@@ -173,12 +173,12 @@ impl Users {
 
     /// The user with this email, created on first login (exactly one, even
     /// when logins race: the unique index decides, the loser reads).
-    pub async fn find_or_create(&self, email: &str, name: &str) -> Result<UserDoc, ApiError> {
+    pub async fn find_or_create(&self, email: &str, name: &str) -> Result<UserDoc, DomainError> {
         if let Some(user) = self
             .users
             .find_one(doc! {"email": email})
             .await
-            .map_err(db_error)?
+            .map_err(DomainError::from)?
         {
             return Ok(user);
         }
@@ -197,18 +197,18 @@ impl Users {
                 .users
                 .find_one(doc! {"email": email})
                 .await
-                .map_err(db_error)?
-                .ok_or_else(|| ApiError::internal("user vanished after a duplicate key")),
-            Err(e) => Err(db_error(e)),
+                .map_err(DomainError::from)?
+                .ok_or_else(|| DomainError::Internal("user vanished after a duplicate key".into())),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// One user.
-    pub async fn get(&self, id: &ObjectId) -> Result<Option<UserDoc>, ApiError> {
+    pub async fn get(&self, id: &ObjectId) -> Result<Option<UserDoc>, DomainError> {
         self.users
             .find_one(doc! {"_id": id})
             .await
-            .map_err(db_error)
+            .map_err(DomainError::from)
     }
 
     /// A page of users in id order, after `cursor`.
@@ -216,7 +216,7 @@ impl Users {
         &self,
         cursor: Option<ObjectId>,
         limit: i64,
-    ) -> Result<Vec<UserDoc>, ApiError> {
+    ) -> Result<Vec<UserDoc>, DomainError> {
         let filter = match cursor {
             Some(after) => doc! {"_id": {"$gt": after}},
             None => doc! {},
@@ -226,25 +226,25 @@ impl Users {
             .sort(doc! {"_id": 1})
             .limit(limit)
             .await
-            .map_err(db_error)?
+            .map_err(DomainError::from)?
             .try_collect()
             .await
-            .map_err(db_error)
+            .map_err(DomainError::from)
     }
 
     /// The users among `ids` that exist.
-    pub async fn many(&self, ids: &[ObjectId]) -> Result<Vec<UserDoc>, ApiError> {
+    pub async fn many(&self, ids: &[ObjectId]) -> Result<Vec<UserDoc>, DomainError> {
         self.users
             .find(doc! {"_id": {"$in": ids}})
             .await
-            .map_err(db_error)?
+            .map_err(DomainError::from)?
             .try_collect()
             .await
-            .map_err(db_error)
+            .map_err(DomainError::from)
     }
 
     /// Renames a user; returns the updated document.
-    pub async fn rename(&self, id: &ObjectId, name: &str) -> Result<Option<UserDoc>, ApiError> {
+    pub async fn rename(&self, id: &ObjectId, name: &str) -> Result<Option<UserDoc>, DomainError> {
         self.users
             .find_one_and_update(
                 doc! {"_id": id},
@@ -252,6 +252,6 @@ impl Users {
             )
             .return_document(ReturnDocument::After)
             .await
-            .map_err(db_error)
+            .map_err(DomainError::from)
     }
 }

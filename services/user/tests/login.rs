@@ -417,7 +417,7 @@ async fn concurrent_first_logins_create_one_user() -> anyhow::Result<()> {
         .into_iter()
         .map(|r| {
             r.map(|u| u.id.to_hex())
-                .map_err(|e| anyhow::anyhow!(e.message))
+                .map_err(|e| anyhow::anyhow!(e.to_string()))
         })
         .collect::<Result<_, _>>()?;
     assert_eq!(ids.len(), 1);
