@@ -440,8 +440,9 @@ pub struct ExternalStore {
     pub url_secret: SecretKeyRef,
     /// Secret key holding the PEM certificates of the certificate
     /// authorities that signed the store's TLS certificate, e.g. Amazon
-    /// RDS's global bundle for DocumentDB. The services then trust these and
-    /// no others for this store. The URL must ask for TLS (`rediss://`,
+    /// RDS's global bundle for DocumentDB. The services then trust these
+    /// for this store: Redis and MongoDB only these, RabbitMQ these besides
+    /// the system's. The URL must ask for TLS (`rediss://`,
     /// `amqps://`); for MongoDB it turns TLS on. Unset: the system's trusted
     /// authorities. A change rolls only the services, never a store.
     #[serde(skip_serializing_if = "Option::is_none")]

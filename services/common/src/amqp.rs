@@ -21,23 +21,34 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::{ConfigError, Env, REQUIRED, VarDoc};
+use crate::config::{ConfigError, Env, REQUIRED, UNSET, VarDoc};
 use crate::events::{EXCHANGE, Envelope, Event};
+use crate::tls::CaBundle;
 
 /// Where RabbitMQ is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmqpConfig {
     /// `amqp://` or `amqps://` URL including the vhost (`PARLEY_AMQP_URL`).
     pub url: String,
+    /// CAs trusted for an `amqps://` URL besides the system's
+    /// (`PARLEY_AMQP_CA_FILE`).
+    pub ca: Option<CaBundle>,
 }
 
 impl AmqpConfig {
     /// The variables [`AmqpConfig::from_env`] reads.
-    pub const ENV: &'static [VarDoc] = &[VarDoc::new(
-        "PARLEY_AMQP_URL",
-        REQUIRED,
-        "`amqp://` or `amqps://` (TLS) URL including the vhost",
-    )];
+    pub const ENV: &'static [VarDoc] = &[
+        VarDoc::new(
+            "PARLEY_AMQP_URL",
+            REQUIRED,
+            "`amqp://` or `amqps://` (TLS) URL including the vhost",
+        ),
+        VarDoc::new(
+            "PARLEY_AMQP_CA_FILE",
+            UNSET,
+            "PEM file of CAs trusted for an `amqps://` URL, besides the system's",
+        ),
+    ];
 
     /// Reads `PARLEY_AMQP_URL` (required).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
@@ -46,8 +57,16 @@ impl AmqpConfig {
         url.as_str()
             .parse::<lapin::uri::AMQPUri>()
             .map_err(|e| ConfigError::new(var, format!("is not a valid AMQP URI ({e})")))?;
+        let ca = CaBundle::from_env(env, "PARLEY_AMQP_CA_FILE")?;
+        if ca.is_some() && url.scheme() != "amqps" {
+            return Err(ConfigError::new(
+                "PARLEY_AMQP_CA_FILE",
+                "is set, so PARLEY_AMQP_URL must be an amqps:// (TLS) URL",
+            ));
+        }
         Ok(Self {
             url: url.to_string(),
+            ca,
         })
     }
 }
@@ -254,7 +273,17 @@ impl Amqp {
 
 async fn establish(config: &AmqpConfig, name: &str) -> Result<Live, lapin::Error> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let connection = Connection::connect(&config.url, properties).await?;
+    let connection = match &config.ca {
+        None => Connection::connect(&config.url, properties).await?,
+        Some(ca) => {
+            let tls = lapin::tcp::OwnedTLSConfig {
+                identity: None,
+                cert_chain: Some(ca.pem.clone()),
+            };
+            let runtime = lapin::runtime::default_runtime()?;
+            Connection::connect_with_config(&config.url, properties, tls, runtime).await?
+        }
+    };
     let publisher = connection.create_channel().await?;
     publisher
         .confirm_select(ConfirmSelectOptions::default())

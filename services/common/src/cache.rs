@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::config::{ConfigError, Env, REQUIRED, VarDoc};
+use crate::config::{ConfigError, Env, REQUIRED, UNSET, VarDoc};
+use crate::tls::CaBundle;
 
 /// Lua helpers for fixed-window counters, shared by the limit scripts:
 /// `left(key)` is the window's milliseconds left as a string ("1000" when the
@@ -35,6 +36,9 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every key (`PARLEY_REDIS_PREFIX`, default `parley:`).
     pub prefix: String,
+    /// The CAs trusted for a `rediss://` URL in place of the system's
+    /// (`PARLEY_REDIS_CA_FILE`).
+    pub ca: Option<CaBundle>,
 }
 
 impl RedisConfig {
@@ -50,14 +54,27 @@ impl RedisConfig {
             "parley:",
             "prefix of every Redis key and pub/sub channel",
         ),
+        VarDoc::new(
+            "PARLEY_REDIS_CA_FILE",
+            UNSET,
+            "PEM file of the CAs trusted for a `rediss://` URL, in place of the system's",
+        ),
     ];
 
     /// Reads `PARLEY_REDIS_URL` (required) and `PARLEY_REDIS_PREFIX`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let url = env.required_url("PARLEY_REDIS_URL", &["redis", "rediss", "unix"])?;
+        let ca = CaBundle::from_env(env, "PARLEY_REDIS_CA_FILE")?;
+        if ca.is_some() && url.scheme() != "rediss" {
+            return Err(ConfigError::new(
+                "PARLEY_REDIS_CA_FILE",
+                "is set, so PARLEY_REDIS_URL must be a rediss:// (TLS) URL",
+            ));
+        }
         Ok(Self {
             url: url.to_string(),
             prefix: env.string_or("PARLEY_REDIS_PREFIX", "parley:"),
+            ca,
         })
     }
 }
@@ -81,7 +98,20 @@ pub struct Redis {
 impl Redis {
     /// Builds the connection manager. No network I/O happens here.
     pub fn connect(config: &RedisConfig) -> Result<Self, CacheError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(CacheError::Url)?;
+        if config.url.starts_with("rediss:") {
+            crate::tls::install_crypto_provider();
+        }
+        let client = match &config.ca {
+            None => redis::Client::open(config.url.as_str()),
+            Some(ca) => redis::Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.pem.clone().into_bytes()),
+                },
+            ),
+        }
+        .map_err(CacheError::Url)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))

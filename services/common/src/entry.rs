@@ -21,6 +21,8 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
+    // before any TLS connection (rediss://, amqps://, MongoDB over TLS)
+    crate::tls::install_crypto_provider();
     let env = Env::process();
     let loaded = crate::telemetry::filter(&env).and_then(|filter| Ok((filter, load(&env)?)));
     let (filter, config) = match loaded {

@@ -20,4 +20,5 @@ pub mod revocation;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod token;

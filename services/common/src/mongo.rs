@@ -7,13 +7,14 @@
 use std::time::Duration;
 
 use mongodb::bson::doc;
-use mongodb::options::{ClientOptions, ConnectionString};
+use mongodb::options::{ClientOptions, ConnectionString, Tls, TlsOptions};
 use mongodb::{Client, Database};
 
 use mongodb::error::{ErrorKind, WriteFailure};
 
 use crate::api_error::ApiError;
-use crate::config::{ConfigError, Env, REQUIRED, VarDoc};
+use crate::config::{ConfigError, Env, REQUIRED, UNSET, VarDoc};
+use crate::tls::CaBundle;
 
 /// Where MongoDB is and which database parley uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,9 @@ pub struct MongoConfig {
     pub uri: String,
     /// Database name (`PARLEY_MONGODB_DATABASE`, default `parley`).
     pub database: String,
+    /// The CAs trusted for the server's certificate in place of the
+    /// system's; turns TLS on (`PARLEY_MONGODB_CA_FILE`).
+    pub ca: Option<CaBundle>,
 }
 
 impl MongoConfig {
@@ -33,6 +37,11 @@ impl MongoConfig {
             "`mongodb://` or `mongodb+srv://` connection string (TLS and auth as URI options)",
         ),
         VarDoc::new("PARLEY_MONGODB_DATABASE", "parley", "database name"),
+        VarDoc::new(
+            "PARLEY_MONGODB_CA_FILE",
+            UNSET,
+            "PEM file of the CAs trusted for MongoDB's certificate, in place of the system's; turns TLS on",
+        ),
     ];
 
     /// Reads `PARLEY_MONGODB_URI` (required) and `PARLEY_MONGODB_DATABASE`.
@@ -52,7 +61,8 @@ impl MongoConfig {
                 format!("{database:?} is not a valid database name"),
             ));
         }
-        Ok(Self { uri, database })
+        let ca = CaBundle::from_env(env, "PARLEY_MONGODB_CA_FILE")?;
+        Ok(Self { uri, database, ca })
     }
 }
 
@@ -85,6 +95,11 @@ impl Mongo {
             .connect_timeout
             .get_or_insert(Duration::from_secs(2));
         options.heartbeat_freq.get_or_insert(Duration::from_secs(2));
+        if let Some(ca) = &config.ca {
+            options.tls = Some(Tls::Enabled(
+                TlsOptions::builder().ca_file_path(ca.path.clone()).build(),
+            ));
+        }
         let client = Client::with_options(options).map_err(MongoError::Options)?;
         let db = client.database(&config.database);
         Ok(Self { client, db })

@@ -101,9 +101,50 @@ impl RedisServer {
         Ok(Self { served, _dir: dir })
     }
 
-    /// Its URL.
+    /// Starts one that speaks TLS only, with the certificate and key of
+    /// these PEM files (no client certificates asked for), on a spare port.
+    pub async fn start_tls(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let mut served = Served {
+            what: "redis-server (TLS)",
+            port,
+            program: "redis-server".into(),
+            args: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                cert.to_string_lossy().into_owned(),
+                "--tls-key-file".into(),
+                key.to_string_lossy().into_owned(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--save".into(),
+                String::new(),
+                "--appendonly".into(),
+                "no".into(),
+                "--dir".into(),
+                dir.path().to_string_lossy().into_owned(),
+            ],
+            log: dir.path().join("redis.log"),
+            child: None,
+        };
+        served.start(Duration::from_secs(10)).await?;
+        Ok(Self { served, _dir: dir })
+    }
+
+    /// Its URL (`redis://`, or `rediss://` when started with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.served.port)
+        let scheme = if self.served.what.contains("TLS") {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.served.port)
     }
 
     /// Kills it.
