@@ -115,7 +115,7 @@ pub enum GeneratedSecretError {
     },
     /// No key pair could be generated.
     #[error("generating the Ed25519 signing key: {0}")]
-    KeyGeneration(#[from] parley_common::token::TokenError),
+    KeyGeneration(#[from] parley_contracts::token::TokenError),
     /// The system gave no randomness for the passwords.
     #[error("no randomness for the generated passwords: {0}")]
     NoRandomness(getrandom::Error),
@@ -162,7 +162,7 @@ pub async fn ensure_generated_secrets(
             .map_err(kube_error("reading", &jwt))?
             .is_none()
     {
-        let (private_pem, public_pem) = parley_common::token::generate_ed25519_pem()?;
+        let (private_pem, public_pem) = parley_contracts::token::generate_ed25519_pem()?;
         if let Some(secret) = build::jwt_secret(cc, &private_pem, &public_pem) {
             created += create_once(&api, &secret)
                 .await

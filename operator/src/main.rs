@@ -23,11 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use parley_common::health::Readiness;
 use parley_operator::client::Clients;
 use parley_operator::leader::Elector;
 use parley_operator::reconcile::{self, Context};
 use parley_operator::settings::Settings;
+use parley_runtime::health::Readiness;
 use tokio_util::sync::CancellationToken;
 
 /// Longest wait for releasing the Lease on shutdown; it expires by itself otherwise.
@@ -35,7 +35,7 @@ const RELEASE_WITHIN: Duration = Duration::from_secs(3);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    parley_common::entry::main("parley-operator", Settings::from_env, run).await
+    parley_runtime::entry::main("parley-operator", Settings::from_env, run).await
 }
 
 async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -48,11 +48,11 @@ async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<
     let client = clients.requests.clone();
 
     let app =
-        parley_common::server::with_ops(axum::Router::new(), Readiness::new(shutdown.clone()));
+        parley_runtime::server::with_ops(axum::Router::new(), Readiness::new(shutdown.clone()));
     let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("binding {}", settings.addr))?;
-    let server = tokio::spawn(parley_common::server::serve(
+    let server = tokio::spawn(parley_runtime::server::serve(
         listener,
         app,
         shutdown.clone(),

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use parley_common::config::{ConfigError, Env, UNSET, VarDoc};
+use parley_runtime::config::{ConfigError, Env, UNSET, VarDoc};
 
 use crate::leader::LeaseConfig;
 use crate::registry::AllowedRegistries;
@@ -45,10 +45,10 @@ pub const ENV: &[VarDoc] = &[
 
 /// Every variable the operator reads, for the configuration reference.
 pub fn reference() -> Vec<VarDoc> {
-    let http = parley_common::config::ServerConfig::ENV
+    let http = parley_runtime::config::ServerConfig::ENV
         .iter()
         .filter(|v| v.name == "PARLEY_HTTP_ADDR" || v.name == "PARLEY_SHUTDOWN_GRACE_SECS");
-    http.chain(parley_common::telemetry::ENV)
+    http.chain(parley_runtime::telemetry::ENV)
         .chain(ENV)
         .copied()
         .collect()

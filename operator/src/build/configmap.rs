@@ -38,7 +38,7 @@ pub fn token_issuer(cc: &ChatCluster) -> String {
         .auth
         .issuer
         .clone()
-        .unwrap_or_else(|| parley_common::token::DEFAULT_ISSUER.to_owned())
+        .unwrap_or_else(|| parley_contracts::token::DEFAULT_ISSUER.to_owned())
 }
 
 /// `aud` of the tokens: `spec.auth.audience`, else `<namespace>/<name>`,

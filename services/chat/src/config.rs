@@ -120,7 +120,7 @@ pub const ENV: &[VarDoc] = &[
 /// Every variable this binary reads, its own and the shared ones, for the
 /// configuration reference.
 pub fn reference() -> Vec<VarDoc> {
-    parley_common::config::service_reference(
+    parley_common::reference::service_reference(
         &[ENV, TokenScope::ENV, RevocationConfig::ENV, handshake::ENV].concat(),
     )
 }

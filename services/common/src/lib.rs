@@ -1,24 +1,22 @@
-//! parley-common: the ground every parley service stands on.
+//! parley-common: the connectors every parley service uses, on top of
+//! [`parley_runtime`] (configuration, logs, the operational HTTP routes,
+//! graceful shutdown) and [`parley_contracts`] (events and tokens shared
+//! between services), which it re-exports under their old paths.
 //!
-//! Configuration from the environment, JSON logs, the operational HTTP routes
-//! (`/healthz`, `/readyz`, `/metrics`), graceful shutdown, self-healing
-//! connectors for MongoDB, Redis and RabbitMQ, the event contracts shared
-//! between services and token signing/verification.
+//! Its own modules: self-healing connectors for MongoDB ([`mongo`]),
+//! Redis ([`cache`]) and RabbitMQ ([`amqp`]), their readiness checks,
+//! token revocation and the HTTP authentication built on it.
+
+pub use parley_contracts::{events, token};
+pub use parley_runtime::{
+    api_error, config, entry, health, metrics, server, shutdown, telemetry, tls,
+};
 
 pub mod amqp;
-pub mod api_error;
 pub mod auth;
 pub mod cache;
-pub mod config;
-pub mod entry;
-pub mod events;
-pub mod health;
-pub mod metrics;
 pub mod mongo;
 pub mod mongo_user;
+pub mod readiness;
+pub mod reference;
 pub mod revocation;
-pub mod server;
-pub mod shutdown;
-pub mod telemetry;
-pub mod tls;
-pub mod token;

@@ -23,6 +23,7 @@ use parley_common::cache::Redis;
 use parley_common::events::{Event, MessageCreated, OtpRequested};
 use parley_common::health::Readiness;
 use parley_common::mongo::Mongo;
+use parley_common::readiness::ConnectorChecks;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

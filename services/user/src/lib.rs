@@ -17,6 +17,7 @@ use parley_common::amqp::Amqp;
 use parley_common::cache::Redis;
 use parley_common::health::Readiness;
 use parley_common::mongo::Mongo;
+use parley_common::readiness::ConnectorChecks;
 use parley_common::revocation::Revocations;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

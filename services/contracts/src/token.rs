@@ -35,7 +35,7 @@ pub struct Claims {
     pub aud: String,
     /// The user's token generation when it was issued: a logout moves the
     /// generation on, and tokens of an older one are refused (see
-    /// [`crate::revocation`]). Claim `gen`.
+    /// `parley_common::revocation`). Claim `gen`.
     #[serde(default, rename = "gen")]
     pub generation: u64,
 }
@@ -66,13 +66,13 @@ impl Default for TokenScope {
 
 impl TokenScope {
     /// The variables [`TokenScope::from_env`] reads (user and chat).
-    pub const ENV: &'static [crate::config::VarDoc] = &[
-        crate::config::VarDoc::new(
+    pub const ENV: &'static [parley_runtime::config::VarDoc] = &[
+        parley_runtime::config::VarDoc::new(
             "PARLEY_TOKEN_ISSUER",
             DEFAULT_ISSUER,
             "`iss` of tokens: the user service signs it, the others require it (the same value everywhere)",
         ),
-        crate::config::VarDoc::new(
+        parley_runtime::config::VarDoc::new(
             "PARLEY_TOKEN_AUDIENCE",
             DEFAULT_AUDIENCE,
             "`aud` of tokens: tokens meant for anything else are refused (the same value everywhere)",
@@ -80,11 +80,13 @@ impl TokenScope {
     ];
 
     /// Reads `PARLEY_TOKEN_ISSUER` and `PARLEY_TOKEN_AUDIENCE`.
-    pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+    pub fn from_env(
+        env: &parley_runtime::config::Env,
+    ) -> Result<Self, parley_runtime::config::ConfigError> {
         let read = |var: &str, default: &str| {
             let value = env.string_or(var, default);
             if value.len() > 200 || value.chars().any(char::is_control) {
-                return Err(crate::config::ConfigError::new(
+                return Err(parley_runtime::config::ConfigError::new(
                     var,
                     "must be at most 200 printable characters",
                 ));

@@ -22,20 +22,6 @@ pub struct VarDoc {
     pub meaning: &'static str,
 }
 
-/// Every variable a service binary (user, chat, mail) reads: the shared
-/// server, log, MongoDB, Redis and RabbitMQ settings, then its `own`.
-pub fn service_reference(own: &[VarDoc]) -> Vec<VarDoc> {
-    [
-        ServerConfig::ENV,
-        crate::telemetry::ENV,
-        crate::mongo::MongoConfig::ENV,
-        crate::cache::RedisConfig::ENV,
-        crate::amqp::AmqpConfig::ENV,
-        own,
-    ]
-    .concat()
-}
-
 /// [`VarDoc::default`] of a variable the binary cannot start without.
 pub const REQUIRED: &str = "required";
 /// [`VarDoc::default`] of an optional variable with no default value.

@@ -65,33 +65,6 @@ impl Readiness {
         self
     }
 
-    /// Adds the `mongodb` check (a `ping` round trip).
-    pub fn mongodb(self, mongo: &crate::mongo::Mongo) -> Self {
-        let mongo = mongo.clone();
-        self.check("mongodb", move || {
-            let mongo = mongo.clone();
-            async move { mongo.ping().await }
-        })
-    }
-
-    /// Adds the `redis` check (a `PING` round trip).
-    pub fn redis(self, redis: &crate::cache::Redis) -> Self {
-        let redis = redis.clone();
-        self.check("redis", move || {
-            let redis = redis.clone();
-            async move { redis.ping().await }
-        })
-    }
-
-    /// Adds the `rabbitmq` check (the connection is open).
-    pub fn rabbitmq(self, amqp: &crate::amqp::Amqp) -> Self {
-        let amqp = amqp.clone();
-        self.check("rabbitmq", move || {
-            let amqp = amqp.clone();
-            async move { amqp.ping().await }
-        })
-    }
-
     /// Runs every check concurrently and summarises.
     pub async fn report(&self) -> ReadinessReport {
         let timeout = self.timeout;
