@@ -24,6 +24,7 @@ use parley_common::events::{Envelope, Event, UserUpdated};
 use parley_common::health::Readiness;
 use parley_common::mongo::Mongo;
 use parley_common::readiness::ConnectorChecks;
+use parley_common::retry;
 use parley_common::revocation::Revocations;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,20 +47,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// Creates indexes, retrying in the background until MongoDB answers.
 fn ensure_indexes(store: Store, shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut attempt = 0u32;
-        loop {
-            match store.ensure_indexes().await {
-                Ok(()) => {
-                    tracing::info!("indexes ready");
-                    return;
-                }
-                Err(error) => tracing::warn!(%error, attempt, "cannot create indexes yet"),
-            }
-            attempt = attempt.saturating_add(1);
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(parley_common::amqp::reconnect_delay(attempt)) => {}
-            }
+        let created = retry::until_ok("creating indexes", &shutdown, || store.ensure_indexes());
+        if created.await.is_some() {
+            tracing::info!("indexes ready");
         }
     });
 }

@@ -110,12 +110,6 @@ pub struct Amqp {
     confirm_timeout: Duration,
 }
 
-/// The delay before reconnect attempt `attempt` (0-based): 100 ms doubling up to 5 s.
-pub fn reconnect_delay(attempt: u32) -> Duration {
-    let millis = 100u64.saturating_mul(1u64 << attempt.min(16));
-    Duration::from_millis(millis.min(5_000))
-}
-
 impl Amqp {
     /// Starts the supervisor; it connects in the background.
     pub fn start(config: AmqpConfig, connection_name: &str) -> Self {
@@ -312,6 +306,7 @@ async fn supervise(
     stop: CancellationToken,
 ) {
     let mut attempt = 0u32;
+    let mut waits = crate::retry::backoff();
     loop {
         let connect = tokio::time::timeout(Duration::from_secs(10), establish(&config, &name));
         let outcome = tokio::select! {
@@ -321,6 +316,7 @@ async fn supervise(
         match outcome {
             Ok(Ok(live)) => {
                 attempt = 0;
+                waits = crate::retry::backoff();
                 tracing::info!(dependency = "rabbitmq", "connected");
                 metrics::counter!("amqp_connects_total").increment(1);
                 let mut events = live.connection.events_listener();
@@ -368,7 +364,7 @@ async fn supervise(
                 tracing::warn!(dependency = "rabbitmq", attempt, "connect timed out");
             }
         }
-        let delay = reconnect_delay(attempt);
+        let delay = waits.next().unwrap_or(crate::retry::MAX_DELAY);
         attempt = attempt.saturating_add(1);
         tokio::select! {
             () = stop.cancelled() => return,
@@ -496,15 +492,6 @@ async fn open_consumer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reconnect_delay_grows_and_caps() {
-        assert_eq!(reconnect_delay(0), Duration::from_millis(100));
-        assert_eq!(reconnect_delay(1), Duration::from_millis(200));
-        assert_eq!(reconnect_delay(5), Duration::from_millis(3_200));
-        assert_eq!(reconnect_delay(6), Duration::from_secs(5));
-        assert_eq!(reconnect_delay(u32::MAX), Duration::from_secs(5));
-    }
 
     #[test]
     fn config_rejects_other_schemes() {

@@ -152,3 +152,60 @@ impl Redis {
             .map_err(|e| e.to_string())
     }
 }
+
+/// Follows the pub/sub `channel` of `redis` until `shutdown`, in a task of
+/// its own: `on_message` gets each message's payload, and `on_subscribed`
+/// runs at every (re)subscription, since messages sent while unsubscribed
+/// are lost (drop what they would have changed there). A lost subscription
+/// is made again after [`crate::retry::backoff`]; `what` names the channel
+/// in the logs.
+pub fn follow_channel<S, M>(
+    redis: Redis,
+    channel: String,
+    what: &'static str,
+    shutdown: tokio_util::sync::CancellationToken,
+    on_subscribed: S,
+    on_message: M,
+) -> tokio::task::JoinHandle<()>
+where
+    S: Fn() + Send + 'static,
+    M: Fn(String) + Send + 'static,
+{
+    use futures::StreamExt;
+    tokio::spawn(async move {
+        let mut waits = crate::retry::backoff();
+        loop {
+            let subscribed = async {
+                let mut pubsub = redis.client().get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let pubsub = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = subscribed => r,
+            };
+            match pubsub {
+                Ok(mut pubsub) => {
+                    waits = crate::retry::backoff();
+                    on_subscribed();
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        let message = tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            m = messages.next() => m,
+                        };
+                        let Some(message) = message else { break };
+                        on_message(message.get_payload().unwrap_or_default());
+                    }
+                    tracing::warn!(channel = what, "subscription lost; subscribing again");
+                }
+                Err(error) => tracing::warn!(%error, channel = what, "cannot subscribe yet"),
+            }
+            let wait = waits.next().unwrap_or(crate::retry::MAX_DELAY);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    })
+}

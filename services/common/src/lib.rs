@@ -9,7 +9,7 @@
 
 pub use parley_contracts::{events, token};
 pub use parley_runtime::{
-    api_error, config, entry, health, metrics, server, shutdown, telemetry, tls,
+    api_error, config, entry, health, metrics, retry, server, shutdown, telemetry, tls,
 };
 
 pub mod amqp;

@@ -243,7 +243,7 @@ pub async fn run(config: ProvisionConfig, cancel: CancellationToken) -> Result<(
         .get_or_insert(Duration::from_secs(2));
     let admin = Client::with_options(options).map_err(ProvisionError::Options)?;
     let deadline = tokio::time::Instant::now() + config.timeout;
-    let mut pause = Duration::from_millis(250);
+    let mut waits = crate::retry::backoff();
     loop {
         let error = match ensure(&admin, &config.user).await {
             Ok(outcome) => {
@@ -258,6 +258,7 @@ pub async fn run(config: ProvisionConfig, cancel: CancellationToken) -> Result<(
             }
             Err(error) => error,
         };
+        let pause = waits.next().unwrap_or(crate::retry::MAX_DELAY);
         if tokio::time::Instant::now() + pause > deadline {
             return Err(ProvisionError::GaveUp {
                 timeout: config.timeout,
@@ -269,7 +270,6 @@ pub async fn run(config: ProvisionConfig, cancel: CancellationToken) -> Result<(
             () = cancel.cancelled() => return Err(ProvisionError::Cancelled),
             () = tokio::time::sleep(pause) => {}
         }
-        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Redis;
@@ -231,48 +230,27 @@ impl Revocations {
         F: Fn(String, u64) + Send + Sync + 'static,
         G: Fn() + Send + Sync + 'static,
     {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut attempt = 0u32;
-            loop {
-                let subscribed = async {
-                    let mut pubsub = this.redis.client().get_async_pubsub().await?;
-                    pubsub.subscribe(this.channel()).await?;
-                    Ok::<_, redis::RedisError>(pubsub)
-                };
-                let pubsub = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    r = subscribed => r,
-                };
-                match pubsub {
-                    Ok(mut pubsub) => {
-                        attempt = 0;
-                        this.forget_all();
-                        on_resubscribed();
-                        let mut messages = pubsub.on_message();
-                        loop {
-                            let message = tokio::select! {
-                                () = shutdown.cancelled() => return,
-                                m = messages.next() => m,
-                            };
-                            let Some(message) = message else { break };
-                            let payload: String = message.get_payload().unwrap_or_default();
-                            if let Some((user, generation)) = parse_message(&payload) {
-                                this.note(&user, generation);
-                                on_revoked(user, generation);
-                            }
-                        }
-                        tracing::warn!("revocation subscription lost; subscribing again");
-                    }
-                    Err(error) => tracing::warn!(%error, "cannot subscribe to revocations yet"),
-                }
-                attempt = attempt.saturating_add(1);
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(crate::amqp::reconnect_delay(attempt)) => {}
+        let on_message = {
+            let this = self.clone();
+            move |payload: String| {
+                if let Some((user, generation)) = parse_message(&payload) {
+                    this.note(&user, generation);
+                    on_revoked(user, generation);
                 }
             }
-        })
+        };
+        let this = self.clone();
+        crate::cache::follow_channel(
+            self.redis.clone(),
+            self.channel(),
+            "revocations",
+            shutdown,
+            move || {
+                this.forget_all();
+                on_resubscribed();
+            },
+            on_message,
+        )
     }
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod entry;
 pub mod health;
 pub mod metrics;
+pub mod retry;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

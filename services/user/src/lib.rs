@@ -18,6 +18,7 @@ use parley_common::cache::Redis;
 use parley_common::health::Readiness;
 use parley_common::mongo::Mongo;
 use parley_common::readiness::ConnectorChecks;
+use parley_common::retry;
 use parley_common::revocation::Revocations;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -40,17 +41,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// Creates the unique email index, retrying in the background until MongoDB answers.
 fn ensure_indexes(users: Users, shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut attempt = 0u32;
-        loop {
-            match users.ensure_indexes().await {
-                Ok(()) => return tracing::info!("indexes ready"),
-                Err(error) => tracing::warn!(%error, attempt, "cannot create indexes yet"),
-            }
-            attempt = attempt.saturating_add(1);
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(parley_common::amqp::reconnect_delay(attempt)) => {}
-            }
+        let created = retry::until_ok("creating indexes", &shutdown, || users.ensure_indexes());
+        if created.await.is_some() {
+            tracing::info!("indexes ready");
         }
     });
 }

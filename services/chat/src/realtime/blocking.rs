@@ -76,47 +76,19 @@ fn forget_everything(state: &AppState) {
 
 /// Follows announced blocks until `shutdown`.
 pub fn follow(state: &AppState, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-    use futures::StreamExt;
-    let state = state.clone();
-    tokio::spawn(async move {
-        let mut attempt = 0u32;
-        loop {
-            let subscribed = async {
-                let mut pubsub = state.redis.client().get_async_pubsub().await?;
-                pubsub.subscribe(channel(&state)).await?;
-                Ok::<_, redis::RedisError>(pubsub)
-            };
-            let pubsub = tokio::select! {
-                () = shutdown.cancelled() => return,
-                r = subscribed => r,
-            };
-            match pubsub {
-                Ok(mut pubsub) => {
-                    attempt = 0;
-                    forget_everything(&state);
-                    let mut messages = pubsub.on_message();
-                    loop {
-                        let message = tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            m = messages.next() => m,
-                        };
-                        let Some(message) = message else { break };
-                        let payload: String = message.get_payload().unwrap_or_default();
-                        if let Some((a, b)) = parse_message(&payload) {
-                            forget_between(&state, &a, &b);
-                        }
-                    }
-                    tracing::warn!("block subscription lost; subscribing again");
-                }
-                Err(error) => tracing::warn!(%error, "cannot subscribe to blocks yet"),
+    let (resubscribed, announced) = (state.clone(), state.clone());
+    parley_common::cache::follow_channel(
+        state.redis.clone(),
+        channel(state),
+        "blocks",
+        shutdown,
+        move || forget_everything(&resubscribed),
+        move |payload| {
+            if let Some((a, b)) = parse_message(&payload) {
+                forget_between(&announced, &a, &b);
             }
-            attempt = attempt.saturating_add(1);
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(parley_common::amqp::reconnect_delay(attempt)) => {}
-            }
-        }
-    })
+        },
+    )
 }
 
 #[cfg(test)]
