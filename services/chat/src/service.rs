@@ -11,11 +11,7 @@ use crate::model::{ChatDoc, ImageRef, MessageView};
 use crate::state::AppState;
 use crate::store::{Appended, NewMessage};
 
-/// The caller's id from verified claims.
-pub fn caller(claims: &Claims) -> Result<ObjectId, ApiError> {
-    ObjectId::parse_str(&claims.sub)
-        .map_err(|_| ApiError::unauthorized("token subject is not a user id"))
-}
+pub use parley_common::auth::caller;
 
 /// The chat, when `user` is a member: 404 unknown, 403 not a member.
 pub async fn member_chat(

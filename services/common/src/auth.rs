@@ -42,6 +42,12 @@ pub fn revocation_refusal(error: &RevocationError) -> ApiError {
     }
 }
 
+/// The user id of verified claims: 401 when the subject is not one.
+pub fn caller(claims: &Claims) -> Result<mongodb::bson::oid::ObjectId, ApiError> {
+    mongodb::bson::oid::ObjectId::parse_str(&claims.sub)
+        .map_err(|_| ApiError::unauthorized("token subject is not a user id"))
+}
+
 impl<S> FromRequestParts<S> for Authenticated
 where
     TokenVerifier: FromRef<S>,

@@ -313,11 +313,8 @@ impl TokenVerifier {
     /// Accepts every Ed25519 public key (SPKI PEM blocks) in `text`, each
     /// under the kid derived from it, the same kid its signer puts in tokens.
     pub fn with_public_pems(mut self, text: &str) -> Result<Self, TokenError> {
-        use ed25519_dalek::pkcs8::DecodePublicKey;
         let mut found = 0;
-        for block in pem_blocks(text, "PUBLIC KEY") {
-            let verifying = ed25519_dalek::VerifyingKey::from_public_key_pem(&block)
-                .map_err(|e| TokenError::Key(format!("not an Ed25519 public key: {e}")))?;
+        for verifying in public_keys(text)? {
             let jwk = public_jwk(&verifying)?;
             let kid = jwk.common.key_id.clone().unwrap_or_default();
             let key = DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::Key(e.to_string()))?;
@@ -397,32 +394,22 @@ pub fn generate_ed25519_pem() -> Result<(String, String), TokenError> {
 
 /// The public JWKs (with derived kids) of every Ed25519 public key in `text`.
 pub fn jwks_from_public_pems(text: &str) -> Result<Vec<Jwk>, TokenError> {
-    use ed25519_dalek::pkcs8::DecodePublicKey;
-    pem_blocks(text, "PUBLIC KEY")
-        .iter()
-        .map(|block| {
-            let verifying = ed25519_dalek::VerifyingKey::from_public_key_pem(block)
-                .map_err(|e| TokenError::Key(format!("not an Ed25519 public key: {e}")))?;
-            public_jwk(&verifying)
-        })
-        .collect()
+    public_keys(text)?.iter().map(public_jwk).collect()
 }
 
-/// The `-----BEGIN {label}-----` … `-----END {label}-----` blocks of `text`.
-fn pem_blocks(text: &str, label: &str) -> Vec<String> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let mut blocks = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(&begin) {
-        let Some(stop) = rest[start..].find(&end) else {
-            break;
-        };
-        let stop = start + stop + end.len();
-        blocks.push(format!("{}\n", &rest[start..stop]));
-        rest = &rest[stop..];
-    }
-    blocks
+/// The Ed25519 keys of every `PUBLIC KEY` (SPKI) PEM block of `text`;
+/// blocks of other labels are passed over.
+fn public_keys(text: &str) -> Result<Vec<ed25519_dalek::VerifyingKey>, TokenError> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    use rustls_pki_types::SubjectPublicKeyInfoDer;
+    use rustls_pki_types::pem::PemObject;
+    SubjectPublicKeyInfoDer::pem_slice_iter(text.as_bytes())
+        .map(|spki| {
+            let spki = spki.map_err(|e| TokenError::Key(format!("not PEM: {e}")))?;
+            ed25519_dalek::VerifyingKey::from_public_key_der(spki.as_ref())
+                .map_err(|e| TokenError::Key(format!("not an Ed25519 public key: {e}")))
+        })
+        .collect()
 }
 
 /// Base64url of raw bytes (JWK `x` values and the like).
@@ -456,6 +443,25 @@ mod tests {
         let claims = v.verify(&token).unwrap();
         assert_eq!(claims.sub, "u1");
         assert_eq!(claims.exp - claims.iat, 3600);
+    }
+
+    #[test]
+    fn every_public_key_block_is_read_and_other_blocks_passed_over() {
+        let (_, first) = generate_ed25519_pem().unwrap();
+        let (_, second) = generate_ed25519_pem().unwrap();
+        let bundle = format!(
+            "a comment\n-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n{first}\n{second}"
+        );
+        let jwks = jwks_from_public_pems(&bundle).unwrap();
+        assert_eq!(jwks.len(), 2);
+        assert_ne!(jwks[0].common.key_id, jwks[1].common.key_id);
+        let broken = "-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----\n";
+        assert!(jwks_from_public_pems(broken).is_err());
+        assert!(
+            TokenVerifier::new()
+                .with_public_pems("no keys here")
+                .is_err()
+        );
     }
 
     #[test]

@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mongodb::bson::oid::ObjectId;
 use parley_common::api_error::ApiError;
-use parley_common::auth::Authenticated;
+use parley_common::auth::{Authenticated, caller};
 use parley_common::revocation::Revocations;
-use parley_common::token::{Claims, TokenVerifier};
+use parley_common::token::TokenVerifier;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -158,11 +158,6 @@ async fn verify(
         "user": UserView::from(&session.user),
         "token": session.token,
     })))
-}
-
-fn caller(claims: &Claims) -> Result<ObjectId, ApiError> {
-    ObjectId::parse_str(&claims.sub)
-        .map_err(|_| ApiError::unauthorized("token subject is not a user id"))
 }
 
 async fn me(
