@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let prefetch = std::env::var("PARLEY_MAIL_PREFETCH").unwrap_or_else(|_| "16".into());
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let sink = SmtpSink::start().await?;
     let conn =
         lapin::Connection::connect(&ns.amqp_url(), lapin::ConnectionProperties::default()).await?;

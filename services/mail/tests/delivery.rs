@@ -178,7 +178,7 @@ async fn settled_with(
 
 #[tokio::test]
 async fn a_code_from_the_user_service_arrives_and_works() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let sink = SmtpSink::start().await?;
     let _mail = mail_service(&env(&ns, &sink, &[])).await?;
     // The real user service, same namespace.
@@ -237,7 +237,7 @@ async fn a_code_from_the_user_service_arrives_and_works() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn smtp_outage_delays_but_delivers_exactly_once() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let mut sink = SmtpSink::start().await?;
     let _mail = mail_service(&env(&ns, &sink, &[])).await?;
     let (_conn, channel) = channel(&ns.amqp_url()).await?;
@@ -267,7 +267,7 @@ async fn smtp_outage_delays_but_delivers_exactly_once() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn redelivered_events_send_one_mail() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let sink = SmtpSink::start().await?;
     let _mail = mail_service(&env(&ns, &sink, &[])).await?;
     let (_conn, channel) = channel(&ns.amqp_url()).await?;
@@ -287,7 +287,7 @@ async fn redelivered_events_send_one_mail() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn bad_events_are_parked_with_a_reason() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let sink = SmtpSink::start().await?;
     let _mail = mail_service(&env(&ns, &sink, &[])).await?;
     let (_conn, channel) = channel(&ns.amqp_url()).await?;
@@ -342,7 +342,7 @@ async fn parked(mail: &ServiceProcess, want: f64) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn ready_means_every_queue_is_declared_and_bound() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let sink = SmtpSink::start().await?;
     let _mail = mail_service(&env(&ns, &sink, &[])).await?;
     let (_conn, channel) = channel(&ns.amqp_url()).await?;
@@ -369,7 +369,7 @@ async fn ready_means_every_queue_is_declared_and_bound() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn parked_login_mail_holds_no_code_and_is_bounded() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let sink = SmtpSink::start().await?;
     let (_conn, channel) = channel(&ns.amqp_url()).await?;
     legacy_parking_queue(&channel).await?;
@@ -400,7 +400,7 @@ async fn parked_login_mail_holds_no_code_and_is_bounded() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn parked_mail_expires() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let sink = SmtpSink::start().await?;
     let mail = mail_service(&env(&ns, &sink, &[("PARLEY_MAIL_PARK_TTL_SECS", "1")])).await?;
     let (_conn, channel) = channel(&ns.amqp_url()).await?;
@@ -415,7 +415,7 @@ async fn parked_mail_expires() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_full_legacy_parking_queue_is_kept_and_parking_goes_on() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let sink = SmtpSink::start().await?;
     let (_conn, channel) = channel(&ns.amqp_url()).await?;
     legacy_parking_queue(&channel).await?;
@@ -446,7 +446,7 @@ async fn a_full_legacy_parking_queue_is_kept_and_parking_goes_on() -> anyhow::Re
 async fn rabbitmq_restart_is_survived_and_nothing_queued_is_lost() -> anyhow::Result<()> {
     let mut rabbit = RabbitServer::start().await?;
     let sink = SmtpSink::start().await?;
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let mail = mail_service(&env(&ns, &sink, &[("PARLEY_AMQP_URL", &rabbit.url())])).await?;
     {
         let (_conn, channel) = channel(&rabbit.url()).await?;
@@ -473,7 +473,7 @@ async fn rabbitmq_restart_is_survived_and_nothing_queued_is_lost() -> anyhow::Re
 
 #[tokio::test]
 async fn offline_unseen_recipients_get_one_summary() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let sink = SmtpSink::start().await?;
     let _mail = mail_service(&env(&ns, &sink, &[])).await?;
     let (_conn, channel) = channel(&ns.amqp_url()).await?;

@@ -24,7 +24,7 @@ fn env(ns: &Namespace, smtp: &SmtpSink) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn readiness_follows_the_smtp_server() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let mut smtp = SmtpSink::start().await?;
     let service = ServiceProcess::spawn(BIN, &env(&ns, &smtp))?;
     service.wait_ready(Duration::from_secs(30)).await?;
@@ -39,7 +39,7 @@ async fn readiness_follows_the_smtp_server() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn configuration_errors_name_the_variable() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let smtp = SmtpSink::start().await?;
     for (var, value) in [
         ("PARLEY_SMTP_PORT", "abc"),

@@ -40,10 +40,11 @@ pub fn secantusd() -> String {
 }
 
 /// Runs `rabbitmqctl` against the shared broker.
-pub fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("rabbitmqctl")
+pub async fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
+    let output = tokio::process::Command::new("rabbitmqctl")
         .args(args)
         .output()
+        .await
         .context("running rabbitmqctl")?;
     anyhow::ensure!(
         output.status.success(),
@@ -70,11 +71,11 @@ pub struct Namespace {
 
 impl Namespace {
     /// Creates the vhost (with guest permissions) and picks the names.
-    pub fn new() -> anyhow::Result<Self> {
+    pub async fn new() -> anyhow::Result<Self> {
         let id = crate::short_id();
         let vhost = format!("t_{id}");
-        rabbitmqctl(&["add_vhost", &vhost])?;
-        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"])?;
+        rabbitmqctl(&["add_vhost", &vhost]).await?;
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]).await?;
         Ok(Self {
             database: format!("t_{id}"),
             redis_prefix: format!("t:{id}:"),
@@ -133,10 +134,15 @@ impl Namespace {
 impl Drop for Namespace {
     fn drop(&mut self) {
         // Best effort: a leftover vhost is harmless, so errors are ignored.
-        let _ = Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.vhost])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        // The command runs on a thread of its own, so a test's runtime is
+        // not blocked while rabbitmqctl starts and finishes.
+        let vhost = std::mem::take(&mut self.vhost);
+        std::thread::spawn(move || {
+            let _ = Command::new("rabbitmqctl")
+                .args(["delete_vhost", &vhost])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        });
     }
 }

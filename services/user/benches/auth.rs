@@ -37,7 +37,8 @@ use parley_testkit::procfs::{cpu_secs, knob};
 async fn main() -> anyhow::Result<()> {
     let seconds = knob("PARLEY_BENCH_SECONDS", 10);
     let concurrency = knob("PARLEY_BENCH_CONCURRENCY", 16) as usize;
-    let stack = support::Stack::new()?
+    let stack = support::Stack::new()
+        .await?
         .with("PARLEY_LOGIN_GLOBAL_PER_MINUTE", "1000000")
         .with("PARLEY_LOG", "warn");
     let mut mailbox = stack.mailbox().await?;

@@ -21,7 +21,8 @@ const VERIFY: &str = "/api/v1/verify";
 /// every other client shares.
 #[tokio::test]
 async fn attack_refused_logins_do_not_exhaust_global_budget() -> anyhow::Result<()> {
-    let stack = Stack::new()?
+    let stack = Stack::new()
+        .await?
         .with("PARLEY_LOGIN_GLOBAL_PER_MINUTE", "5")
         .with("PARLEY_LOGIN_PER_IP_PER_HOUR", "2")
         .with("PARLEY_OTP_RESEND_SECS", "60");
@@ -92,7 +93,7 @@ async fn attack_refused_logins_do_not_exhaust_global_budget() -> anyhow::Result<
 /// Item 2: one address sending many wrong codes is stopped.
 #[tokio::test]
 async fn attack_many_wrong_verifies_from_one_address_are_refused() -> anyhow::Result<()> {
-    let stack = Stack::new()?.with("PARLEY_OTP_DIGITS", "6");
+    let stack = Stack::new().await?.with("PARLEY_OTP_DIGITS", "6");
     let service = stack.service().await?;
     let guesser = client_from("127.0.0.6")?;
     let mut statuses = Vec::new();
@@ -158,7 +159,9 @@ async fn request_code(
 #[tokio::test]
 async fn attack_new_codes_do_not_reset_the_account_failure_budget() -> anyhow::Result<()> {
     // The inbox cap would stop the rounds early; this is about guesses.
-    let stack = Stack::new()?.with("PARLEY_LOGIN_PER_INBOX_PER_HOUR", "100");
+    let stack = Stack::new()
+        .await?
+        .with("PARLEY_LOGIN_PER_INBOX_PER_HOUR", "100");
     let mut mailbox = stack.mailbox().await?;
     let service = stack.service().await?;
     let email = "account@example.com";
@@ -198,7 +201,8 @@ async fn attack_new_codes_do_not_reset_the_account_failure_budget() -> anyhow::R
 /// Item 2: IPv6 clients in one /64 are one client.
 #[tokio::test]
 async fn attack_ipv6_addresses_of_one_slash64_share_a_budget() -> anyhow::Result<()> {
-    let stack = Stack::new()?
+    let stack = Stack::new()
+        .await?
         .with("PARLEY_TRUSTED_PROXY_HOPS", "1")
         .with("PARLEY_LOGIN_PER_IP_PER_HOUR", "2");
     let service = stack.service().await?;
@@ -234,7 +238,7 @@ async fn attack_ipv6_addresses_of_one_slash64_share_a_budget() -> anyhow::Result
 #[tokio::test]
 async fn attack_wrong_guesses_from_elsewhere_do_not_burn_a_login_in_progress() -> anyhow::Result<()>
 {
-    let stack = Stack::new()?;
+    let stack = Stack::new().await?;
     let mut mailbox = stack.mailbox().await?;
     let service = stack.service().await?;
     let email = "inprogress@example.com";
@@ -267,7 +271,7 @@ async fn attack_wrong_guesses_from_elsewhere_do_not_burn_a_login_in_progress() -
 /// affected by others' guesses) and without one (as old clients do).
 #[tokio::test]
 async fn new_and_old_clients_both_log_in() -> anyhow::Result<()> {
-    let stack = Stack::new()?;
+    let stack = Stack::new().await?;
     let mut mailbox = stack.mailbox().await?;
     let service = stack.service().await?;
     let client = client_from("127.0.0.10")?;
@@ -338,7 +342,8 @@ async fn new_and_old_clients_both_log_in() -> anyhow::Result<()> {
 /// of codes; mail still goes to the address given.
 #[tokio::test]
 async fn attack_aliases_of_one_inbox_do_not_multiply_codes() -> anyhow::Result<()> {
-    let stack = Stack::new()?
+    let stack = Stack::new()
+        .await?
         .with("PARLEY_LOGIN_PER_INBOX_PER_HOUR", "3")
         .with("PARLEY_OTP_RESEND_SECS", "0");
     let mut mailbox = stack.mailbox().await?;
@@ -403,7 +408,8 @@ async fn attack_aliases_of_one_inbox_do_not_multiply_codes() -> anyhow::Result<(
 #[tokio::test]
 async fn attack_unparseable_forwarded_entries_cannot_pick_the_client_address() -> anyhow::Result<()>
 {
-    let stack = Stack::new()?
+    let stack = Stack::new()
+        .await?
         .with("PARLEY_TRUSTED_PROXY_HOPS", "1")
         .with("PARLEY_LOGIN_PER_IP_PER_HOUR", "2");
     let service = stack.service().await?;
@@ -442,7 +448,7 @@ async fn attack_unparseable_forwarded_entries_cannot_pick_the_client_address() -
 /// a stranger who opens a chat, or one who is blocked, learns nothing).
 #[tokio::test]
 async fn attack_directory_reveals_no_emails_or_last_seen() -> anyhow::Result<()> {
-    let stack = Stack::new()?;
+    let stack = Stack::new().await?;
     let mut mailbox = stack.mailbox().await?;
     let service = stack.service().await?;
     let (a, token) = login(&service, &mut mailbox, "dir-a@example.com").await?;
@@ -531,7 +537,7 @@ async fn attack_directory_reveals_no_emails_or_last_seen() -> anyhow::Result<()>
 /// Item 6: deployments that want no directory can switch it off.
 #[tokio::test]
 async fn the_directory_can_be_switched_off() -> anyhow::Result<()> {
-    let stack = Stack::new()?.with("PARLEY_USER_DIRECTORY", "false");
+    let stack = Stack::new().await?.with("PARLEY_USER_DIRECTORY", "false");
     let mut mailbox = stack.mailbox().await?;
     let service = stack.service().await?;
     let (me, token) = login(&service, &mut mailbox, "nodir@example.com").await?;
@@ -555,7 +561,7 @@ async fn the_directory_can_be_switched_off() -> anyhow::Result<()> {
 /// the security headers.
 #[tokio::test]
 async fn attack_responses_carry_security_headers() -> anyhow::Result<()> {
-    let stack = Stack::new()?;
+    let stack = Stack::new().await?;
     let service = stack.service().await?;
     let http = service.http();
     for request in [

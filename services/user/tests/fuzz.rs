@@ -45,7 +45,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 #[test]
 fn generated_input_never_gets_a_5xx() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let stack = Stack::new()?;
+    let stack = runtime.block_on(Stack::new())?;
     let (service, token) = runtime.block_on(async {
         let mut mailbox = stack.mailbox().await?;
         let service = stack.service().await?;

@@ -13,7 +13,7 @@ use support::{Stack, T, call, login, wrong};
 
 #[tokio::test]
 async fn the_whole_flow_login_verify_profile() -> anyhow::Result<()> {
-    let stack = Stack::new()?;
+    let stack = Stack::new().await?;
     let mut mailbox = stack.mailbox().await?;
     let service = stack.service().await?;
 
@@ -161,7 +161,7 @@ async fn the_whole_flow_login_verify_profile() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn user_list_is_paginated() -> anyhow::Result<()> {
-    let stack = Stack::new()?;
+    let stack = Stack::new().await?;
     let mut mailbox = stack.mailbox().await?;
     let service = stack.service().await?;
     let mut token = String::new();
@@ -240,7 +240,7 @@ fn said(body: &serde_json::Value, what: &str) -> bool {
 
 #[tokio::test]
 async fn brute_force_burns_the_code() -> anyhow::Result<()> {
-    let stack = Stack::new()?;
+    let stack = Stack::new().await?;
     let mut mailbox = stack.mailbox().await?;
     let service = stack.service().await?;
     let verify =
@@ -299,7 +299,8 @@ async fn brute_force_burns_the_code() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn limits_cooldown_per_address_and_no_account_probing() -> anyhow::Result<()> {
-    let stack = Stack::new()?
+    let stack = Stack::new()
+        .await?
         .with("PARLEY_OTP_RESEND_SECS", "60")
         .with("PARLEY_LOGIN_PER_IP_PER_HOUR", "4");
     let mut mailbox = stack.mailbox().await?;
@@ -364,7 +365,7 @@ async fn limits_cooldown_per_address_and_no_account_probing() -> anyhow::Result<
 #[tokio::test]
 async fn broker_down_during_login_leaves_no_usable_code() -> anyhow::Result<()> {
     let mut rabbit = RabbitServer::start().await?;
-    let stack = Stack::new()?.with("PARLEY_AMQP_URL", rabbit.url());
+    let stack = Stack::new().await?.with("PARLEY_AMQP_URL", rabbit.url());
     let service = stack.service().await?;
     rabbit.stop().await?;
     let email = "offline@example.com";
@@ -407,7 +408,7 @@ async fn broker_down_during_login_leaves_no_usable_code() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn concurrent_first_logins_create_one_user() -> anyhow::Result<()> {
-    let stack = Stack::new()?;
+    let stack = Stack::new().await?;
     let db = stack.ns.mongo().await?;
     let users = parley_user::store::Users::new(&db);
     users.ensure_indexes().await?;
@@ -451,7 +452,7 @@ async fn oversized_post(port: u16, path: &str, len: usize) -> anyhow::Result<u16
 
 #[tokio::test]
 async fn bad_input_gets_4xx_never_5xx() -> anyhow::Result<()> {
-    let stack = Stack::new()?;
+    let stack = Stack::new().await?;
     let mut mailbox = stack.mailbox().await?;
     let service = stack.service().await?;
     let (user, token) = login(&service, &mut mailbox, "victim@example.com").await?;

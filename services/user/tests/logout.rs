@@ -38,7 +38,7 @@ async fn socket(chat: &ServiceProcess, token: &str) -> anyhow::Result<JsClient> 
 
 #[tokio::test]
 async fn logout_revokes_tokens_everywhere_and_closes_sockets() -> anyhow::Result<()> {
-    let stack = Stack::new()?;
+    let stack = Stack::new().await?;
     let user = stack.service().await?;
     let mut keys = tempfile::NamedTempFile::new()?;
     keys.write_all(stack.public_pem.as_bytes())?;

@@ -195,7 +195,8 @@ async fn the_user_service_runs_on_the_least_privileged_user() -> anyhow::Result<
     let server = Server::start().await?;
     let (code, out) = server.provision("app-password-2").await?;
     assert_eq!(code, Some(0), "{out}");
-    let stack = Stack::new()?
+    let stack = Stack::new()
+        .await?
         .with("PARLEY_MONGODB_URI", server.app_uri("app-password-2"))
         .with("PARLEY_MONGODB_DATABASE", server.database.clone());
     let mut mailbox = stack.mailbox().await?;

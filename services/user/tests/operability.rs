@@ -64,7 +64,7 @@ async fn assert_outage_and_recovery(
 
 #[tokio::test]
 async fn readiness_follows_a_redis_outage() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let mut redis = RedisServer::start().await?;
     let service = ServiceProcess::spawn(BIN, &env_with(&ns, &[("PARLEY_REDIS_URL", redis.url())]))?;
     service.wait_ready(Duration::from_secs(30)).await?;
@@ -77,7 +77,7 @@ async fn readiness_follows_a_redis_outage() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn readiness_follows_a_rabbitmq_outage() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let mut rabbit = RabbitServer::start().await?;
     let service = ServiceProcess::spawn(BIN, &env_with(&ns, &[("PARLEY_AMQP_URL", rabbit.url())]))?;
     service.wait_ready(Duration::from_secs(30)).await?;
@@ -90,7 +90,7 @@ async fn readiness_follows_a_rabbitmq_outage() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn readiness_follows_a_mongodb_outage() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let mut mongo = MongoServer::start().await?;
     let service =
         ServiceProcess::spawn(BIN, &env_with(&ns, &[("PARLEY_MONGODB_URI", mongo.uri())]))?;
@@ -104,7 +104,7 @@ async fn readiness_follows_a_mongodb_outage() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn starts_before_its_dependencies_and_becomes_ready_when_they_come() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let mut redis = RedisServer::start().await?;
     redis.stop().await?;
     let service = ServiceProcess::spawn(BIN, &env_with(&ns, &[("PARLEY_REDIS_URL", redis.url())]))?;
@@ -118,7 +118,7 @@ async fn starts_before_its_dependencies_and_becomes_ready_when_they_come() -> an
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let mut service = ServiceProcess::spawn(BIN, &base_env(&ns))?;
     service.wait_ready(Duration::from_secs(30)).await?;
     let code = service.terminate(Duration::from_secs(15)).await?;
@@ -129,7 +129,7 @@ async fn sigterm_drains_and_exits_zero() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn metrics_and_json_errors() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let service = ServiceProcess::spawn(BIN, &base_env(&ns))?;
     service.wait_ready(Duration::from_secs(30)).await?;
     let missing = service
@@ -159,7 +159,7 @@ async fn metrics_and_json_errors() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn configuration_errors_name_the_variable() -> anyhow::Result<()> {
-    let ns = Namespace::new()?;
+    let ns = Namespace::new().await?;
     let without = |var: &str| -> Vec<(String, String)> {
         base_env(&ns)
             .into_iter()

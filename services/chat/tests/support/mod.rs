@@ -34,7 +34,7 @@ pub struct Stack {
 
 impl Stack {
     pub async fn new() -> anyhow::Result<Self> {
-        let ns = Namespace::new()?;
+        let ns = Namespace::new().await?;
         let (private, public) = generate_ed25519_pem()?;
         let signer = TokenSigner::from_pem(&private, Duration::from_secs(3600))?;
         let mut keys = tempfile::NamedTempFile::new()?;

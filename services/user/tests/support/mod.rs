@@ -27,8 +27,8 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub fn new() -> anyhow::Result<Self> {
-        let ns = Namespace::new()?;
+    pub async fn new() -> anyhow::Result<Self> {
+        let ns = Namespace::new().await?;
         let (private, public_pem) = generate_ed25519_pem()?;
         let mut key = tempfile::NamedTempFile::new()?;
         key.write_all(private.as_bytes())?;
