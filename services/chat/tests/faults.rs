@@ -6,8 +6,7 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use parley_common::events::{Envelope, Event, MessageCreated, UserUpdated};
 use parley_testkit::socketio::{JsClient, Transport};
 use parley_testkit::{MongoServer, RedisServer, wait_until};
@@ -202,43 +201,9 @@ async fn a_crashed_replicas_users_fall_offline_by_expiry() -> anyhow::Result<()>
 async fn stored_messages_publish_events_and_user_updates_drop_cached_profiles() -> anyhow::Result<()>
 {
     let stack = Stack::new().await?;
-    let conn = stack.ns.amqp().await?;
-    let channel = conn.create_channel().await?;
-    channel
-        .exchange_declare(
-            "parley.events".into(),
-            lapin::ExchangeKind::Topic,
-            lapin::options::ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_declare(
-            "test.messages".into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            "test.messages".into(),
-            "parley.events".into(),
-            MessageCreated::TYPE.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            "test.messages".into(),
-            "t".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (_conn, channel) = parley_testkit::events::channel(&stack.ns.amqp_url()).await?;
+    let mut consumer =
+        parley_testkit::events::tap(&channel, "test.messages", &[MessageCreated::TYPE]).await?;
 
     let a = stack.replica().await?;
     let alice = stack.user("alice").await?;
@@ -282,20 +247,14 @@ async fn stored_messages_publish_events_and_user_updates_drop_cached_profiles() 
         .arg(r#"{"_id":"x","name":"old"}"#)
         .query_async::<()>(&mut redis)
         .await?;
-    let confirm = channel
-        .basic_publish(
-            "parley.events".into(),
-            UserUpdated::TYPE.into(),
-            Default::default(),
-            &serde_json::to_vec(&Envelope::new(UserUpdated {
-                user_id: bob.id.to_hex(),
-                name: "Bobby".into(),
-                email: "bob@example.com".into(),
-            }))?,
-            Default::default(),
-        )
+    let update = Envelope::new(UserUpdated {
+        user_id: bob.id.to_hex(),
+        name: "Bobby".into(),
+        email: "bob@example.com".into(),
+    });
+    let body = serde_json::to_vec(&update)?;
+    parley_testkit::events::publish(&channel, UserUpdated::TYPE, &update.id.to_string(), &body)
         .await?;
-    confirm.await?;
     wait_until("cached profile dropped", T, || {
         let mut redis = redis.clone();
         let key = key.clone();

@@ -6,8 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::BasicProperties;
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use parley_common::events::{Envelope, Event, OtpRequested};
 use parley_testkit::{Namespace, ServiceProcess, SmtpSink, wait_until};
@@ -21,21 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let prefetch = std::env::var("PARLEY_MAIL_PREFETCH").unwrap_or_else(|_| "16".into());
     let ns = Namespace::new().await?;
     let sink = SmtpSink::start().await?;
-    let conn =
-        lapin::Connection::connect(&ns.amqp_url(), lapin::ConnectionProperties::default()).await?;
-    let channel = conn.create_channel().await?;
-    channel.confirm_select(Default::default()).await?;
-    channel
-        .exchange_declare(
-            "parley.events".into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (_conn, channel) = parley_testkit::events::channel(&ns.amqp_url()).await?;
     channel
         .queue_declare(
             "mail.otp".into(),
@@ -49,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     channel
         .queue_bind(
             "mail.otp".into(),
-            "parley.events".into(),
+            parley_common::events::EXCHANGE.into(),
             OtpRequested::TYPE.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
@@ -62,17 +47,8 @@ async fn main() -> anyhow::Result<()> {
             code: format!("{:06}", i % 1_000_000),
             expires_at: chrono::Utc::now() + chrono::Duration::minutes(30),
         });
-        channel
-            .basic_publish(
-                "parley.events".into(),
-                OtpRequested::TYPE.into(),
-                Default::default(),
-                &serde_json::to_vec(&event)?,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_message_id(event.id.to_string().into()),
-            )
-            .await?
+        let body = serde_json::to_vec(&event)?;
+        parley_testkit::events::publish(&channel, OtpRequested::TYPE, &event.id.to_string(), &body)
             .await?;
     }
     let queue_secs = queued.elapsed().as_secs_f64();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicGetOptions, ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use mongodb::bson::oid::ObjectId;
@@ -46,21 +46,7 @@ async fn mail_service(env: &[(String, String)]) -> anyhow::Result<ServiceProcess
 }
 
 async fn channel(url: &str) -> anyhow::Result<(lapin::Connection, Channel)> {
-    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
-    let channel = conn.create_channel().await?;
-    channel.confirm_select(Default::default()).await?;
-    channel
-        .exchange_declare(
-            "parley.events".into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    Ok((conn, channel))
+    parley_testkit::events::channel(url).await
 }
 
 async fn publish_bytes(
@@ -69,19 +55,7 @@ async fn publish_bytes(
     id: &str,
     body: &[u8],
 ) -> anyhow::Result<()> {
-    let confirm = channel
-        .basic_publish(
-            "parley.events".into(),
-            routing_key.into(),
-            Default::default(),
-            body,
-            BasicProperties::default()
-                .with_message_id(id.into())
-                .with_delivery_mode(2),
-        )
-        .await?;
-    confirm.await?;
-    Ok(())
+    parley_testkit::events::publish(channel, routing_key, id, body).await
 }
 
 fn otp_event(email: &str, code: &str) -> Envelope<OtpRequested> {

@@ -9,6 +9,7 @@
 //!   [`RabbitServer`], [`SmtpSink`]) for tests that stop and restart them;
 //! - the real service binaries ([`ServiceProcess`]).
 
+pub mod events;
 pub mod process;
 pub mod procfs;
 pub mod servers;

@@ -5,11 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use parley_common::events::{Envelope, Event, OtpRequested};
 use parley_common::token::generate_ed25519_pem;
 use parley_testkit::{Namespace, ServiceProcess};
@@ -77,48 +73,9 @@ impl Stack {
 
     /// A queue receiving what the mail service would: the code events.
     pub async fn mailbox(&self) -> anyhow::Result<Mailbox> {
-        let connection = self.ns.amqp().await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .exchange_declare(
-                "parley.events".into(),
-                lapin::ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        for key in [OtpRequested::TYPE, parley_common::events::UserUpdated::TYPE] {
-            channel
-                .queue_bind(
-                    queue.name().clone(),
-                    "parley.events".into(),
-                    key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        let consumer = channel
-            .basic_consume(
-                queue.name().clone(),
-                "test".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let (connection, channel) = parley_testkit::events::channel(&self.ns.amqp_url()).await?;
+        let keys = [OtpRequested::TYPE, parley_common::events::UserUpdated::TYPE];
+        let consumer = parley_testkit::events::tap(&channel, "", &keys).await?;
         Ok(Mailbox {
             _connection: connection,
             consumer,
