@@ -48,7 +48,7 @@ impl MongoConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let var = "PARLEY_MONGODB_URI";
         let uri = env.required(var)?;
-        ConnectionString::parse(&uri).map_err(|e| {
+        let parsed = ConnectionString::parse(&uri).map_err(|e| {
             ConfigError::new(
                 var,
                 format!("is not a valid MongoDB connection string ({})", e.kind),
@@ -62,7 +62,43 @@ impl MongoConfig {
             ));
         }
         let ca = CaBundle::from_env(env, "PARLEY_MONGODB_CA_FILE")?;
+        if ca.is_some() {
+            check_uri_tls(&parsed.tls)?;
+        }
         Ok(Self { uri, database, ca })
+    }
+}
+
+/// A CA file with a URI that turns TLS off, or names a CA file of its own,
+/// is a contradiction: a configuration error naming `PARLEY_MONGODB_CA_FILE`.
+fn check_uri_tls(tls: &Option<Tls>) -> Result<(), ConfigError> {
+    let var = "PARLEY_MONGODB_CA_FILE";
+    match tls {
+        Some(Tls::Disabled) => Err(ConfigError::new(
+            var,
+            "is set, but PARLEY_MONGODB_URI turns TLS off (tls=false)",
+        )),
+        Some(Tls::Enabled(options)) if options.ca_file_path.is_some() => Err(ConfigError::new(
+            var,
+            "is set, but PARLEY_MONGODB_URI names a CA file too (tlsCAFile); keep one",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Turns TLS on in `options` and trusts `ca` for the server's certificate,
+/// keeping the URI's other TLS options (a client certificate, for one).
+pub(crate) fn trust(options: &mut ClientOptions, ca: Option<&CaBundle>) {
+    let Some(ca) = ca else {
+        return;
+    };
+    match &mut options.tls {
+        Some(Tls::Enabled(tls)) => tls.ca_file_path = Some(ca.path.clone()),
+        _ => {
+            options.tls = Some(Tls::Enabled(
+                TlsOptions::builder().ca_file_path(ca.path.clone()).build(),
+            ));
+        }
     }
 }
 
@@ -95,11 +131,7 @@ impl Mongo {
             .connect_timeout
             .get_or_insert(Duration::from_secs(2));
         options.heartbeat_freq.get_or_insert(Duration::from_secs(2));
-        if let Some(ca) = &config.ca {
-            options.tls = Some(Tls::Enabled(
-                TlsOptions::builder().ca_file_path(ca.path.clone()).build(),
-            ));
-        }
+        trust(&mut options, config.ca.as_ref());
         let client = Client::with_options(options).map_err(MongoError::Options)?;
         let db = client.database(&config.database);
         Ok(Self { client, db })

@@ -152,6 +152,9 @@ pub struct ProvisionConfig {
     /// How long to keep trying while MongoDB is not there yet
     /// (`PARLEY_MONGODB_PROVISION_TIMEOUT_SECS`).
     pub timeout: Duration,
+    /// The CAs trusted for MongoDB's certificate on the admin connection too
+    /// (`PARLEY_MONGODB_CA_FILE`).
+    pub ca: Option<crate::tls::CaBundle>,
 }
 
 impl std::fmt::Debug for ProvisionConfig {
@@ -204,6 +207,7 @@ impl ProvisionConfig {
             admin_uri,
             user,
             timeout,
+            ca: mongo.ca,
         })
     }
 }
@@ -235,6 +239,7 @@ pub async fn run(config: ProvisionConfig, cancel: CancellationToken) -> Result<(
         .await
         .map_err(ProvisionError::Options)?;
     options.app_name = Some("parley-mongodb-user".to_owned());
+    crate::mongo::trust(&mut options, config.ca.as_ref());
     options
         .server_selection_timeout
         .get_or_insert(Duration::from_secs(3));
