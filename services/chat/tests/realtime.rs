@@ -325,9 +325,15 @@ async fn outsiders_cannot_join_read_or_send() -> anyhow::Result<()> {
         .emit_ack("sendMessage", json!({"chatId": chat, "text": "hi"}), T)
         .await?;
     assert_eq!(send["error"]["status"], 403, "{send}");
-    ev.emit("typing", json!({"chatId": chat})).await?;
+    let typed = ev.emit_ack("typing", json!({"chatId": chat}), T).await?;
+    assert_eq!(typed["error"]["status"], 403, "{typed}");
+    // The barrier: a relay of eve's typing would have been queued on bob's
+    // socket before eve's ack, so before the answer to bob's own event;
+    // whatever arrived until then has been read.
+    let barrier = bo.emit_ack("typing", json!({"chatId": chat}), T).await?;
+    assert_eq!(barrier["ok"], true, "{barrier}");
     assert!(
-        bo.quiet("userTyping", Duration::from_millis(500)).await?,
+        bo.quiet("userTyping", Duration::ZERO).await?,
         "typing leaked from a non-member"
     );
     let (status, body) = call(
