@@ -255,11 +255,17 @@ async fn a_conflict_on_one_child_leaves_the_others_applied_and_is_reported() {
         "{degraded:?}"
     );
     assert!(degraded.2.contains("demo-chat"), "{degraded:?}");
-    // retried with backoff: 1 s, then 2 s
+    // retried with backoff: 1 s, then 2 s; the error is counted by its kind
     let obj = Arc::new(DeserializeGuard(Ok(cluster())));
-    assert_eq!(
-        error_policy(obj.clone(), &error, ctx.clone()),
-        Action::requeue(Duration::from_secs(1))
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let exported = recorder.handle();
+    let first =
+        metrics::with_local_recorder(&recorder, || error_policy(obj.clone(), &error, ctx.clone()));
+    assert_eq!(first, Action::requeue(Duration::from_secs(1)));
+    let rendered = exported.render();
+    assert!(
+        rendered.contains(r#"parley_operator_reconcile_errors_total{kind="apply"} 1"#),
+        "{rendered}"
     );
     assert_eq!(
         error_policy(obj, &error, ctx),
