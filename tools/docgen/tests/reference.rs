@@ -92,7 +92,9 @@ fn every_variable_the_code_names_is_documented_and_nothing_else() {
     );
 }
 
-type Loader = fn(&Env) -> Result<(), ConfigError>;
+/// Loads a binary's configuration; its `Debug` text on success, so two
+/// loads can be compared.
+type Loader = fn(&Env) -> Result<String, ConfigError>;
 type Pairs = Vec<(String, String)>;
 
 fn keys() -> (tempfile::TempDir, String, String) {
@@ -126,7 +128,7 @@ fn loaders(private: &str, public: &str) -> Vec<(&'static str, Loader, Pairs)> {
     vec![
         (
             "user",
-            |env| parley_user::config::Config::from_env(env).map(drop),
+            |env| parley_user::config::Config::from_env(env).map(|c| format!("{c:?}")),
             with(&[
                 ("PARLEY_JWT_PRIVATE_KEY_FILE", private),
                 ("PARLEY_OTP_SECRET", "0123456789abcdef0123456789abcdef"),
@@ -134,7 +136,7 @@ fn loaders(private: &str, public: &str) -> Vec<(&'static str, Loader, Pairs)> {
         ),
         (
             "chat",
-            |env| parley_chat::config::Config::from_env(env).map(drop),
+            |env| parley_chat::config::Config::from_env(env).map(|c| format!("{c:?}")),
             with(&[
                 ("PARLEY_JWT_PUBLIC_KEYS_FILE", public),
                 ("PARLEY_USER_SERVICE_URL", "http://user:8080"),
@@ -142,7 +144,7 @@ fn loaders(private: &str, public: &str) -> Vec<(&'static str, Loader, Pairs)> {
         ),
         (
             "mail",
-            |env| parley_mail::config::Config::from_env(env).map(drop),
+            |env| parley_mail::config::Config::from_env(env).map(|c| format!("{c:?}")),
             with(&[
                 ("PARLEY_SMTP_HOST", "smtp.example.com"),
                 ("PARLEY_MAIL_FROM", "parley@example.com"),
@@ -150,12 +152,14 @@ fn loaders(private: &str, public: &str) -> Vec<(&'static str, Loader, Pairs)> {
         ),
         (
             "operator",
-            |env| parley_operator::settings::Settings::from_env(env).map(drop),
+            |env| parley_operator::settings::Settings::from_env(env).map(|c| format!("{c:?}")),
             Vec::new(),
         ),
         (
             "user mongodb-user",
-            |env| parley_common::mongo_user::ProvisionConfig::from_env(env).map(drop),
+            |env| {
+                parley_common::mongo_user::ProvisionConfig::from_env(env).map(|c| format!("{c:?}"))
+            },
             [
                 (
                     "PARLEY_MONGODB_ADMIN_URI",
@@ -183,7 +187,8 @@ fn each_loader_reads_exactly_its_documented_variables() {
         let reference = &references.iter().find(|(b, _)| *b == binary).unwrap().1;
         let env = Env::from_pairs(minimal.clone());
         parley_common::telemetry::filter(&env).unwrap();
-        load(&env).unwrap_or_else(|e| panic!("{binary} refused its minimal environment: {e}"));
+        let defaults =
+            load(&env).unwrap_or_else(|e| panic!("{binary} refused its minimal environment: {e}"));
         let read: BTreeSet<String> = env
             .looked_up()
             .into_iter()
@@ -191,7 +196,8 @@ fn each_loader_reads_exactly_its_documented_variables() {
             .collect();
         assert_eq!(read, names(reference), "{binary}: read vs documented");
 
-        // Required ones really are required; documented defaults are accepted as values.
+        // Required ones really are required; documented defaults are accepted
+        // as values and are the defaults.
         for var in reference {
             let without: Vec<_> = minimal
                 .iter()
@@ -214,12 +220,18 @@ fn each_loader_reads_exactly_its_documented_variables() {
                 explicit.push((var.name.to_owned(), var.default.to_owned()));
                 let env = Env::from_pairs(explicit);
                 parley_common::telemetry::filter(&env).unwrap();
-                load(&env).unwrap_or_else(|e| {
+                let explicit = load(&env).unwrap_or_else(|e| {
                     panic!(
                         "{binary}: documented default of {} is refused: {e}",
                         var.name
                     )
                 });
+                // and it is the default: set or not, the same configuration
+                assert_eq!(
+                    explicit, defaults,
+                    "{binary}: {}={:?} is documented as the default, but setting it changes the configuration",
+                    var.name, var.default
+                );
             }
         }
     }
