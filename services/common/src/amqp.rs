@@ -26,13 +26,22 @@ use crate::events::{EXCHANGE, Envelope, Event};
 use crate::tls::CaBundle;
 
 /// Where RabbitMQ is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AmqpConfig {
     /// `amqp://` or `amqps://` URL including the vhost (`PARLEY_AMQP_URL`).
     pub url: String,
     /// CAs trusted for an `amqps://` URL besides the system's
     /// (`PARLEY_AMQP_CA_FILE`).
     pub ca: Option<CaBundle>,
+}
+
+impl std::fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConfig")
+            .field("url", &crate::config::redact_url(&self.url))
+            .field("ca", &self.ca)
+            .finish()
+    }
 }
 
 impl AmqpConfig {

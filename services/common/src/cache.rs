@@ -30,7 +30,7 @@ pub fn window_script(body: &str) -> redis::Script {
 }
 
 /// Where Redis is and how parley's keys are named.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// `redis://`, `rediss://` or `unix://` URL (`PARLEY_REDIS_URL`).
     pub url: String,
@@ -39,6 +39,16 @@ pub struct RedisConfig {
     /// The CAs trusted for a `rediss://` URL in place of the system's
     /// (`PARLEY_REDIS_CA_FILE`).
     pub ca: Option<CaBundle>,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &crate::config::redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("ca", &self.ca)
+            .finish()
+    }
 }
 
 impl RedisConfig {

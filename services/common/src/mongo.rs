@@ -17,7 +17,7 @@ use crate::config::{ConfigError, Env, REQUIRED, UNSET, VarDoc};
 use crate::tls::CaBundle;
 
 /// Where MongoDB is and which database parley uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct MongoConfig {
     /// Connection string (`PARLEY_MONGODB_URI`), `mongodb://` or `mongodb+srv://`.
     pub uri: String,
@@ -26,6 +26,16 @@ pub struct MongoConfig {
     /// The CAs trusted for the server's certificate in place of the
     /// system's; turns TLS on (`PARLEY_MONGODB_CA_FILE`).
     pub ca: Option<CaBundle>,
+}
+
+impl std::fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("uri", &crate::config::redact_url(&self.uri))
+            .field("database", &self.database)
+            .field("ca", &self.ca)
+            .finish()
+    }
 }
 
 impl MongoConfig {

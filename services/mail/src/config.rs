@@ -4,7 +4,7 @@ use parley_common::amqp::AmqpConfig;
 use parley_common::cache::RedisConfig;
 use std::time::Duration;
 
-use parley_common::config::{ConfigError, Env, REQUIRED, ServerConfig, UNSET, VarDoc};
+use parley_common::config::{ConfigError, Env, REQUIRED, Redacted, ServerConfig, UNSET, VarDoc};
 use parley_common::mongo::MongoConfig;
 
 /// How to talk to the SMTP server.
@@ -43,7 +43,7 @@ pub struct SmtpConfig {
     /// Login (`PARLEY_SMTP_USERNAME`), optional.
     pub username: Option<String>,
     /// Password (`PARLEY_SMTP_PASSWORD`), required with a username.
-    pub password: Option<String>,
+    pub password: Option<Redacted<String>>,
     /// Sender address (`PARLEY_MAIL_FROM`).
     pub from: String,
 }
@@ -72,7 +72,7 @@ impl SmtpConfig {
                 TlsMode::StartTls,
             )?,
             username,
-            password,
+            password: password.map(Redacted),
             from,
         })
     }

@@ -21,7 +21,7 @@ pub fn transport(config: &SmtpConfig) -> Result<Transport, lettre::transport::sm
         .tls(tls)
         .timeout(Some(std::time::Duration::from_secs(10)));
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
-        builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+        builder = builder.credentials(Credentials::new(user.clone(), password.0.clone()));
     }
     Ok(builder.build())
 }

@@ -249,9 +249,55 @@ impl ServerConfig {
     }
 }
 
+/// A secret setting: used as the value it wraps, shown as `[redacted]` by
+/// `Debug`, so a configuration can be printed without its secrets.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Redacted<T>(pub T);
+
+impl<T> std::fmt::Debug for Redacted<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<T> std::ops::Deref for Redacted<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// `url` with any password replaced by `***`, for display; a string that
+/// does not parse as a URL is shown as `[unparsed URL]`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "[unparsed URL]".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_not_shown() {
+        assert_eq!(format!("{:?}", Redacted("hunter2")), "[redacted]");
+        assert_eq!(*Redacted(5), 5);
+        let shown = redact_url("mongodb://app:hunter2@db:27017/?authSource=parley");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("app:***@db"),
+            "{shown}"
+        );
+        assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
+        assert_eq!(redact_url("no url"), "[unparsed URL]");
+    }
 
     #[test]
     fn missing_required_names_the_variable() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use jsonwebtoken::jwk::Jwk;
 use parley_common::amqp::AmqpConfig;
 use parley_common::cache::RedisConfig;
-use parley_common::config::{ConfigError, Env, REQUIRED, ServerConfig, UNSET, VarDoc};
+use parley_common::config::{ConfigError, Env, REQUIRED, Redacted, ServerConfig, UNSET, VarDoc};
 use parley_common::mongo::MongoConfig;
 use parley_common::revocation::RevocationConfig;
 use parley_common::token::{TokenScope, TokenSigner, TokenVerifier, jwks_from_public_pems};
@@ -63,7 +63,7 @@ pub struct Config {
     /// `PARLEY_TOKEN_ISSUER`/`PARLEY_TOKEN_AUDIENCE`.
     pub revocation: RevocationConfig,
     /// HMAC key for stored codes (`PARLEY_OTP_SECRET`, at least 32 characters).
-    pub otp_secret: Vec<u8>,
+    pub otp_secret: Redacted<Vec<u8>>,
     /// Code limits.
     pub limits: Limits,
     /// X-Forwarded-For hops to trust for the client address (`PARLEY_TRUSTED_PROXY_HOPS`, default 0).
@@ -297,7 +297,7 @@ impl Config {
             verifier,
             jwks,
             revocation: RevocationConfig::from_env(env)?,
-            otp_secret: otp_secret.into_bytes(),
+            otp_secret: Redacted(otp_secret.into_bytes()),
             limits,
             trusted_proxy_hops: env.parsed_or("PARLEY_TRUSTED_PROXY_HOPS", "a whole number", 0)?,
             max_body_bytes: env.parsed_or("PARLEY_MAX_BODY_BYTES", "a size in bytes", 16 * 1024)?,

@@ -236,3 +236,38 @@ fn each_loader_reads_exactly_its_documented_variables() {
         }
     }
 }
+
+#[test]
+fn no_configuration_shows_a_secret() {
+    let (_dir, private, public) = keys();
+    let secrets = [
+        ("PARLEY_MONGODB_URI", "mongodb://app:s3cret-mongo@db:27017/"),
+        ("PARLEY_REDIS_URL", "redis://:s3cret-redis@cache:6379"),
+        ("PARLEY_AMQP_URL", "amqp://parley:s3cret-amqp@mq:5672/%2f"),
+        ("PARLEY_SMTP_USERNAME", "mailer"),
+        ("PARLEY_SMTP_PASSWORD", "s3cret-smtp"),
+        ("PARLEY_OTP_SECRET", "s3cret-otp-0123456789abcdef012345"),
+    ];
+    for (binary, load, minimal) in loaders(&private, &public) {
+        if binary == "operator" || binary.contains(' ') {
+            continue;
+        }
+        let mut env = minimal;
+        for (var, value) in secrets {
+            env.retain(|(k, _)| k != var);
+            env.push((var.to_owned(), value.to_owned()));
+        }
+        let shown = load(&Env::from_pairs(env))
+            .unwrap_or_else(|e| panic!("{binary} refused its environment: {e}"));
+        assert!(
+            !shown.contains("s3cret"),
+            "{binary} shows a secret: {shown}"
+        );
+        if binary == "user" {
+            assert!(shown.contains("otp_secret: [redacted]"), "{shown}");
+        }
+        if binary == "mail" {
+            assert!(shown.contains("password: Some([redacted])"), "{shown}");
+        }
+    }
+}
