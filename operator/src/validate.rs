@@ -37,13 +37,11 @@ pub fn validate(cc: &ChatCluster) -> Result<ValidatedCluster, Vec<SpecError>> {
     if smtp_tls.is_none() {
         errors.push(err("smtp.tls", "must be none, starttls or tls"));
     }
-    let mode = |store: Store| {
-        let s = store.spec(spec);
-        match (&s.managed, &s.external) {
-            (Some(_), Some(_)) => None,
-            (None, Some(e)) => Some(StoreMode::External(e.clone())),
-            (m, None) => Some(StoreMode::Managed(Box::new(m.clone().unwrap_or_default()))),
-        }
+    // neither set means managed with defaults (build::managed); both set
+    // is an error already in `errors`
+    let mode = |store: Store| match crate::build::managed(cc, store) {
+        Some(m) => Some(StoreMode::Managed(Box::new(m))),
+        None => store.spec(spec).external.clone().map(StoreMode::External),
     };
     match (
         pull_policy,
@@ -205,50 +203,43 @@ fn spec_errors(spec: &ChatClusterSpec) -> Vec<SpecError> {
     if !spec.smtp.from.contains('@') {
         errors.push(err("smtp.from", "must be an e-mail address"));
     }
-    if spec.auth.signing_key_secret.is_none() {
-        // the generated `<name>-jwt` has the default keys
-        let defaults = crate::api::AuthSpec::default();
-        for (field, value, default) in [
+    // key names apply only to a Secret the spec names
+    let auth = crate::api::AuthSpec::default();
+    errors.extend(keys_without_their_secret(
+        spec.auth.signing_key_secret.is_some(),
+        &[
             (
                 "auth.privateKeyKey",
                 &spec.auth.private_key_key,
-                &defaults.private_key_key,
+                &auth.private_key_key,
             ),
             (
                 "auth.publicKeyKey",
                 &spec.auth.public_key_key,
-                &defaults.public_key_key,
+                &auth.public_key_key,
             ),
-        ] {
-            if value != default {
-                errors.push(err(
-                    field,
-                    format!(
-                        "applies to signingKeySecret only; the generated key Secret uses {default:?}"
-                    ),
-                ));
-            }
-        }
-    }
-    if spec.smtp.credentials_secret.is_none() {
-        let defaults = crate::api::SmtpSpec::default();
-        for (field, value, default) in [
+        ],
+        |default| {
+            format!("applies to signingKeySecret only; the generated key Secret uses {default:?}")
+        },
+    ));
+    let smtp = crate::api::SmtpSpec::default();
+    errors.extend(keys_without_their_secret(
+        spec.smtp.credentials_secret.is_some(),
+        &[
             (
                 "smtp.usernameKey",
                 &spec.smtp.username_key,
-                &defaults.username_key,
+                &smtp.username_key,
             ),
             (
                 "smtp.passwordKey",
                 &spec.smtp.password_key,
-                &defaults.password_key,
+                &smtp.password_key,
             ),
-        ] {
-            if value != default {
-                errors.push(err(field, "applies only with credentialsSecret"));
-            }
-        }
-    }
+        ],
+        |_| "applies only with credentialsSecret".to_owned(),
+    ));
     if spec.auth.token_ttl_seconds < 60 {
         errors.push(err("auth.tokenTtlSeconds", "must be at least 60"));
     }
@@ -376,6 +367,22 @@ fn pod_override_errors(
         ));
     }
     errors
+}
+
+/// Key-name fields `(field, value, default)` set away from their default
+/// although the Secret they name keys of is not given (`secret_named`).
+fn keys_without_their_secret(
+    secret_named: bool,
+    keys: &[(&str, &String, &String)],
+    problem: impl Fn(&str) -> String,
+) -> Vec<SpecError> {
+    if secret_named {
+        return Vec::new();
+    }
+    keys.iter()
+        .filter(|(_, value, default)| value != default)
+        .map(|(field, _, default)| err(*field, problem(default)))
+        .collect()
 }
 
 fn looks_like_quantity(s: &str) -> bool {

@@ -121,10 +121,9 @@ fn store_env(cc: &ValidatedCluster, c: Component, s: Store) -> Vec<EnvVar> {
     let host = child_name(cc, s.name());
     let port = s.port();
     if let Some(ext) = cc.external(s) {
-        let ext = ext.clone();
         let mut env = vec![from_secret(
             s.env_var(),
-            ext.url_secret.name,
+            ext.url_secret.name.clone(),
             &ext.url_secret.key,
         )];
         if ext.ca_secret.is_some() {

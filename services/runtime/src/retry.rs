@@ -39,18 +39,19 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let mut waits = backoff();
-    for n in 0u32.. {
+    let mut failures = 0u32;
+    loop {
         match attempt().await {
             Ok(value) => return Some(value),
-            Err(error) => tracing::warn!(%error, attempt = n, "{what}: failed; retrying"),
+            Err(error) => tracing::warn!(%error, failures, "{what}: failed; retrying"),
         }
+        failures = failures.saturating_add(1);
         let wait = waits.next().unwrap_or(MAX_DELAY);
         tokio::select! {
             () = shutdown.cancelled() => return None,
             () = tokio::time::sleep(wait) => {}
         }
     }
-    None
 }
 
 #[cfg(test)]

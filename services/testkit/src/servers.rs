@@ -68,6 +68,8 @@ impl Served {
 /// A private `redis-server` (nothing persisted).
 pub struct RedisServer {
     served: Served,
+    /// `redis`, or `rediss` when it speaks TLS only.
+    scheme: &'static str,
     _dir: TempDir,
 }
 
@@ -98,7 +100,11 @@ impl RedisServer {
             child: None,
         };
         served.start(Duration::from_secs(10)).await?;
-        Ok(Self { served, _dir: dir })
+        Ok(Self {
+            served,
+            scheme: "redis",
+            _dir: dir,
+        })
     }
 
     /// Starts one that speaks TLS only, with the certificate and key of
@@ -134,17 +140,16 @@ impl RedisServer {
             child: None,
         };
         served.start(Duration::from_secs(10)).await?;
-        Ok(Self { served, _dir: dir })
+        Ok(Self {
+            served,
+            scheme: "rediss",
+            _dir: dir,
+        })
     }
 
     /// Its URL (`redis://`, or `rediss://` when started with TLS).
     pub fn url(&self) -> String {
-        let scheme = if self.served.what.contains("TLS") {
-            "rediss"
-        } else {
-            "redis"
-        };
-        format!("{scheme}://127.0.0.1:{}", self.served.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.served.port)
     }
 
     /// Kills it.
