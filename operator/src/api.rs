@@ -765,3 +765,13 @@ impl Store {
         }
     }
 }
+
+/// A ChatCluster as the controller receives it: one that does not
+/// deserialize (a value its schema let through but the operator cannot read)
+/// arrives as an error of its own instead of failing the whole list.
+pub type Guarded = kube::core::DeserializeGuard<ChatCluster>;
+
+/// The ChatClusters of a reflector's snapshot that deserialized.
+pub fn readable(state: &[std::sync::Arc<Guarded>]) -> impl Iterator<Item = &ChatCluster> {
+    state.iter().filter_map(|g| g.0.as_ref().ok())
+}

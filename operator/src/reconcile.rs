@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{ApiResource, DynamicObject};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -21,6 +20,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ChatCluster;
+pub use crate::api::{Guarded, readable};
 use crate::dereference::{DiscoveryCache, dereference};
 use crate::registry::AllowedRegistries;
 use crate::status::{Observed, compute, observe_workloads};
@@ -28,16 +28,6 @@ use crate::{apply, build, status, validate};
 
 /// Label selector for the children the controller watches.
 pub const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=parley-operator";
-
-/// A ChatCluster as the controller receives it: one that does not
-/// deserialize (a value its schema let through but the operator cannot read)
-/// arrives as an error of its own instead of failing the whole list.
-pub type Guarded = DeserializeGuard<ChatCluster>;
-
-/// The ChatClusters of a reflector's snapshot that deserialized.
-pub fn readable(state: &[Arc<Guarded>]) -> impl Iterator<Item = &ChatCluster> {
-    state.iter().filter_map(|g| g.0.as_ref().ok())
-}
 
 /// Shared state of the reconciler.
 pub struct Context {

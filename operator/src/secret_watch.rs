@@ -16,9 +16,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::ChatCluster;
+use crate::api::{Guarded, readable};
 use crate::build::secret::{generated_secret_name, jwt_secret_name};
 use crate::dereference::secret_refs;
-use crate::reconcile::{Guarded, readable};
 
 /// How often the set of named Secrets is compared with the ChatClusters.
 pub const FOLLOW_EVERY: Duration = Duration::from_secs(2);
