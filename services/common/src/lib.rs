@@ -13,10 +13,12 @@ pub use parley_runtime::{
 };
 
 pub mod amqp;
-pub mod auth;
 pub mod cache;
+pub mod http;
 pub mod mongo;
 pub mod mongo_user;
 pub mod readiness;
 pub mod reference;
 pub mod revocation;
+
+pub use http::auth;

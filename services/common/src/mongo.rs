@@ -12,7 +12,6 @@ use mongodb::{Client, Database};
 
 use mongodb::error::{ErrorKind, WriteFailure};
 
-use crate::api_error::ApiError;
 use crate::config::{ConfigError, Env, REQUIRED, UNSET, VarDoc};
 use crate::tls::CaBundle;
 
@@ -178,16 +177,6 @@ pub fn is_unavailable(error: &mongodb::error::Error) -> bool {
             | ErrorKind::DnsResolve { .. }
     ) || error.contains_label("RetryableWriteError")
         || error.contains_label("NetworkError")
-}
-
-/// The answer for a driver error: connectivity problems are 503 (and heal
-/// when MongoDB returns), anything else is a logged 500.
-pub fn api_error(error: mongodb::error::Error) -> ApiError {
-    if is_unavailable(&error) {
-        ApiError::unavailable("mongodb", error)
-    } else {
-        ApiError::internal(error)
-    }
 }
 
 /// True for a unique-index violation (E11000).

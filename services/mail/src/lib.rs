@@ -16,7 +16,6 @@ pub mod worker;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use lettre::message::Mailbox;
 use parley_common::amqp::{Amqp, QueueSpec, consume, declare_queue};
 use parley_common::cache::Redis;
@@ -196,7 +195,7 @@ pub async fn serve(
                 }
             }
         });
-    let app = parley_common::server::with_ops(Router::new(), readiness);
+    let app = parley_common::server::ops_only(readiness);
     parley_common::server::serve(listener, app, shutdown, config.server.shutdown_grace)
         .await
         .context("http server")?;

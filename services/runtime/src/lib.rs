@@ -4,13 +4,13 @@
 //! shutdown, the JSON error edge and the stores' CA bundles. It knows no
 //! store: connectors live in `parley-common`.
 
-pub mod api_error;
 pub mod config;
 pub mod entry;
 pub mod health;
-pub mod metrics;
+pub mod http;
 pub mod retry;
-pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+
+pub use http::{api_error, metrics, server};

@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use axum::Json;
 /// The service's router.
 pub use axum::Router;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRef, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mongodb::bson::oid::ObjectId;
-use parley_common::api_error::ApiError;
+use parley_common::api_error::{ApiError, JsonBody};
 use parley_common::auth::{Authenticated, caller};
 use parley_common::revocation::Revocations;
 use parley_common::token::TokenVerifier;
@@ -81,22 +81,39 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A JSON string field, or a 400 naming it.
-fn string_field<'a>(body: &'a Value, field: &str) -> Result<&'a str, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Err(ApiError::bad_request(format!("{field} is required"))),
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(ApiError::bad_request(format!("{field} must be a string"))),
-    }
+/// `POST /login`.
+#[derive(Deserialize)]
+struct LoginBody {
+    email: String,
 }
 
-fn object(body: Result<Json<Value>, JsonRejection>) -> Result<Value, ApiError> {
-    let Json(body) = body?;
-    if body.is_object() {
-        Ok(body)
-    } else {
-        Err(ApiError::bad_request("expected a JSON object"))
-    }
+/// A code as the original's clients send it: a number or a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Otp {
+    Number(serde_json::Number),
+    Text(String),
+}
+
+/// `POST /verify`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VerifyBody {
+    email: String,
+    otp: Otp,
+    login_id: Option<String>,
+}
+
+/// `PUT /me` and friends: a new display name.
+#[derive(Deserialize)]
+struct RenameBody {
+    name: String,
+}
+
+/// `POST /user/lookup`.
+#[derive(Deserialize)]
+struct LookupBody {
+    ids: Vec<String>,
 }
 
 /// The client's address group, from the peer and every `X-Forwarded-For` line.
@@ -117,12 +134,10 @@ async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
+    JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = object(body)?;
-    let email = string_field(&body, "email")?;
     let group = client_group(&state, peer, &headers);
-    let login_id = login::request_code(&state, email, &group).await?;
+    let login_id = login::request_code(&state, &body.email, &group).await?;
     // The same answer whether or not the address belongs to a user.
     Ok(Json(json!({
         "message": "Verification code sent; check your mail",
@@ -134,25 +149,19 @@ async fn verify(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
+    JsonBody(body): JsonBody<VerifyBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = object(body)?;
-    let email = string_field(&body, "email")?;
     // the original's clients send the code as a number or a string
-    let otp = match body.get("otp") {
-        Some(Value::Number(n)) => match n.as_u64() {
+    let otp = match body.otp {
+        Otp::Number(n) => match n.as_u64() {
             Some(n) => domain::code_from_number(n, state.codes.limits().digits),
             None => n.to_string(),
         },
-        _ => string_field(&body, "otp")?.to_owned(),
-    };
-    let login_id = match body.get("loginId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(id)) => Some(id.as_str()),
-        Some(_) => return Err(ApiError::bad_request("loginId must be a string")),
+        Otp::Text(text) => text,
     };
     let group = client_group(&state, peer, &headers);
-    let session = login::verify_code(&state, email, &otp, login_id, &group).await?;
+    let session =
+        login::verify_code(&state, &body.email, &otp, body.login_id.as_deref(), &group).await?;
     Ok(Json(json!({
         "message": "Logged in",
         "user": UserView::from(&session.user),
@@ -225,12 +234,10 @@ async fn one_user(
 async fn update_user(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
-    body: Result<Json<Value>, JsonRejection>,
+    JsonBody(body): JsonBody<RenameBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = object(body)?;
-    let name = string_field(&body, "name")?;
     let id = caller(&claims)?;
-    let session = login::rename(&state, &id, name).await?;
+    let session = login::rename(&state, &id, &body.name).await?;
     Ok(Json(json!({
         "message": "User updated",
         "user": UserView::from(&session.user),
@@ -241,23 +248,15 @@ async fn update_user(
 async fn lookup(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
-    body: Result<Json<Value>, JsonRejection>,
+    JsonBody(body): JsonBody<LookupBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = object(body)?;
-    let ids = body
-        .get("ids")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::bad_request("ids must be an array of user ids"))?;
-    if ids.len() > 100 {
+    if body.ids.len() > 100 {
         return Err(ApiError::bad_request("at most 100 ids per lookup"));
     }
-    let ids = ids
+    let ids = body
+        .ids
         .iter()
-        .map(|v| {
-            v.as_str()
-                .and_then(|s| ObjectId::parse_str(s).ok())
-                .ok_or_else(|| ApiError::bad_request("ids must be user ids"))
-        })
+        .map(|s| ObjectId::parse_str(s).map_err(|_| ApiError::bad_request("ids must be user ids")))
         .collect::<Result<Vec<_>, _>>()?;
     let me = caller(&claims)?;
     Ok(Json(

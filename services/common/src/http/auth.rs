@@ -42,10 +42,20 @@ pub fn revocation_refusal(error: &RevocationError) -> ApiError {
     }
 }
 
-/// The user id of verified claims: 401 when the subject is not one.
-pub fn caller(claims: &Claims) -> Result<mongodb::bson::oid::ObjectId, ApiError> {
-    mongodb::bson::oid::ObjectId::parse_str(&claims.sub)
-        .map_err(|_| ApiError::unauthorized("token subject is not a user id"))
+/// A verified token whose subject is not a user id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("token subject is not a user id")]
+pub struct NotAUser;
+
+impl From<NotAUser> for ApiError {
+    fn from(error: NotAUser) -> Self {
+        ApiError::unauthorized(error.to_string())
+    }
+}
+
+/// The user id of verified claims (401 at the edge when the subject is not one).
+pub fn caller(claims: &Claims) -> Result<mongodb::bson::oid::ObjectId, NotAUser> {
+    mongodb::bson::oid::ObjectId::parse_str(&claims.sub).map_err(|_| NotAUser)
 }
 
 impl<S> FromRequestParts<S> for Authenticated

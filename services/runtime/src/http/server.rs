@@ -17,8 +17,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::api_error::{self, ApiError};
 use crate::health::Readiness;
+use crate::http::api_error::{self, ApiError};
 
 /// `/healthz`, `/readyz` and `/metrics`.
 pub fn ops_router(readiness: Readiness) -> Router {
@@ -53,23 +53,29 @@ pub fn with_security_headers(mut app: Router) -> Router {
     app
 }
 
+/// The operational routes alone, for a binary that serves nothing else.
+pub fn ops_only(readiness: Readiness) -> Router {
+    with_ops(Router::new(), readiness)
+}
+
 /// Adds the operational routes, request metrics, tracing, panic safety,
 /// security headers and a JSON 404 to a service's routes. Probes and
 /// scrapes are counted but not logged, so a failing `/readyz` does not
 /// flood the logs.
 pub fn with_ops(app: Router, readiness: Readiness) -> Router {
     // Install the recorder now, so metrics recorded before the first scrape count.
-    if crate::metrics::prometheus().is_none() {
+    if crate::http::metrics::prometheus().is_none() {
         tracing::warn!("another metrics recorder is installed; /metrics will answer 503");
     }
     let app = app
         .fallback(api_error::not_found)
         .layer(TraceLayer::new_for_http())
         .merge(ops_router(readiness))
-        .layer(axum::middleware::from_fn(crate::metrics::track_http))
+        .layer(axum::middleware::from_fn(crate::http::metrics::track_http))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
-        }));
+        }))
+        .layer(axum::middleware::from_fn(api_error::log_failures));
     with_security_headers(app)
 }
 
@@ -88,7 +94,7 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
 }
 
 async fn metrics() -> Response {
-    match crate::metrics::prometheus() {
+    match crate::http::metrics::prometheus() {
         Some(handle) => (
             [(CONTENT_TYPE, "text/plain; version=0.0.4")],
             handle.render(),
@@ -159,6 +165,46 @@ mod tests {
             assert_eq!(headers[REFERRER_POLICY], "no-referrer");
             assert_eq!(headers[X_FRAME_OPTIONS], "DENY");
             assert_eq!(headers[CONTENT_SECURITY_POLICY], csp);
+        }
+    }
+
+    #[tokio::test]
+    async fn failure_details_reach_the_log_layer_and_never_the_client() {
+        let app = Router::new()
+            .route(
+                "/down",
+                get(|| async { ApiError::unavailable("mongodb", "refused by 198.18.0.7") }),
+            )
+            .route(
+                "/bug",
+                get(|| async { ApiError::internal("index 7 out of range") }),
+            );
+        for (path, status, message, detail) in [
+            (
+                "/down",
+                503,
+                "mongodb is unavailable, try again shortly",
+                "refused by 198.18.0.7",
+            ),
+            ("/bug", 500, "internal error", "index 7 out of range"),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), status);
+            let logged = response
+                .extensions()
+                .get::<api_error::Logged>()
+                .expect("the detail travels to the log layer");
+            assert_eq!(logged.detail, detail);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body = String::from_utf8_lossy(&body);
+            assert!(body.contains(message), "{body}");
+            assert!(!body.contains(detail), "the detail leaked: {body}");
         }
     }
 }

@@ -1,0 +1,3 @@
+//! The HTTP edge the services share: bearer-token authentication.
+
+pub mod auth;
