@@ -9,8 +9,28 @@ use parley_common::mongo::MongoConfig;
 use parley_common::revocation::RevocationConfig;
 use parley_common::token::{TokenScope, TokenVerifier};
 
-use crate::realtime::admission::AdmissionConfig;
-use crate::realtime::handshake::{self, HandshakePolicy};
+use crate::handshake::{self, HandshakePolicy};
+
+/// Limits on work in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// Events of one socket being handled at once, per class (`PARLEY_SOCKET_IN_FLIGHT`).
+    pub per_socket: u32,
+    /// Relay events in flight in the pod (`PARLEY_SOCKET_RELAY_IN_FLIGHT`).
+    pub relay: usize,
+    /// Events that reach MongoDB in flight in the pod (`PARLEY_SOCKET_STORE_IN_FLIGHT`).
+    pub store: usize,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            per_socket: 8,
+            relay: 2048,
+            store: 256,
+        }
+    }
+}
 
 /// Everything the chat service reads at start-up.
 #[derive(Debug, Clone)]

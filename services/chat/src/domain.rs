@@ -1,7 +1,10 @@
 //! Pure rules of chats and messages: ids, validation, pagination, previews.
 
+use crate::error::ChatError;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mongodb::bson::DateTime;
 use mongodb::bson::oid::ObjectId;
-use parley_common::api_error::ApiError;
 
 /// Longest message text, in characters.
 pub const MAX_TEXT_CHARS: usize = 4000;
@@ -15,9 +18,9 @@ pub const MAX_PAGE: i64 = 100;
 pub const PREVIEW_CHARS: usize = 120;
 
 /// Parses a hex ObjectId, naming the field in the 400 answer.
-pub fn parse_id(field: &str, raw: &str) -> Result<ObjectId, ApiError> {
+pub fn parse_id(field: &str, raw: &str) -> Result<ObjectId, ChatError> {
     ObjectId::parse_str(raw.trim())
-        .map_err(|_| ApiError::bad_request(format!("{field} is not a valid id")))
+        .map_err(|_| ChatError::invalid(format!("{field} is not a valid id")))
 }
 
 /// The unique key of the 1:1 chat between two users (order-independent).
@@ -92,14 +95,14 @@ impl ChunkPlan {
 }
 
 /// Trims message text and checks its length (1 to [`MAX_TEXT_CHARS`] characters).
-pub fn validate_text(text: &str) -> Result<String, ApiError> {
+pub fn validate_text(text: &str) -> Result<String, ChatError> {
     let trimmed = text.trim();
     let chars = trimmed.chars().count();
     if chars == 0 {
-        return Err(ApiError::bad_request("text must not be empty"));
+        return Err(ChatError::invalid("text must not be empty"));
     }
     if chars > MAX_TEXT_CHARS {
-        return Err(ApiError::bad_request(format!(
+        return Err(ChatError::invalid(format!(
             "text is longer than {MAX_TEXT_CHARS} characters"
         )));
     }
@@ -107,7 +110,7 @@ pub fn validate_text(text: &str) -> Result<String, ApiError> {
 }
 
 /// Text that may be empty (an image caption).
-pub fn validate_caption(text: Option<&str>) -> Result<String, ApiError> {
+pub fn validate_caption(text: Option<&str>) -> Result<String, ChatError> {
     match text.map(str::trim) {
         None | Some("") => Ok(String::new()),
         Some(t) => validate_text(t),
@@ -115,7 +118,7 @@ pub fn validate_caption(text: Option<&str>) -> Result<String, ApiError> {
 }
 
 /// Checks a client-chosen idempotency key: 1 to 64 visible ASCII characters.
-pub fn validate_client_id(id: Option<&str>) -> Result<Option<String>, ApiError> {
+pub fn validate_client_id(id: Option<&str>) -> Result<Option<String>, ChatError> {
     match id {
         None => Ok(None),
         Some(id)
@@ -125,18 +128,18 @@ pub fn validate_client_id(id: Option<&str>) -> Result<Option<String>, ApiError> 
         {
             Ok(Some(id.to_owned()))
         }
-        Some(_) => Err(ApiError::bad_request(format!(
+        Some(_) => Err(ChatError::invalid(format!(
             "clientMessageId must be 1 to {MAX_CLIENT_ID_LEN} visible ASCII characters"
         ))),
     }
 }
 
 /// Clamps a requested page size to 1..=[`MAX_PAGE`], default [`DEFAULT_PAGE`].
-pub fn page_size(requested: Option<i64>) -> Result<i64, ApiError> {
+pub fn page_size(requested: Option<i64>) -> Result<i64, ChatError> {
     match requested {
         None => Ok(DEFAULT_PAGE),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_request(format!(
+        Some(_) => Err(ChatError::invalid(format!(
             "limit must be between 1 and {MAX_PAGE}"
         ))),
     }
@@ -154,18 +157,30 @@ pub enum Window {
 }
 
 /// Picks the window from the `before`/`after` query parameters.
-pub fn window(before: Option<i64>, after: Option<i64>) -> Result<Window, ApiError> {
+pub fn window(before: Option<i64>, after: Option<i64>) -> Result<Window, ChatError> {
     match (before, after) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "use either before or after, not both",
-        )),
+        (Some(_), Some(_)) => Err(ChatError::invalid("use either before or after, not both")),
         (Some(b), None) if b >= 0 => Ok(Window::Before(b)),
         (None, Some(a)) if a >= 0 => Ok(Window::After(a)),
         (None, None) => Ok(Window::Latest),
-        _ => Err(ApiError::bad_request(
-            "before and after must be non-negative",
-        )),
+        _ => Err(ChatError::invalid("before and after must be non-negative")),
     }
+}
+
+/// Pure: encodes a chat-list cursor (the last chat's activity time and id).
+pub fn encode_cursor(at: DateTime, id: &ObjectId) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{}", at.timestamp_millis(), id.to_hex()))
+}
+
+/// Pure: decodes a chat-list cursor.
+pub fn decode_cursor(raw: &str) -> Result<(DateTime, ObjectId), ChatError> {
+    let bad = || ChatError::invalid("cursor is not valid");
+    let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (millis, id) = text.split_once(':').ok_or_else(bad)?;
+    let millis: i64 = millis.parse().map_err(|_| bad())?;
+    let id = ObjectId::parse_str(id).map_err(|_| bad())?;
+    Ok((DateTime::from_millis(millis), id))
 }
 
 /// A short preview of a message for notifications and chat lists.
@@ -390,5 +405,14 @@ mod tests {
         expect.sort();
         assert_eq!(online_list(&[c, b, a, a], &online), expect);
         assert!(online_list(&[b], &online).is_empty());
+    }
+
+    #[test]
+    fn cursor_round_trip_and_rejects_garbage() {
+        let id = ObjectId::new();
+        let at = DateTime::from_millis(1_700_000_000_123);
+        assert_eq!(decode_cursor(&encode_cursor(at, &id)).unwrap(), (at, id));
+        assert!(decode_cursor("!!!").is_err());
+        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("12:nothex")).is_err());
     }
 }

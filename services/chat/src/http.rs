@@ -1,25 +1,68 @@
-//! REST routes (prefix `/api/v1`), all behind a bearer token.
+//! REST routes (prefix `/api/v1`), all behind a bearer token. Handlers
+//! only translate: requests into service calls, [`ChatError`] into statuses.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{
+    DefaultBodyLimit, FromRef, FromRequest, Multipart, Path, Query, Request, State,
+};
+use axum::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_SECURITY_POLICY,
+    CONTENT_TYPE,
+};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mongodb::bson::DateTime;
 use mongodb::bson::oid::ObjectId;
-use parley_common::api_error::ApiError;
+use parley_common::api_error::{ApiError, JsonBody};
 use parley_common::auth::{Authenticated, bearer};
+use parley_common::revocation::Revocations;
+use parley_common::token::TokenVerifier;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::domain;
-use crate::model::{ChatView, Profile};
+use crate::error::ChatError;
 use crate::service::{self, SendInput, caller};
 use crate::state::AppState;
+
+impl FromRef<AppState> for TokenVerifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.config.verifier.clone()
+    }
+}
+
+impl FromRef<AppState> for Revocations {
+    fn from_ref(state: &AppState) -> Self {
+        state.revocations.clone()
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(error: ChatError) -> Self {
+        let retry_after = error.retry_after_secs();
+        let status = match &error {
+            ChatError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ChatError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ChatError::NotFound(_) => StatusCode::NOT_FOUND,
+            ChatError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ChatError::Conflict(_) => StatusCode::CONFLICT,
+            ChatError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ChatError::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ChatError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ChatError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ChatError::Unavailable { dependency, detail } => {
+                return ApiError::unavailable(dependency, detail);
+            }
+            ChatError::Internal(detail) => return ApiError::internal(detail),
+        };
+        ApiError {
+            retry_after,
+            ..ApiError::new(status, error.public_message())
+        }
+    }
+}
 
 /// The REST routes.
 pub fn routes(state: AppState) -> Router {
@@ -61,45 +104,19 @@ struct NewChat {
 async fn new_chat(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
-    body: Result<Json<NewChat>, JsonRejection>,
+    JsonBody(body): JsonBody<NewChat>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body?;
     let me = caller(&claims)?;
     let other = domain::parse_id("otherUserId", &body.other_user_id)?;
-    if other == me {
-        return Err(ApiError::bad_request("cannot open a chat with yourself"));
-    }
-    if !state.store.user_exists(&other).await? {
-        return Err(ApiError::not_found("no such user"));
-    }
-    let blockers = state.store.blockers_between(&me, &other).await?;
-    if blockers.contains(&me) {
-        return Err(ApiError::forbidden(
-            "you blocked this user: unblock them to open a chat",
-        ));
-    }
-    if !blockers.is_empty() {
-        // Blocked: the same answer as for nobody, so the block stays unsaid.
-        return Err(ApiError::not_found("no such user"));
-    }
-    let (chat, created) = state.store.find_or_create_pair(&me, &other).await?;
-    // Opening a chat someone else opened with you accepts it.
-    if !created && !chat.accepted_by.contains(&me) {
-        service::accept(&state, &chat.id, &me).await?;
-    }
-    let status = if created {
-        StatusCode::CREATED
+    let opened = service::open_chat(&state, &me, &other).await?;
+    let (status, message) = if opened.created {
+        (StatusCode::CREATED, "New chat created")
     } else {
-        StatusCode::OK
-    };
-    let message = if created {
-        "New chat created"
-    } else {
-        "Chat already exists"
+        (StatusCode::OK, "Chat already exists")
     };
     Ok((
         status,
-        Json(json!({ "message": message, "chatId": chat.id.to_hex() })),
+        Json(json!({ "message": message, "chatId": opened.chat.id.to_hex() })),
     )
         .into_response())
 }
@@ -121,10 +138,10 @@ async fn accept_chat(
 }
 
 /// The user id in a block route: valid, and not the caller.
-fn block_target(me: &ObjectId, raw: &str) -> Result<ObjectId, ApiError> {
+fn block_target(me: &ObjectId, raw: &str) -> Result<ObjectId, ChatError> {
     let other = domain::parse_id("userId", raw)?;
     if other == *me {
-        return Err(ApiError::bad_request("cannot block yourself"));
+        return Err(ChatError::invalid("cannot block yourself"));
     }
     Ok(other)
 }
@@ -198,22 +215,6 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-/// Pure: encodes a chat-list cursor.
-pub fn encode_cursor(at: DateTime, id: &ObjectId) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", at.timestamp_millis(), id.to_hex()))
-}
-
-/// Pure: decodes a chat-list cursor.
-pub fn decode_cursor(raw: &str) -> Result<(DateTime, ObjectId), ApiError> {
-    let bad = || ApiError::bad_request("cursor is not valid");
-    let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (millis, id) = text.split_once(':').ok_or_else(bad)?;
-    let millis: i64 = millis.parse().map_err(|_| bad())?;
-    let id = ObjectId::parse_str(id).map_err(|_| bad())?;
-    Ok((DateTime::from_millis(millis), id))
-}
-
 async fn all_chats(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -222,33 +223,17 @@ async fn all_chats(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let me = caller(&claims)?;
-    let limit = domain::page_size(query.limit.or(Some(20)))?;
-    let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let chats = state.store.chats_of(&me, cursor, limit).await?;
-    let others: Vec<String> = chats
-        .iter()
-        .filter_map(|c| domain::other_member(&c.members, &me))
-        .map(|id| id.to_hex())
-        .collect();
-    let profiles = state.profiles.get(&others, &token_of(&headers)).await;
-    let ids: Vec<ObjectId> = chats.iter().map(|c| c.id).collect();
-    let unseen_counts = state.store.unseen_counts(&ids, &me).await?;
-    let mut items = Vec::with_capacity(chats.len());
-    for chat in &chats {
-        let unseen = unseen_counts.get(&chat.id).copied().unwrap_or(0);
-        let other = domain::other_member(&chat.members, &me)
-            .map(|id| id.to_hex())
-            .unwrap_or_default();
-        let user = profiles
-            .get(&other)
-            .cloned()
-            .unwrap_or_else(|| Profile::placeholder(&other));
-        items.push(json!({ "user": user, "chat": ChatView::new(chat, unseen) }));
-    }
-    let next_cursor = (chats.len() as i64 == limit)
-        .then(|| chats.last().map(|c| encode_cursor(c.updated_at, &c.id)))
-        .flatten();
-    Ok(Json(json!({ "chats": items, "nextCursor": next_cursor })))
+    let page = service::list_chats(
+        &state,
+        &me,
+        query.cursor.as_deref(),
+        query.limit,
+        &token_of(&headers),
+    )
+    .await?;
+    Ok(Json(
+        json!({ "chats": page.items, "nextCursor": page.next_cursor }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -293,9 +278,7 @@ async fn send_message(
             .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
         read_multipart(multipart).await?
     } else {
-        let Json(body) = Json::<SendBody>::from_request(request, &state)
-            .await
-            .map_err(ApiError::from)?;
+        let JsonBody(body) = JsonBody::<SendBody>::from_request(request, &state).await?;
         SendInput {
             chat_id: body.chat_id,
             text: body.text,
@@ -306,7 +289,7 @@ async fn send_message(
     let (message, created) = match service::send(&state, &claims, input).await {
         Ok(sent) => sent,
         Err(error) => {
-            if error.status.is_server_error()
+            if error.is_server_side()
                 && let Err(refund) = state
                     .config
                     .rest_limits
@@ -315,7 +298,7 @@ async fn send_message(
             {
                 tracing::warn!(error = %refund, "send budget not refunded");
             }
-            return Err(error);
+            return Err(error.into());
         }
     };
     let status = if created {
@@ -376,27 +359,39 @@ async fn read_messages(
     let limit = domain::page_size(query.limit)?;
     let me = caller(&claims)?;
     let (chat, messages) = service::read(&state, &claims, &chat_id, window, limit).await?;
-    let other = domain::other_member(&chat.members, &me)
-        .map(|id| id.to_hex())
-        .unwrap_or_default();
-    let profiles = state
-        .profiles
-        .get(std::slice::from_ref(&other), &token_of(&headers))
-        .await;
-    let user = profiles
-        .get(&other)
-        .cloned()
-        .unwrap_or_else(|| Profile::placeholder(&other));
+    let user = service::partner_profile(&state, &chat, &me, &token_of(&headers)).await;
     Ok(Json(json!({ "messages": messages, "user": user })))
 }
 
+/// `GET /api/v1/media/{id}`: the image, streamed, for a member of its
+/// chat (`Content-Length` from the file document; an error mid-stream ends
+/// the response early).
 async fn media(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
     Path(media_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let me = caller(&claims)?;
-    crate::media::download(&state, &me, &media_id).await
+    let download = crate::media::open(&state, &me, &media_id).await?;
+    Ok((
+        [
+            (CONTENT_TYPE, download.file.content_type),
+            (CONTENT_LENGTH, download.file.length.to_string()),
+            (CACHE_CONTROL, "private, max-age=86400".to_owned()),
+            // Shown, never run: a file opened on its own is a sandboxed
+            // document that may load nothing.
+            (
+                CONTENT_DISPOSITION,
+                format!("inline; filename=\"{}\"", download.file_name),
+            ),
+            (
+                CONTENT_SECURITY_POLICY,
+                "default-src 'none'; img-src 'self'; sandbox; frame-ancestors 'none'".to_owned(),
+            ),
+        ],
+        Body::from_stream(download.chunks),
+    )
+        .into_response())
 }
 
 #[cfg(test)]
@@ -404,11 +399,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursor_round_trip_and_rejects_garbage() {
-        let id = ObjectId::new();
-        let at = DateTime::from_millis(1_700_000_000_123);
-        assert_eq!(decode_cursor(&encode_cursor(at, &id)).unwrap(), (at, id));
-        assert!(decode_cursor("!!!").is_err());
-        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("12:nothex")).is_err());
+    fn domain_errors_map_to_statuses_once() {
+        let cases = [
+            (ChatError::invalid("x"), 400),
+            (ChatError::Unauthenticated("x"), 401),
+            (ChatError::Forbidden("x"), 403),
+            (ChatError::NotFound("x"), 404),
+            (ChatError::Conflict("x"), 409),
+            (ChatError::TooLarge("x".into()), 413),
+            (ChatError::UnsupportedType("x"), 415),
+            (
+                ChatError::RateLimited {
+                    message: "x".into(),
+                    retry_after_secs: 4,
+                },
+                429,
+            ),
+            (
+                ChatError::Busy {
+                    message: "x",
+                    retry_after_secs: 1,
+                },
+                503,
+            ),
+            (ChatError::unavailable("mongodb", "down"), 503),
+            (ChatError::internal("bug"), 500),
+        ];
+        for (error, status) in cases {
+            let answer = ApiError::from(error.clone());
+            assert_eq!(answer.status.as_u16(), status, "{error:?}");
+            assert_eq!(answer.retry_after, error.retry_after_secs(), "{error:?}");
+            assert_eq!(answer.message, error.public_message(), "{error:?}");
+        }
     }
 }

@@ -2,12 +2,17 @@
 
 pub mod config;
 pub mod domain;
+pub mod error;
+pub mod fanout;
+pub mod handshake;
 pub mod http;
 pub mod media;
+pub mod membership;
 pub mod model;
 pub mod presence;
 pub mod profiles;
 pub mod realtime;
+pub mod receipts;
 pub mod rest_limits;
 pub mod service;
 pub mod state;
@@ -30,9 +35,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::fanout::Fanout;
 use crate::presence::Presence;
 use crate::profiles::Profiles;
-use crate::realtime::receipts::Receipts;
+use crate::receipts::Receipts;
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -109,7 +115,7 @@ pub async fn serve(
     ensure_indexes(store.clone(), shutdown.clone());
     let (socket_routes, io) = realtime::build(
         &config.redis.url,
-        realtime::channel_prefix(&redis),
+        fanout::channel_prefix(&redis),
         config.handshake.connect_timeout,
     )
     .context("socket.io adapter")?;
@@ -122,10 +128,10 @@ pub async fn serve(
     let config_revocation = config.revocation;
     let state = AppState {
         config: Arc::new(config),
-        store,
+        store: store.clone(),
         redis: redis.clone(),
         amqp: amqp.clone(),
-        io: io.clone(),
+        fanout: Fanout::new(io.clone(), store.clone(), presence.clone(), redis.clone()),
         presence: presence.clone(),
         profiles: profiles.clone(),
         receipts,

@@ -1,34 +1,28 @@
 //! Images: stored within each uploader's storage quota, shown only to the
 //! members of their chat, and streamed out chunk by chunk.
 
-use axum::body::Body;
-use axum::http::StatusCode;
-use axum::http::header::{
-    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
-};
-use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
+use futures::{Stream, TryStreamExt};
 use mongodb::bson::oid::ObjectId;
-use parley_common::api_error::ApiError;
 
 use crate::domain;
+use crate::error::ChatError;
+use crate::membership::member_chat;
 use crate::model::ImageRef;
-use crate::service;
 use crate::state::AppState;
-use crate::store::Appended;
+use crate::store::{Appended, MediaFile};
 
-/// The message of an upload refused for the uploader's storage quota (413).
+/// The message of an upload refused for the uploader's storage quota.
 pub const QUOTA_EXCEEDED: &str = "storage quota exceeded";
 
 /// The one answer for an image the caller may not see, whether it is
 /// missing or in a chat they are not in: nobody learns which ids exist.
-fn no_such_media() -> ApiError {
+fn no_such_media() -> ChatError {
     metrics::counter!("chat_media_downloads_refused_total").increment(1);
-    ApiError::not_found("no such media")
+    ChatError::NotFound("no such media")
 }
 
 /// Stores an image sent by `uploader`, counted against their quota first:
-/// over it, 413 [`QUOTA_EXCEEDED`] and nothing is stored; when storing
+/// over it, [`ChatError::TooLarge`] ([`QUOTA_EXCEEDED`]) and nothing is stored; when storing
 /// fails, the bytes are given back.
 pub async fn store(
     state: &AppState,
@@ -36,7 +30,7 @@ pub async fn store(
     chat: &ObjectId,
     content_type: &str,
     bytes: &[u8],
-) -> Result<ImageRef, ApiError> {
+) -> Result<ImageRef, ChatError> {
     let size = bytes.len() as u64;
     let reserved = state
         .store
@@ -44,7 +38,7 @@ pub async fn store(
         .await?;
     if !reserved {
         metrics::counter!("chat_media_quota_refused_total").increment(1);
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, QUOTA_EXCEEDED));
+        return Err(ChatError::TooLarge(QUOTA_EXCEEDED.to_owned()));
     }
     match state
         .store
@@ -100,57 +94,48 @@ pub async fn keep_if_sent(
     }
 }
 
-/// `GET /api/v1/media/{id}`: reads the file document only, checks that
-/// `me` is a member of its chat, and only then opens the chunks and
-/// streams them (`Content-Length` from the file document). An error
-/// mid-stream ends the response early, and is logged and counted.
-pub async fn download(
-    state: &AppState,
-    me: &ObjectId,
-    media_id: &str,
-) -> Result<Response, ApiError> {
+/// An image's bytes, chunk by chunk.
+pub type Chunks = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Vec<u8>>> + Send>>;
+
+/// An image the caller may see: its file document and its bytes.
+pub struct Download {
+    /// The file document (type and length).
+    pub file: MediaFile,
+    /// The name it is served under: its id and the extension of its type.
+    pub file_name: String,
+    /// The bytes, chunk by chunk; an error mid-stream is logged and counted.
+    pub chunks: Chunks,
+}
+
+/// Opens an image for `me`: reads the file document only, checks that
+/// `me` is a member of its chat, and only then opens the chunks. Missing
+/// and not allowed give the same [`ChatError::NotFound`].
+pub async fn open(state: &AppState, me: &ObjectId, media_id: &str) -> Result<Download, ChatError> {
     let id = domain::parse_id("mediaId", media_id)?;
     let file = state
         .store
         .media_file(&id)
         .await?
         .ok_or_else(no_such_media)?;
-    match service::member_chat(state, &file.chat, me).await {
+    match member_chat(&state.store, &file.chat, me).await {
         Ok(_) => {}
         // Not a member, or the chat is gone: the answer for a missing id.
-        Err(error) if error.status.is_client_error() => return Err(no_such_media()),
+        Err(error) if !error.is_server_side() => return Err(no_such_media()),
         Err(error) => return Err(error),
     }
     let chunks = state.store.media_chunks(&file).await?;
     metrics::counter!("chat_media_downloads_total").increment(1);
-    let body = Body::from_stream(
-        chunks
-            .inspect_ok(|chunk| {
-                metrics::counter!("chat_media_download_bytes_total").increment(chunk.len() as u64);
-            })
-            .inspect_err(move |error| {
-                metrics::counter!("chat_media_download_errors_total").increment(1);
-                tracing::warn!(%error, media_id = %id, "image download broken off");
-            }),
-    );
-    let file_name = domain::media_file_name(&id, &file.content_type);
-    Ok((
-        [
-            (CONTENT_TYPE, file.content_type),
-            (CONTENT_LENGTH, file.length.to_string()),
-            (CACHE_CONTROL, "private, max-age=86400".to_owned()),
-            // Shown, never run: a file opened on its own is a sandboxed
-            // document that may load nothing.
-            (
-                CONTENT_DISPOSITION,
-                format!("inline; filename=\"{file_name}\""),
-            ),
-            (
-                CONTENT_SECURITY_POLICY,
-                "default-src 'none'; img-src 'self'; sandbox; frame-ancestors 'none'".to_owned(),
-            ),
-        ],
-        body,
-    )
-        .into_response())
+    let chunks = chunks
+        .inspect_ok(|chunk| {
+            metrics::counter!("chat_media_download_bytes_total").increment(chunk.len() as u64);
+        })
+        .inspect_err(move |error| {
+            metrics::counter!("chat_media_download_errors_total").increment(1);
+            tracing::warn!(%error, media_id = %id, "image download broken off");
+        });
+    Ok(Download {
+        file_name: domain::media_file_name(&id, &file.content_type),
+        file,
+        chunks: Box::pin(chunks),
+    })
 }

@@ -7,16 +7,16 @@
 //! of no message at all are dropped, so a client cannot make the server
 //! announce receipts for messages it never got.
 //!
-//! The queue is bounded: when it is full the receipt is refused (503, counted
+//! The queue is bounded: when it is full the receipt is refused (`busy`, counted
 //! in `chat_receipts_refused_total`) and the client may send it again.
 
 use std::collections::HashSet;
 
 use mongodb::bson::oid::ObjectId;
-use parley_common::api_error::ApiError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ChatError;
 use crate::store::{Candidate, Store};
 
 /// Receipts waiting for their write, at most.
@@ -61,7 +61,7 @@ pub fn assign(batch: &[Receipt], undelivered: &[Candidate]) -> Vec<Vec<ObjectId>
 }
 
 /// What a queued receipt is answered with: the ids it marked.
-pub type Marked = Result<Vec<ObjectId>, ApiError>;
+pub type Marked = Result<Vec<ObjectId>, ChatError>;
 
 struct Job {
     receipt: Receipt,
@@ -88,23 +88,21 @@ impl Receipts {
         (Self { tx }, writer)
     }
 
-    /// Queues a receipt and waits for its round: the ids it marked. 503
-    /// when the queue is full or the write failed.
+    /// Queues a receipt and waits for its round: the ids it marked.
+    /// [`ChatError::Busy`] when the queue is full, the store's error when
+    /// the write failed.
     pub async fn mark(&self, receipt: Receipt) -> Marked {
         let (reply, answer) = oneshot::channel();
         self.tx.try_send(Job { receipt, reply }).map_err(|_| {
             metrics::counter!("chat_receipts_refused_total").increment(1);
-            ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "server busy: receipt refused, try again shortly",
-                )
+            ChatError::Busy {
+                message: "server busy: receipt refused, try again shortly",
+                retry_after_secs: 1,
             }
         })?;
         answer
             .await
-            .map_err(|_| ApiError::unavailable("mongodb", "receipt writer stopped"))?
+            .map_err(|_| ChatError::unavailable("mongodb", "receipt writer stopped"))?
     }
 }
 
@@ -135,7 +133,7 @@ async fn write(store: Store, mut rx: mpsc::Receiver<Job>, shutdown: Cancellation
             }
             Err(error) => {
                 metrics::counter!("chat_receipts_failed_total").increment(1);
-                tracing::warn!(error = %error.message, "deliveredAt not stored");
+                tracing::warn!(%error, "deliveredAt not stored");
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
@@ -145,7 +143,7 @@ async fn write(store: Store, mut rx: mpsc::Receiver<Job>, shutdown: Cancellation
 }
 
 /// One round: the candidates of every receipt in one query, then one update.
-async fn round(store: &Store, receipts: &[Receipt]) -> Result<Vec<Vec<ObjectId>>, ApiError> {
+async fn round(store: &Store, receipts: &[Receipt]) -> Result<Vec<Vec<ObjectId>>, ChatError> {
     let mut all: Vec<ObjectId> = receipts
         .iter()
         .flat_map(|r| r.ids.iter().copied())

@@ -1,43 +1,149 @@
-//! What the edges (REST and Socket.IO) share: the rules of sending, reading
-//! and marking messages, with membership checked in one place.
+//! What the edges (REST and Socket.IO) share: the rules of opening and
+//! listing chats, sending, reading and marking messages, with membership
+//! checked in one place. Everything here answers in [`ChatError`]; the
+//! edges translate.
 
 use mongodb::bson::oid::ObjectId;
-use parley_common::api_error::ApiError;
 use parley_common::events::MessageCreated;
 use parley_common::token::Claims;
 
 use crate::domain::{self, Window};
-use crate::model::{ChatDoc, ImageRef, MessageView};
+use crate::error::ChatError;
+use crate::model::{ChatDoc, ChatView, ImageRef, MessageView, Profile};
 use crate::state::AppState;
 use crate::store::{Appended, NewMessage};
 
-pub use parley_common::auth::caller;
+pub use crate::membership::{blocked_error, member_chat};
 
-/// The chat, when `user` is a member: 404 unknown, 403 not a member.
-pub async fn member_chat(
+/// The user id of verified claims.
+pub fn caller(claims: &Claims) -> Result<ObjectId, ChatError> {
+    Ok(parley_common::auth::caller(claims)?)
+}
+
+/// How opening a chat with someone went.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The chat.
+    pub chat: ChatDoc,
+    /// True when it was created now; false when it already existed.
+    pub created: bool,
+}
+
+/// Opens (finds or creates) the 1:1 chat of `me` and `other`. A user that
+/// blocked `me` looks like no user at all; opening a chat someone else
+/// opened with `me` accepts it.
+pub async fn open_chat(
     state: &AppState,
-    chat_id: &ObjectId,
-    user: &ObjectId,
-) -> Result<ChatDoc, ApiError> {
-    let chat = state
-        .store
-        .chat(chat_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such chat"))?;
-    if !chat.has_member(user) {
-        return Err(ApiError::forbidden("you are not a member of this chat"));
+    me: &ObjectId,
+    other: &ObjectId,
+) -> Result<Opened, ChatError> {
+    if other == me {
+        return Err(ChatError::invalid("cannot open a chat with yourself"));
     }
-    Ok(chat)
+    if !state.store.user_exists(other).await? {
+        return Err(ChatError::NotFound("no such user"));
+    }
+    let blockers = state.store.blockers_between(me, other).await?;
+    if blockers.contains(me) {
+        return Err(ChatError::Forbidden(
+            "you blocked this user: unblock them to open a chat",
+        ));
+    }
+    if !blockers.is_empty() {
+        // Blocked: the same answer as for nobody, so the block stays unsaid.
+        return Err(ChatError::NotFound("no such user"));
+    }
+    let (chat, created) = state.store.find_or_create_pair(me, other).await?;
+    if !created && !chat.accepted_by.contains(me) {
+        accept(state, &chat.id, me).await?;
+    }
+    Ok(Opened { chat, created })
 }
 
-/// The user room every socket of `user` joins.
-pub fn user_room(user: &ObjectId) -> String {
-    format!("user:{}", user.to_hex())
+/// One chat of a listing, with the other member's profile.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChatItem {
+    /// The other member (a placeholder when their profile is unavailable).
+    pub user: Profile,
+    /// The chat, with the caller's unseen count.
+    pub chat: ChatView,
 }
 
-/// The room of an open chat (joined through `joinChat`).
-pub fn chat_room(chat: &ObjectId) -> String {
-    format!("chat:{}", chat.to_hex())
+/// A page of the caller's chats, newest activity first.
+#[derive(Debug, Clone)]
+pub struct ChatPage {
+    /// The chats.
+    pub items: Vec<ChatItem>,
+    /// Where the next page starts (`None`: this was the last).
+    pub next_cursor: Option<String>,
+}
+
+/// Lists `me`'s chats after `cursor`: one query for the page, one
+/// aggregation for every unseen count, one batch of profiles (read with
+/// the caller's `token`).
+pub async fn list_chats(
+    state: &AppState,
+    me: &ObjectId,
+    cursor: Option<&str>,
+    limit: Option<i64>,
+    token: &str,
+) -> Result<ChatPage, ChatError> {
+    let limit = domain::page_size(limit.or(Some(20)))?;
+    let cursor = cursor.map(domain::decode_cursor).transpose()?;
+    let chats = state.store.chats_of(me, cursor, limit).await?;
+    let others: Vec<String> = chats
+        .iter()
+        .filter_map(|c| domain::other_member(&c.members, me))
+        .map(|id| id.to_hex())
+        .collect();
+    let profiles = state.profiles.get(&others, token).await;
+    let ids: Vec<ObjectId> = chats.iter().map(|c| c.id).collect();
+    let unseen_counts = state.store.unseen_counts(&ids, me).await?;
+    let items = chats
+        .iter()
+        .map(|chat| {
+            let unseen = unseen_counts.get(&chat.id).copied().unwrap_or(0);
+            let other = domain::other_member(&chat.members, me)
+                .map(|id| id.to_hex())
+                .unwrap_or_default();
+            let user = profiles
+                .get(&other)
+                .cloned()
+                .unwrap_or_else(|| Profile::placeholder(&other));
+            ChatItem {
+                user,
+                chat: ChatView::new(chat, unseen),
+            }
+        })
+        .collect();
+    let next_cursor = (chats.len() as i64 == limit)
+        .then(|| {
+            chats
+                .last()
+                .map(|c| domain::encode_cursor(c.updated_at, &c.id))
+        })
+        .flatten();
+    Ok(ChatPage { items, next_cursor })
+}
+
+/// The profile of the other member of `chat`, read with the caller's `token`.
+pub async fn partner_profile(
+    state: &AppState,
+    chat: &ChatDoc,
+    me: &ObjectId,
+    token: &str,
+) -> Profile {
+    let other = domain::other_member(&chat.members, me)
+        .map(|id| id.to_hex())
+        .unwrap_or_default();
+    let profiles = state
+        .profiles
+        .get(std::slice::from_ref(&other), token)
+        .await;
+    profiles
+        .get(&other)
+        .cloned()
+        .unwrap_or_else(|| Profile::placeholder(&other))
 }
 
 /// A send request from either edge.
@@ -59,7 +165,7 @@ pub async fn send(
     state: &AppState,
     claims: &Claims,
     input: SendInput,
-) -> Result<(MessageView, bool), ApiError> {
+) -> Result<(MessageView, bool), ChatError> {
     let sender = caller(claims)?;
     let chat_id = domain::parse_id("chatId", &input.chat_id)?;
     let client_message_id = domain::validate_client_id(input.client_message_id.as_deref())?;
@@ -69,26 +175,20 @@ pub async fn send(
     };
     let image_type = match &input.image {
         Some(bytes) if bytes.len() > state.config.media_max_bytes => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "image is larger than {} bytes",
-                    state.config.media_max_bytes
-                ),
-            ));
+            return Err(ChatError::TooLarge(format!(
+                "image is larger than {} bytes",
+                state.config.media_max_bytes
+            )));
         }
-        Some(bytes) => Some(domain::sniff_image(bytes).ok_or_else(|| {
-            ApiError::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "image must be jpeg, png, gif or webp",
-            )
-        })?),
+        Some(bytes) => Some(domain::sniff_image(bytes).ok_or(ChatError::UnsupportedType(
+            "image must be jpeg, png, gif or webp",
+        ))?),
         None => None,
     };
     // An image is stored only for a member; a text needs no read: the
     // append itself is filtered on membership.
     if input.image.is_some() {
-        let chat = member_chat(state, &chat_id, &sender).await?;
+        let chat = member_chat(&state.store, &chat_id, &sender).await?;
         if !chat.blocked_by.is_empty() {
             return Err(blocked_error(&chat, &sender));
         }
@@ -123,7 +223,7 @@ pub async fn send(
         Appended::Duplicate(existing) => return Ok((MessageView::from(&existing), false)),
         Appended::NotMember => {
             // Only now tell "no such chat" from "not a member" from "blocked".
-            let chat = member_chat(state, &chat_id, &sender).await?;
+            let chat = member_chat(&state.store, &chat_id, &sender).await?;
             return Err(blocked_error(&chat, &sender));
         }
     };
@@ -131,14 +231,14 @@ pub async fn send(
     if !chat.accepted_by.contains(&sender)
         && let Err(error) = accept(state, &chat_id, &sender).await
     {
-        tracing::warn!(error = %error.message, "chat not marked accepted");
+        tracing::warn!(%error, "chat not marked accepted");
     }
     let view = MessageView::from(&message);
     metrics::counter!("chat_messages_stored_total").increment(1);
-    let rooms: Vec<String> = chat.members.iter().map(user_room).collect();
-    if let Err(error) = state.io.to(rooms).emit("newMessage", &view).await {
-        tracing::warn!(%error, "newMessage fan-out failed");
-    }
+    state
+        .fanout
+        .to_users(&chat.members, "newMessage", &view)
+        .await;
     let event = MessageCreated {
         message_id: view.id.clone(),
         chat_id: view.chat_id.clone(),
@@ -160,22 +260,6 @@ pub async fn send(
     Ok((view, true))
 }
 
-/// Why a member may not write in `chat`: they blocked the other member,
-/// or were blocked (the block the answer names is the caller's own only).
-pub fn blocked_error(chat: &ChatDoc, me: &ObjectId) -> ApiError {
-    if chat.blocked_by.contains(me) {
-        ApiError::forbidden("you blocked this user: unblock them to write in this chat")
-    } else if !chat.blocked_by.is_empty() {
-        ApiError::forbidden("you cannot write in this chat")
-    } else {
-        // A block lifted between the write and this read.
-        ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "the chat changed meanwhile: try again",
-        )
-    }
-}
-
 /// `user` accepts the chat: from now on, once every member has, they see
 /// each other's presence. Their online lists are refreshed when that
 /// starts now.
@@ -183,8 +267,8 @@ pub async fn accept(
     state: &AppState,
     chat_id: &ObjectId,
     user: &ObjectId,
-) -> Result<ChatDoc, ApiError> {
-    let before = member_chat(state, chat_id, user).await?;
+) -> Result<ChatDoc, ChatError> {
+    let before = member_chat(&state.store, chat_id, user).await?;
     if before.accepted_by.contains(user) {
         return Ok(before);
     }
@@ -192,9 +276,9 @@ pub async fn accept(
         .store
         .accept(chat_id, user)
         .await?
-        .ok_or_else(|| ApiError::not_found("no such chat"))?;
+        .ok_or(ChatError::NotFound("no such chat"))?;
     if chat.presence_flows() {
-        crate::realtime::refresh_presence(state, &chat.members).await;
+        state.fanout.refresh_presence(&chat.members).await;
     }
     Ok(chat)
 }
@@ -208,14 +292,14 @@ pub async fn set_block(
     blocker: &ObjectId,
     other: &ObjectId,
     on: bool,
-) -> Result<bool, ApiError> {
+) -> Result<bool, ChatError> {
     let changed = if on {
         state.store.block(blocker, other).await?
     } else {
         state.store.unblock(blocker, other).await?
     };
-    crate::realtime::blocking::announce(state, blocker, other).await;
-    crate::realtime::refresh_presence(state, &[*blocker, *other]).await;
+    state.fanout.block_changed(blocker, other).await;
+    state.fanout.refresh_presence(&[*blocker, *other]).await;
     Ok(changed)
 }
 
@@ -227,10 +311,10 @@ pub async fn read(
     chat_id: &str,
     window: Window,
     limit: i64,
-) -> Result<(ChatDoc, Vec<MessageView>), ApiError> {
+) -> Result<(ChatDoc, Vec<MessageView>), ChatError> {
     let reader = caller(claims)?;
     let chat_id = domain::parse_id("chatId", chat_id)?;
-    let chat = member_chat(state, &chat_id, &reader).await?;
+    let chat = member_chat(&state.store, &chat_id, &reader).await?;
     let (seen_ids, _) = state.store.mark_seen(&chat_id, &reader).await?;
     // In a blocked chat, reading tells the other nothing (it would show
     // that the reader is around).
@@ -241,24 +325,20 @@ pub async fn read(
             "messageIds": seen_ids.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "seenAt": chrono::Utc::now().to_rfc3339(),
         });
-        let others: Vec<String> = chat
-            .members
-            .iter()
-            .filter(|m| **m != reader)
-            .map(user_room)
-            .collect();
-        if let Err(error) = state.io.to(others).emit("messagesSeen", &payload).await {
-            tracing::warn!(%error, "messagesSeen fan-out failed");
-        }
+        let others = chat.members.iter().filter(|m| **m != reader);
+        state
+            .fanout
+            .to_users(others, "messagesSeen", &payload)
+            .await;
     }
     let messages = state.store.messages(&chat_id, window, limit).await?;
     Ok((chat, messages.iter().map(MessageView::from).collect()))
 }
 
 /// Validates the ids of a delivered receipt: 1 to 100 message ids.
-pub fn receipt_ids(message_ids: &[String]) -> Result<Vec<ObjectId>, ApiError> {
+pub fn receipt_ids(message_ids: &[String]) -> Result<Vec<ObjectId>, ChatError> {
     if message_ids.is_empty() || message_ids.len() > 100 {
-        return Err(ApiError::bad_request("messageIds must hold 1 to 100 ids"));
+        return Err(ChatError::invalid("messageIds must hold 1 to 100 ids"));
     }
     message_ids
         .iter()

@@ -2,18 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::FromRef;
 use parley_common::amqp::Amqp;
 use parley_common::cache::Redis;
 use parley_common::revocation::Revocations;
-use parley_common::token::TokenVerifier;
-use socketioxide::SocketIo;
 
 use crate::config::Config;
+use crate::fanout::Fanout;
 use crate::presence::Presence;
 use crate::profiles::Profiles;
-use crate::realtime::Adapter;
-use crate::realtime::receipts::Receipts;
+use crate::receipts::Receipts;
 use crate::store::Store;
 
 /// Shared handles; cheap to clone.
@@ -27,8 +24,8 @@ pub struct AppState {
     pub redis: Redis,
     /// RabbitMQ.
     pub amqp: Amqp,
-    /// Socket.IO server (cross-replica through Redis).
-    pub io: SocketIo<Adapter>,
+    /// Rooms and emits, on every replica.
+    pub fanout: Fanout,
     /// Presence.
     pub presence: Presence,
     /// Profile cache.
@@ -37,16 +34,4 @@ pub struct AppState {
     pub receipts: Receipts,
     /// Token generations (logout).
     pub revocations: Revocations,
-}
-
-impl FromRef<AppState> for TokenVerifier {
-    fn from_ref(state: &AppState) -> Self {
-        state.config.verifier.clone()
-    }
-}
-
-impl FromRef<AppState> for Revocations {
-    fn from_ref(state: &AppState) -> Self {
-        state.revocations.clone()
-    }
 }

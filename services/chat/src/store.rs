@@ -9,13 +9,16 @@ use mongodb::error::{ErrorKind, GridFsErrorKind};
 use mongodb::gridfs::GridFsBucket;
 use mongodb::options::{GridFsBucketOptions, IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
-use parley_common::api_error::ApiError;
 use serde::Deserialize;
 
 use crate::domain::{ChunkPlan, Window, pair_key};
+use crate::error::ChatError;
 use crate::model::{ChatDoc, ImageRef, MessageDoc};
 
-pub use parley_common::mongo::api_error as db_error;
+/// A driver error in the domain's words (unavailable or internal).
+pub fn db_error(error: mongodb::error::Error) -> ChatError {
+    error.into()
+}
 use parley_common::mongo::is_duplicate_key;
 
 /// A new message before it is stored.
@@ -173,7 +176,7 @@ impl Store {
 
     /// Records that `blocker` blocked `blocked` (and marks their chat, if
     /// any); false when it was already so.
-    pub async fn block(&self, blocker: &ObjectId, blocked: &ObjectId) -> Result<bool, ApiError> {
+    pub async fn block(&self, blocker: &ObjectId, blocked: &ObjectId) -> Result<bool, ChatError> {
         let created = match self
             .blocks
             .insert_one(doc! {"blocker": blocker, "blocked": blocked, "createdAt": DateTime::now()})
@@ -196,7 +199,7 @@ impl Store {
     }
 
     /// Lifts `blocker`'s block of `blocked`; false when there was none.
-    pub async fn unblock(&self, blocker: &ObjectId, blocked: &ObjectId) -> Result<bool, ApiError> {
+    pub async fn unblock(&self, blocker: &ObjectId, blocked: &ObjectId) -> Result<bool, ChatError> {
         let deleted = self
             .blocks
             .delete_one(doc! {"blocker": blocker, "blocked": blocked})
@@ -217,7 +220,7 @@ impl Store {
         &self,
         a: &ObjectId,
         b: &ObjectId,
-    ) -> Result<Vec<ObjectId>, ApiError> {
+    ) -> Result<Vec<ObjectId>, ChatError> {
         let found: Vec<mongodb::bson::Document> = self
             .blocks
             .find(doc! {"$or": [
@@ -237,7 +240,7 @@ impl Store {
     }
 
     /// The users `blocker` blocked, newest first (at most 1,000).
-    pub async fn blocks_of(&self, blocker: &ObjectId) -> Result<Vec<Block>, ApiError> {
+    pub async fn blocks_of(&self, blocker: &ObjectId) -> Result<Vec<Block>, ChatError> {
         let found: Vec<mongodb::bson::Document> = self
             .blocks
             .find(doc! {"blocker": blocker})
@@ -266,7 +269,7 @@ impl Store {
         &self,
         chat: &ObjectId,
         user: &ObjectId,
-    ) -> Result<Option<ChatDoc>, ApiError> {
+    ) -> Result<Option<ChatDoc>, ChatError> {
         self.chats
             .find_one_and_update(
                 doc! {"_id": chat, "members": user},
@@ -278,7 +281,7 @@ impl Store {
     }
 
     /// True when a user with this id exists.
-    pub async fn user_exists(&self, id: &ObjectId) -> Result<bool, ApiError> {
+    pub async fn user_exists(&self, id: &ObjectId) -> Result<bool, ChatError> {
         let users = self.db.collection::<mongodb::bson::Document>("users");
         let found = users
             .find_one(doc! {"_id": id})
@@ -289,7 +292,7 @@ impl Store {
     }
 
     /// Stores when the user's last socket closed.
-    pub async fn set_last_seen(&self, user: &ObjectId, at: DateTime) -> Result<(), ApiError> {
+    pub async fn set_last_seen(&self, user: &ObjectId, at: DateTime) -> Result<(), ChatError> {
         let users = self.db.collection::<mongodb::bson::Document>("users");
         users
             .update_one(doc! {"_id": user}, doc! {"$set": {"lastSeenAt": at}})
@@ -303,7 +306,7 @@ impl Store {
         &self,
         a: &ObjectId,
         b: &ObjectId,
-    ) -> Result<(ChatDoc, bool), ApiError> {
+    ) -> Result<(ChatDoc, bool), ChatError> {
         let key = pair_key(a, b);
         if let Some(chat) = self
             .chats
@@ -355,14 +358,14 @@ impl Store {
                     .map_err(db_error)?;
                 existing
                     .map(|c| (c, false))
-                    .ok_or_else(|| ApiError::internal("pair chat vanished after a duplicate key"))
+                    .ok_or_else(|| ChatError::internal("pair chat vanished after a duplicate key"))
             }
             Err(e) => Err(db_error(e)),
         }
     }
 
     /// One chat.
-    pub async fn chat(&self, id: &ObjectId) -> Result<Option<ChatDoc>, ApiError> {
+    pub async fn chat(&self, id: &ObjectId) -> Result<Option<ChatDoc>, ChatError> {
         self.chats
             .find_one(doc! {"_id": id})
             .await
@@ -375,7 +378,7 @@ impl Store {
         member: &ObjectId,
         cursor: Option<(DateTime, ObjectId)>,
         limit: i64,
-    ) -> Result<Vec<ChatDoc>, ApiError> {
+    ) -> Result<Vec<ChatDoc>, ChatError> {
         let mut filter = doc! {"members": member};
         if let Some((at, id)) = cursor {
             filter.insert(
@@ -399,7 +402,7 @@ impl Store {
 
     /// Every chat partner of `user` who may see their presence (members of
     /// chats they share that everyone accepted and nobody blocked).
-    pub async fn partners_of(&self, user: &ObjectId) -> Result<Vec<ObjectId>, ApiError> {
+    pub async fn partners_of(&self, user: &ObjectId) -> Result<Vec<ObjectId>, ChatError> {
         let chats: Vec<ChatDoc> = self
             .chats
             .find(doc! {"members": user})
@@ -425,7 +428,7 @@ impl Store {
     pub async fn partners_of_many(
         &self,
         users: &[ObjectId],
-    ) -> Result<HashMap<ObjectId, Vec<ObjectId>>, ApiError> {
+    ) -> Result<HashMap<ObjectId, Vec<ObjectId>>, ChatError> {
         if users.is_empty() {
             return Ok(HashMap::new());
         }
@@ -465,7 +468,7 @@ impl Store {
         chat: &ObjectId,
         sender: &ObjectId,
         client_id: &str,
-    ) -> Result<Option<MessageDoc>, ApiError> {
+    ) -> Result<Option<MessageDoc>, ChatError> {
         self.messages
             .find_one(doc! {"chatId": chat, "sender": sender, "clientMessageId": client_id})
             .await
@@ -480,7 +483,7 @@ impl Store {
     /// A repeated idempotency key that races past the caller's check is
     /// answered with the first message; its sequence number stays unused
     /// (sequence numbers are cursors and may have gaps).
-    pub async fn append_message(&self, new: NewMessage) -> Result<Appended, ApiError> {
+    pub async fn append_message(&self, new: NewMessage) -> Result<Appended, ChatError> {
         let now = DateTime::now();
         let pipeline = vec![
             doc! {"$set": {"lastSeq": {"$add": [{"$ifNull": ["$lastSeq", 0_i64]}, 1_i64]}}},
@@ -539,7 +542,7 @@ impl Store {
         &self,
         chats: &[ObjectId],
         reader: &ObjectId,
-    ) -> Result<HashMap<ObjectId, u64>, ApiError> {
+    ) -> Result<HashMap<ObjectId, u64>, ChatError> {
         if chats.is_empty() {
             return Ok(HashMap::new());
         }
@@ -575,7 +578,7 @@ impl Store {
         chat: &ObjectId,
         window: Window,
         limit: i64,
-    ) -> Result<Vec<MessageDoc>, ApiError> {
+    ) -> Result<Vec<MessageDoc>, ChatError> {
         let (filter, ascending) = match window {
             Window::Latest => (doc! {"chatId": chat}, false),
             Window::Before(seq) => (doc! {"chatId": chat, "seq": {"$lt": seq}}, false),
@@ -598,7 +601,7 @@ impl Store {
     }
 
     /// One message.
-    pub async fn message(&self, id: &ObjectId) -> Result<Option<MessageDoc>, ApiError> {
+    pub async fn message(&self, id: &ObjectId) -> Result<Option<MessageDoc>, ChatError> {
         self.messages
             .find_one(doc! {"_id": id})
             .await
@@ -610,7 +613,7 @@ impl Store {
         &self,
         chat: &ObjectId,
         reader: &ObjectId,
-    ) -> Result<(Vec<ObjectId>, DateTime), ApiError> {
+    ) -> Result<(Vec<ObjectId>, DateTime), ChatError> {
         let filter = doc! {"chatId": chat, "seen": false, "sender": {"$ne": reader}};
         let ids: Vec<ObjectId> = self
             .messages
@@ -640,7 +643,7 @@ impl Store {
 
     /// The messages among `ids` not yet marked delivered, with their chat
     /// and sender (one query for a whole batch of receipts).
-    pub async fn undelivered(&self, ids: &[ObjectId]) -> Result<Vec<Candidate>, ApiError> {
+    pub async fn undelivered(&self, ids: &[ObjectId]) -> Result<Vec<Candidate>, ChatError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -665,7 +668,7 @@ impl Store {
 
     /// Sets `deliveredAt` on those of `ids` that have none yet; returns
     /// how many changed.
-    pub async fn set_delivered(&self, ids: &[ObjectId]) -> Result<u64, ApiError> {
+    pub async fn set_delivered(&self, ids: &[ObjectId]) -> Result<u64, ChatError> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -696,7 +699,7 @@ impl Store {
         uploader: &ObjectId,
         content_type: &str,
         bytes: &[u8],
-    ) -> Result<ImageRef, ApiError> {
+    ) -> Result<ImageRef, ChatError> {
         let mut upload = self
             .media_bucket()
             .open_upload_stream(format!("chat-{}", chat.to_hex()))
@@ -706,15 +709,15 @@ impl Store {
         let id = upload
             .id()
             .as_object_id()
-            .ok_or_else(|| ApiError::internal("gridfs id is not an ObjectId"))?;
+            .ok_or_else(|| ChatError::internal("gridfs id is not an ObjectId"))?;
         if let Err(error) = upload.write_all(bytes).await {
             // The stream removes its chunks itself when a write fails.
-            return Err(ApiError::unavailable("mongodb", error));
+            return Err(ChatError::unavailable("mongodb", error));
         }
         upload
             .close()
             .await
-            .map_err(|e| ApiError::unavailable("mongodb", e))?;
+            .map_err(|e| ChatError::unavailable("mongodb", e))?;
         Ok(ImageRef {
             media_id: id,
             content_type: content_type.to_owned(),
@@ -723,7 +726,7 @@ impl Store {
     }
 
     /// Removes a stored image (file document and chunks); true when it existed.
-    pub async fn delete_media(&self, id: &ObjectId) -> Result<bool, ApiError> {
+    pub async fn delete_media(&self, id: &ObjectId) -> Result<bool, ChatError> {
         match self.media_bucket().delete(Bson::ObjectId(*id)).await {
             Ok(()) => Ok(true),
             Err(error)
@@ -740,7 +743,7 @@ impl Store {
 
     /// An image's GridFS file document: chat, type and length, read
     /// without a single byte of the image.
-    pub async fn media_file(&self, id: &ObjectId) -> Result<Option<MediaFile>, ApiError> {
+    pub async fn media_file(&self, id: &ObjectId) -> Result<Option<MediaFile>, ChatError> {
         let Some(file) = self
             .media_bucket()
             .find_one(doc! {"_id": id})
@@ -750,7 +753,7 @@ impl Store {
             return Ok(None);
         };
         let meta = file.metadata.unwrap_or_default();
-        let chat = meta.get_object_id("chatId").map_err(ApiError::internal)?;
+        let chat = meta.get_object_id("chatId").map_err(ChatError::internal)?;
         let content_type = meta
             .get_str("contentType")
             .unwrap_or("application/octet-stream")
@@ -771,7 +774,7 @@ impl Store {
     pub async fn media_chunks(
         &self,
         file: &MediaFile,
-    ) -> Result<impl Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static, ApiError> {
+    ) -> Result<impl Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static, ChatError> {
         let plan = ChunkPlan::new(file.length, file.chunk_size);
         let cursor = self
             .db
@@ -808,11 +811,11 @@ impl Store {
         user: &ObjectId,
         size: u64,
         quota: Option<u64>,
-    ) -> Result<bool, ApiError> {
-        let size = i64::try_from(size).map_err(ApiError::internal)?;
+    ) -> Result<bool, ChatError> {
+        let size = i64::try_from(size).map_err(ChatError::internal)?;
         let filter = match quota {
             Some(quota) => {
-                let quota = i64::try_from(quota).map_err(ApiError::internal)?;
+                let quota = i64::try_from(quota).map_err(ChatError::internal)?;
                 doc! {"_id": user, "bytes": {"$lte": quota - size}}
             }
             None => doc! {"_id": user},
@@ -853,8 +856,8 @@ impl Store {
 
     /// Gives back bytes [`Store::reserve_media_bytes`] counted for an image
     /// that was not kept.
-    pub async fn release_media_bytes(&self, user: &ObjectId, size: u64) -> Result<(), ApiError> {
-        let size = i64::try_from(size).map_err(ApiError::internal)?;
+    pub async fn release_media_bytes(&self, user: &ObjectId, size: u64) -> Result<(), ChatError> {
+        let size = i64::try_from(size).map_err(ChatError::internal)?;
         self.media_usage
             .update_one(
                 doc! {"_id": user},

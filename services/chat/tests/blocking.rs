@@ -172,14 +172,14 @@ async fn blocked_users_cannot_open_write_type_or_see_presence() -> anyhow::Resul
             T,
         )
         .await?;
-    assert_eq!(sent["error"]["status"], 403, "{sent}");
+    assert_eq!(sent["error"]["code"], "forbidden", "{sent}");
     // Typing from his live socket on the other replica: refused once the
     // announcement reached it (at once here: it is published before the
     // block route answers, and his socket's check is redone).
     let deadline = tokio::time::Instant::now() + T;
     loop {
         let answer = bo.emit_ack("typing", json!({"chatId": chat}), T).await?;
-        if answer["error"]["status"] == 403 {
+        if answer["error"]["code"] == "forbidden" {
             break;
         }
         assert!(
@@ -190,7 +190,7 @@ async fn blocked_users_cannot_open_write_type_or_see_presence() -> anyhow::Resul
     }
     // Alice's side too: she cannot type at him.
     let mine = al.emit_ack("typing", json!({"chatId": chat}), T).await?;
-    assert_eq!(mine["error"]["status"], 403, "{mine}");
+    assert_eq!(mine["error"]["code"], "forbidden", "{mine}");
 
     // Presence: Bob reconnects; his list lacks Alice, and Alice hears
     // nothing of him. Barrier: Carol connects after him on the same replica.

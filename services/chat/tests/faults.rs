@@ -53,7 +53,7 @@ async fn mongodb_outage_fails_sends_loses_nothing_and_recovers() -> anyhow::Resu
             Duration::from_secs(30),
         )
         .await?;
-    assert_eq!(failed["error"]["status"], 503, "{failed}");
+    assert_eq!(failed["error"]["code"], "unavailable", "{failed}");
     let (status, body) = call(
         &a,
         Method::POST,

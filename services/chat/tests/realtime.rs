@@ -320,13 +320,13 @@ async fn outsiders_cannot_join_read_or_send() -> anyhow::Result<()> {
     let mut bo = client(&socket_url(&a), &bob.token, Transport::WebSocket).await?;
 
     let join = ev.emit_ack("joinChat", json!({"chatId": chat}), T).await?;
-    assert_eq!(join["error"]["status"], 403, "{join}");
+    assert_eq!(join["error"]["code"], "forbidden", "{join}");
     let send = ev
         .emit_ack("sendMessage", json!({"chatId": chat, "text": "hi"}), T)
         .await?;
-    assert_eq!(send["error"]["status"], 403, "{send}");
+    assert_eq!(send["error"]["code"], "forbidden", "{send}");
     let typed = ev.emit_ack("typing", json!({"chatId": chat}), T).await?;
-    assert_eq!(typed["error"]["status"], 403, "{typed}");
+    assert_eq!(typed["error"]["code"], "forbidden", "{typed}");
     // The barrier: a relay of eve's typing would have been queued on bob's
     // socket before eve's ack, so before the answer to bob's own event;
     // whatever arrived until then has been read.
@@ -388,7 +388,7 @@ async fn bad_socket_input_gets_errors_and_harms_no_one() -> anyhow::Result<()> {
     ] {
         let answer = al.emit_ack(event, payload.clone(), T).await?;
         assert_eq!(
-            answer["error"]["status"], 400,
+            answer["error"]["code"], "invalid",
             "{event} {payload}: {answer}"
         );
     }
@@ -399,11 +399,11 @@ async fn bad_socket_input_gets_errors_and_harms_no_one() -> anyhow::Result<()> {
             T,
         )
         .await?;
-    assert_eq!(long["error"]["status"], 400);
+    assert_eq!(long["error"]["code"], "invalid");
     // Old clients without acknowledgements get a chatError event.
     al.emit("joinChat", json!({"chatId": 7})).await?;
     al.event_where("chatError", T, |e| {
-        e["event"] == "joinChat" && e["status"] == 400
+        e["event"] == "joinChat" && e["code"] == "invalid"
     })
     .await?;
 
@@ -417,7 +417,7 @@ async fn bad_socket_input_gets_errors_and_harms_no_one() -> anyhow::Result<()> {
                 T,
             )
             .await?;
-        if answer["error"]["status"] == 429 {
+        if answer["error"]["code"] == "rate_limited" {
             limited += 1;
         }
     }

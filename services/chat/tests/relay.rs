@@ -197,23 +197,23 @@ async fn excess_work_is_refused_counted_and_told() -> anyhow::Result<()> {
     })
     .await;
     assert!(busy.is_ok(), "{busy:?}");
-    // Alice's own next event is refused by her socket's bound (429)...
+    // Alice's own next event is refused by her socket's bound (rate_limited)...
     let own = al
         .emit_ack("sendMessage", json!({"chatId": chat, "text": "more"}), T)
         .await?;
-    assert_eq!(own["error"]["status"], 429, "{own}");
-    // ...Bob's send by the pod's bound (503), through the ack...
+    assert_eq!(own["error"]["code"], "rate_limited", "{own}");
+    // ...Bob's send by the pod's bound (busy), through the ack...
     let refused = bo
         .emit_ack("sendMessage", json!({"chatId": chat, "text": "also"}), T)
         .await?;
-    assert_eq!(refused["error"]["status"], 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "busy", "{refused}");
     // ...or, without an ack, through chatError.
     bo.emit("sendMessage", json!({"chatId": chat, "text": "no ack"}))
         .await?;
     let told = bo
         .event_where("chatError", T, |e| e["event"] == "sendMessage")
         .await?;
-    assert_eq!(told["status"], 503, "{told}");
+    assert_eq!(told["code"], "busy", "{told}");
     // Relays have their own pool: Bob's typing still reaches Alice.
     bo.emit("typing", json!({"chatId": chat})).await?;
     assert_eq!(al.event("userTyping", T).await?["userId"], bob.id.to_hex());

@@ -10,31 +10,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::http::StatusCode;
 use metrics::Counter;
-use parley_common::api_error::ApiError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Limits on work in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdmissionConfig {
-    /// Events of one socket being handled at once, per class (`PARLEY_SOCKET_IN_FLIGHT`).
-    pub per_socket: u32,
-    /// Relay events in flight in the pod (`PARLEY_SOCKET_RELAY_IN_FLIGHT`).
-    pub relay: usize,
-    /// Events that reach MongoDB in flight in the pod (`PARLEY_SOCKET_STORE_IN_FLIGHT`).
-    pub store: usize,
-}
-
-impl Default for AdmissionConfig {
-    fn default() -> Self {
-        Self {
-            per_socket: 8,
-            relay: 2048,
-            store: 256,
-        }
-    }
-}
+use crate::config::AdmissionConfig;
+use crate::error::ChatError;
 
 /// The kind of work an event needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,16 +43,17 @@ impl Refusal {
         }
     }
 
-    /// What the sender is told: 429 for its own excess, 503 for the pod's.
-    pub fn error(self) -> ApiError {
+    /// What the sender is told: rate limited for its own excess, busy for
+    /// the pod's.
+    pub fn error(self) -> ChatError {
         match self {
-            Self::Socket => ApiError::too_many("too many events in flight on this socket", 1),
-            Self::Pod => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "server busy: event refused, try again shortly",
-                )
+            Self::Socket => ChatError::RateLimited {
+                message: "too many events in flight on this socket".to_owned(),
+                retry_after_secs: 1,
+            },
+            Self::Pod => ChatError::Busy {
+                message: "server busy: event refused, try again shortly",
+                retry_after_secs: 1,
             },
         }
     }
@@ -197,12 +178,9 @@ mod tests {
 
     #[test]
     fn refusals_say_who_is_over_the_limit() {
-        assert_eq!(
-            Refusal::Socket.error().status,
-            StatusCode::TOO_MANY_REQUESTS
-        );
-        assert_eq!(Refusal::Pod.error().status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(Refusal::Pod.error().retry_after, Some(1));
+        assert_eq!(Refusal::Socket.error().code(), "rate_limited");
+        assert_eq!(Refusal::Pod.error().code(), "busy");
+        assert_eq!(Refusal::Pod.error().retry_after_secs(), Some(1));
         assert_eq!(Refusal::Socket.label(), "socket");
     }
 }

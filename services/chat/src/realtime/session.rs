@@ -18,8 +18,8 @@ use serde_json::json;
 use socketioxide::extract::SocketRef;
 use tokio_util::sync::CancellationToken;
 
-use crate::realtime::{Adapter, SocketUser, socket_user};
-use crate::service::user_room;
+use crate::fanout::{Adapter, user_room};
+use crate::realtime::socket::{SocketUser, socket_user};
 use crate::state::AppState;
 
 /// Why the server closes a socket for its token; the client sees the code.
@@ -80,7 +80,7 @@ pub fn close_revoked(state: &AppState, user: &str, generation: u64) {
     let Ok(id) = mongodb::bson::oid::ObjectId::parse_str(user) else {
         return;
     };
-    for socket in state.io.local().to(user_room(&id)).sockets() {
+    for socket in state.fanout.io().local().to(user_room(&id)).sockets() {
         if let Some(SocketUser(s)) = socket_user(&socket)
             && is_revoked(s.claims.generation, generation)
         {
@@ -93,7 +93,7 @@ pub fn close_revoked(state: &AppState, user: &str, generation: u64) {
 /// have been missed).
 pub async fn sweep(state: &AppState) {
     let mut by_user: HashMap<String, Vec<SocketRef<Adapter>>> = HashMap::new();
-    for socket in state.io.local().sockets() {
+    for socket in state.fanout.io().local().sockets() {
         if let Some(SocketUser(s)) = socket_user(&socket) {
             by_user.entry(s.hex.clone()).or_default().push(socket);
         }
