@@ -805,6 +805,11 @@ async fn typing(scenario: &str) -> anyhow::Result<Outcome> {
     let m_acked = stats.messages_acked.load(Ordering::Relaxed);
     let m_delivered = stats.messages_delivered.load(Ordering::Relaxed);
     let deliveries = delivered + m_delivered;
+    let diagnosis = if lost > 0 || m_acked > m_delivered {
+        Some(diagnose(&pairs, &pods_).await)
+    } else {
+        None
+    };
 
     header(&format!(
         "relay `{scenario}`: {sockets} sockets, {pods} pod(s){}",
@@ -882,6 +887,9 @@ async fn typing(scenario: &str) -> anyhow::Result<Outcome> {
         "chat CPU share of the window",
         format!("{:.0} %", cpu_window * 100.0 / window_secs),
     );
+    if let Some(diagnosis) = diagnosis {
+        println!("\n{diagnosis}");
+    }
     drop(pairs);
     drop(stack);
     Ok(Outcome {
@@ -889,6 +897,68 @@ async fn typing(scenario: &str) -> anyhow::Result<Outcome> {
         lost_messages: m_acked.saturating_sub(m_delivered),
         errors: refused + m_sent.saturating_sub(m_acked),
     })
+}
+
+/// Where undelivered events may have gone: the generator's unanswered
+/// acknowledgements, the partners still waiting, the pods' drop counters and
+/// their warnings. Printed only when something was lost.
+async fn diagnose(pairs: &Pairs, pods: &Pods) -> String {
+    let mut out = String::from("### Loss diagnosis\n\n");
+    let (mut typing_unacked, mut messages_unacked) = (0, 0);
+    for client in &pairs.clients {
+        if let Ok(acks) = client.acks.lock() {
+            for (_, kind) in acks.values() {
+                match kind {
+                    AckKind::Typing => typing_unacked += 1,
+                    AckKind::Message => messages_unacked += 1,
+                }
+            }
+        }
+    }
+    out.push_str(&format!(
+        "- acknowledgements never received: {typing_unacked} typing, {messages_unacked} messages\n"
+    ));
+    for (i, fifo) in pairs.outbound.iter().enumerate() {
+        let Ok(f) = fifo.lock() else { continue };
+        if f.is_empty() {
+            continue;
+        }
+        let acked = pairs.clients[i]
+            .acks
+            .lock()
+            .map(|a| f.iter().filter(|(id, _)| !a.contains_key(id)).count())
+            .unwrap_or(0);
+        let oldest = f
+            .front()
+            .map(|(_, at)| at.elapsed().as_millis())
+            .unwrap_or(0);
+        out.push_str(&format!(
+            "- socket {i} (pod {}) → socket {} (pod {}): {} undelivered ({acked} of them acknowledged), the oldest sent {oldest} ms ago\n",
+            i % pods.replicas.len(),
+            i ^ 1,
+            (i ^ 1) % pods.replicas.len(),
+            f.len(),
+        ));
+    }
+    for name in [
+        "chat_socket_relays_dropped_total",
+        "socketio_adapter_dropped_total",
+        "socketio_adapter_publish_failed_total",
+        "chat_socket_events_refused_total",
+    ] {
+        out.push_str(&format!("- {name}: {}\n", pods.metric(name).await));
+    }
+    for (i, pod) in pods.replicas.iter().enumerate() {
+        for line in pod
+            .output()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(20)
+        {
+            out.push_str(&format!("- pod {i}: {line}\n"));
+        }
+    }
+    out
 }
 
 async fn idle() -> anyhow::Result<()> {
