@@ -19,7 +19,7 @@ use crate::model::{ChatDoc, ImageRef, MessageDoc};
 pub fn db_error(error: mongodb::error::Error) -> ChatError {
     error.into()
 }
-use parley_common::mongo::is_duplicate_key;
+use parley_common::mongo::{Found, find_or_insert, is_duplicate_key};
 
 /// A new message before it is stored.
 #[derive(Debug, Clone)]
@@ -308,60 +308,43 @@ impl Store {
         b: &ObjectId,
     ) -> Result<(ChatDoc, bool), ChatError> {
         let key = pair_key(a, b);
-        if let Some(chat) = self
+        let found = find_or_insert(&self.chats, doc! {"pairKey": &key}, || {
+            let now = DateTime::now();
+            ChatDoc {
+                id: ObjectId::new(),
+                members: vec![*a, *b],
+                pair_key: key.clone(),
+                last_seq: 0,
+                latest_message: None,
+                created_at: now,
+                updated_at: now,
+                // Opening a chat accepts it for its opener only.
+                accepted_by: vec![*a],
+                blocked_by: Vec::new(),
+            }
+        })
+        .await?;
+        let chat = match found {
+            Found::Existing(chat) => return Ok((chat, false)),
+            Found::Created(chat) => chat,
+        };
+        // A block stored while this chat was created found no chat to
+        // mark: mark it now.
+        let blockers = self.blockers_between(a, b).await?;
+        if blockers.is_empty() {
+            return Ok((chat, true));
+        }
+        let chat = self
             .chats
-            .find_one(doc! {"pairKey": &key})
+            .find_one_and_update(
+                doc! {"_id": chat.id},
+                doc! {"$addToSet": {"blockedBy": {"$each": blockers}}},
+            )
+            .return_document(ReturnDocument::After)
             .await
             .map_err(db_error)?
-        {
-            return Ok((chat, false));
-        }
-        let now = DateTime::now();
-        let chat = ChatDoc {
-            id: ObjectId::new(),
-            members: vec![*a, *b],
-            pair_key: key.clone(),
-            last_seq: 0,
-            latest_message: None,
-            created_at: now,
-            updated_at: now,
-            // Opening a chat accepts it for its opener only.
-            accepted_by: vec![*a],
-            blocked_by: Vec::new(),
-        };
-        match self.chats.insert_one(&chat).await {
-            Ok(_) => {
-                // A block stored while this chat was created found no chat
-                // to mark: mark it now.
-                let blockers = self.blockers_between(a, b).await?;
-                if blockers.is_empty() {
-                    return Ok((chat, true));
-                }
-                let chat = self
-                    .chats
-                    .find_one_and_update(
-                        doc! {"_id": chat.id},
-                        doc! {"$addToSet": {"blockedBy": {"$each": blockers}}},
-                    )
-                    .return_document(ReturnDocument::After)
-                    .await
-                    .map_err(db_error)?
-                    .unwrap_or(chat);
-                Ok((chat, true))
-            }
-            Err(e) if is_duplicate_key(&e) => {
-                // A concurrent create won: answer with its chat.
-                let existing = self
-                    .chats
-                    .find_one(doc! {"pairKey": &key})
-                    .await
-                    .map_err(db_error)?;
-                existing
-                    .map(|c| (c, false))
-                    .ok_or_else(|| ChatError::internal("pair chat vanished after a duplicate key"))
-            }
-            Err(e) => Err(db_error(e)),
-        }
+            .unwrap_or(chat);
+        Ok((chat, true))
     }
 
     /// One chat.

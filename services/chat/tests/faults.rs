@@ -117,9 +117,7 @@ async fn redis_outage_keeps_one_replica_messaging_and_presence_recovers() -> any
         .with("PARLEY_REDIS_URL", redis.url())
         .with("PARLEY_PRESENCE_TTL_SECS", "3");
     let a = stack.replica().await?;
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    let chat = open_chat(&a, &alice, &bob).await?;
+    let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
     let mut al = client(&socket_url(&a), &alice.token).await?;
     let mut bo = client(&socket_url(&a), &bob.token).await?;
 
@@ -163,9 +161,7 @@ async fn a_crashed_replicas_users_fall_offline_by_expiry() -> anyhow::Result<()>
     let stack = Stack::new().await?.with("PARLEY_PRESENCE_TTL_SECS", "3");
     let a = stack.replica().await?;
     let mut b = stack.replica().await?;
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    open_chat(&a, &alice, &bob).await?;
+    let (alice, bob, _) = stack.pair_on(&a, "alice", "bob").await?;
     let _bo = client(&socket_url(&b), &bob.token).await?;
     let mut al = client(&socket_url(&a), &alice.token).await?;
     assert_eq!(
@@ -206,9 +202,7 @@ async fn stored_messages_publish_events_and_user_updates_drop_cached_profiles() 
         parley_testkit::events::tap(&channel, "test.messages", &[MessageCreated::TYPE]).await?;
 
     let a = stack.replica().await?;
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    let chat = open_chat(&a, &alice, &bob).await?;
+    let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
     let (status, sent) = call(
         &a,
         Method::POST,

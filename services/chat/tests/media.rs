@@ -176,9 +176,7 @@ async fn members_stream_images_and_others_cannot_tell_them_from_missing() -> any
 async fn a_broken_image_ends_its_download_early_and_nothing_else() -> anyhow::Result<()> {
     let stack = Stack::new().await?;
     let a = stack.replica().await?;
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    let chat = open_chat(&a, &alice, &bob).await?;
+    let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
     let broken = image(1024 * 1024, 11);
     let (status, sent) = upload(&a, &alice, &chat, broken.clone()).await?;
     assert_eq!(status, 201, "{sent}");
@@ -240,9 +238,7 @@ async fn uploads_stop_at_the_quota_and_a_refused_one_stores_nothing() -> anyhow:
     const SIZE: usize = 10_000;
     let stack = quota_stack(Stack::new().await?, 3 * SIZE as u64);
     let a = stack.replica().await?;
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    let chat = open_chat(&a, &alice, &bob).await?;
+    let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
 
     for seed in 0..3 {
         let (status, sent) = upload(&a, &alice, &chat, image(SIZE, seed)).await?;
@@ -290,9 +286,7 @@ async fn parallel_uploads_never_overshoot_the_quota() -> anyhow::Result<()> {
     const SIZE: usize = 10_000;
     let stack = quota_stack(Stack::new().await?, 5 * SIZE as u64);
     let a = stack.replica().await?;
-    let carol = stack.user("carol").await?;
-    let dan = stack.user("dan").await?;
-    let chat = open_chat(&a, &carol, &dan).await?;
+    let (carol, _dan, chat) = stack.pair_on(&a, "carol", "dan").await?;
 
     let attempts = (0..12).map(|seed| upload(&a, &carol, &chat, image(SIZE, seed)));
     let mut statuses: Vec<u16> = futures::future::try_join_all(attempts)
@@ -315,9 +309,7 @@ async fn a_repeated_send_keeps_one_image_and_counts_it_once() -> anyhow::Result<
     const SIZE: usize = 10_000;
     let stack = quota_stack(Stack::new().await?, 10 * SIZE as u64);
     let a = stack.replica().await?;
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    let chat = open_chat(&a, &alice, &bob).await?;
+    let (alice, _bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
     let send = || {
         let form = reqwest::multipart::Form::new()
             .text("chatId", chat.clone())
@@ -352,9 +344,7 @@ async fn a_failed_upload_uses_no_quota() -> anyhow::Result<()> {
     const SIZE: usize = 10_000;
     let stack = quota_stack(Stack::new().await?, 3 * SIZE as u64);
     let a = stack.replica().await?;
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    let chat = open_chat(&a, &alice, &bob).await?;
+    let (alice, _bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
     let (status, sent) = upload(&a, &alice, &chat, image(SIZE, 1)).await?;
     assert_eq!(status, 201, "{sent}");
 

@@ -20,9 +20,7 @@ async fn client(url: &str, token: &str, transport: Transport) -> anyhow::Result<
 async fn two_replica_scenario(transport: Transport) -> anyhow::Result<()> {
     let stack = Stack::new().await?;
     let (a, b) = (stack.replica().await?, stack.replica().await?);
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    let chat = open_chat(&a, &alice, &bob).await?;
+    let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
 
     let mut al = client(&socket_url(&a), &alice.token, transport).await?;
     let mut bo = client(&socket_url(&b), &bob.token, transport).await?;
@@ -145,9 +143,7 @@ async fn polling_clients_across_two_replicas() -> anyhow::Result<()> {
 async fn every_device_of_every_member_gets_new_messages() -> anyhow::Result<()> {
     let stack = Stack::new().await?;
     let (a, b) = (stack.replica().await?, stack.replica().await?);
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    let chat = open_chat(&a, &alice, &bob).await?;
+    let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
     let mut phone = client(&socket_url(&a), &bob.token, Transport::WebSocket).await?;
     let mut laptop = client(&socket_url(&b), &bob.token, Transport::Polling).await?;
     let (status, body) = call(
@@ -173,9 +169,7 @@ async fn killed_replica_clients_reconnect_elsewhere_and_catch_up() -> anyhow::Re
     let stack = Stack::new().await?;
     let mut a = stack.replica().await?;
     let b = stack.replica().await?;
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    let chat = open_chat(&b, &alice, &bob).await?;
+    let (alice, bob, chat) = stack.pair_on(&b, "alice", "bob").await?;
     // Bob reaches the chat service through one address, like a Kubernetes Service.
     let front = TcpProxy::start(a.port()).await?;
     let mut bo = client(
@@ -374,9 +368,7 @@ async fn bad_socket_input_gets_errors_and_harms_no_one() -> anyhow::Result<()> {
         .with("PARLEY_SOCKET_EVENTS_PER_SEC", "1")
         .with("PARLEY_SOCKET_EVENT_BURST", "10");
     let a = stack.replica().await?;
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    let chat = open_chat(&a, &alice, &bob).await?;
+    let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
     let mut al = client(&socket_url(&a), &alice.token, Transport::WebSocket).await?;
     let mut bo = client(&socket_url(&a), &bob.token, Transport::WebSocket).await?;
 

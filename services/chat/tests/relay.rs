@@ -93,9 +93,7 @@ async fn typing_and_joins_need_no_database_after_one_check() -> anyhow::Result<(
 async fn receipts_are_stored_after_the_acknowledgement() -> anyhow::Result<()> {
     let stack = Stack::new().await?;
     let a = stack.replica().await?;
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    let chat = open_chat(&a, &alice, &bob).await?;
+    let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
     let mut al = client(&socket_url(&a), &alice.token).await?;
     let mut bo = client(&socket_url(&a), &bob.token).await?;
     let mut ids = Vec::new();

@@ -5,7 +5,7 @@ mod support;
 
 use reqwest::Method;
 use serde_json::json;
-use support::{Stack, call, open_chat};
+use support::{Stack, call};
 
 fn png() -> Vec<u8> {
     let mut bytes = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
@@ -22,9 +22,7 @@ async fn attack_one_user_cannot_flood_sends_or_uploads() -> anyhow::Result<()> {
         .with("PARLEY_REST_SENDS_PER_MINUTE", "8")
         .with("PARLEY_UPLOADS_PER_HOUR", "2");
     let a = stack.replica().await?;
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    let chat = open_chat(&a, &alice, &bob).await?;
+    let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
 
     let upload = |token: String| {
         let form = reqwest::multipart::Form::new()

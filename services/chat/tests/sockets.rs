@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parley_testkit::ServiceProcess;
 use parley_testkit::socketio::{JsClient, Transport};
-use support::{Stack, T, User, open_chat, socket_url};
+use support::{Stack, T, User, socket_url};
 
 async fn client(url: &str, token: &str) -> anyhow::Result<JsClient> {
     let mut c = JsClient::start(url, Some(token), &[], Transport::WebSocket).await?;
@@ -43,9 +43,7 @@ async fn live_sockets(stack: &Stack, user: &User) -> anyhow::Result<i64> {
 async fn thousands_of_immediate_disconnects_leave_nobody_online() -> anyhow::Result<()> {
     let stack = Stack::new().await?;
     let a = stack.replica().await?;
-    let alice = stack.user("alice").await?;
-    let bob = stack.user("bob").await?;
-    open_chat(&a, &alice, &bob).await?;
+    let (alice, bob, _) = stack.pair_on(&a, "alice", "bob").await?;
     // Alice stays connected throughout: the one socket that must remain.
     let _al = client(&socket_url(&a), &alice.token).await?;
     let mut bo =

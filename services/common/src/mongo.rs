@@ -179,6 +179,55 @@ pub fn is_unavailable(error: &mongodb::error::Error) -> bool {
         || error.contains_label("NetworkError")
 }
 
+/// What [`find_or_insert`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found<T> {
+    /// The document was already there (or a concurrent insert won).
+    Existing(T),
+    /// This call inserted it.
+    Created(T),
+}
+
+impl<T> Found<T> {
+    /// The document, however it came.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Existing(t) | Self::Created(t) => t,
+        }
+    }
+}
+
+/// The one document of `collection` matching `filter`, inserted as `new()`
+/// when missing. A unique index on the filtered fields decides races: when
+/// a concurrent insert wins, this answers with its document.
+pub async fn find_or_insert<T>(
+    collection: &mongodb::Collection<T>,
+    filter: mongodb::bson::Document,
+    new: impl FnOnce() -> T,
+) -> Result<Found<T>, mongodb::error::Error>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync,
+{
+    if let Some(existing) = collection.find_one(filter.clone()).await? {
+        return Ok(Found::Existing(existing));
+    }
+    let created = new();
+    match collection.insert_one(&created).await {
+        Ok(_) => Ok(Found::Created(created)),
+        Err(error) if is_duplicate_key(&error) => collection
+            .find_one(filter)
+            .await?
+            .map(Found::Existing)
+            .ok_or_else(|| {
+                mongodb::error::Error::custom(format!(
+                    "{}: the document vanished after a duplicate key",
+                    collection.name()
+                ))
+            }),
+        Err(error) => Err(error),
+    }
+}
+
 /// True for a unique-index violation (E11000).
 pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     matches!(&*error.kind, ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == 11000)

@@ -24,7 +24,10 @@ pub use process::ServiceProcess;
 pub use servers::{MongoServer, RabbitServer, RedisServer, SmtpSink};
 pub use shared::Namespace;
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now. Only for what cannot bind port 0
+/// and report it (third-party servers told their port on the command
+/// line, or an address that must refuse connections): parley's own
+/// services bind port 0 themselves (see [`ServiceProcess::spawn`]).
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())

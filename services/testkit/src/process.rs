@@ -7,29 +7,31 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::process::{Child, Command};
 
-use crate::{free_port, wait_until};
+use crate::wait_until;
 
-/// A running service binary listening on a spare port.
+/// A running service binary listening on a port the kernel chose.
 pub struct ServiceProcess {
     child: Child,
-    port: u16,
+    port: std::sync::OnceLock<u16>,
     log: PathBuf,
     _dir: tempfile::TempDir,
     http: reqwest::Client,
 }
 
 impl ServiceProcess {
-    /// Spawns `binary` with exactly `env` (plus `PATH` and `PARLEY_HTTP_ADDR`
-    /// on a spare port); its output goes to a log file.
+    /// Spawns `binary` with exactly `env` (plus `PATH`, and
+    /// `PARLEY_HTTP_ADDR` on port 0 unless `env` names one); its output
+    /// goes to a log file. The service binds the port itself, so no other
+    /// test can take it in between; [`Self::listening`] (and the waits for
+    /// `/readyz`) read it from the service's log.
     pub fn spawn(binary: &str, env: &[(String, String)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = free_port()?;
         let log = dir.path().join("service.log");
         let file = std::fs::File::create(&log)?;
         let child = Command::new(binary)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("PARLEY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("PARLEY_HTTP_ADDR", "127.0.0.1:0")
             .env("PARLEY_LOG", "info")
             .envs(env.iter().cloned())
             .stdin(Stdio::null())
@@ -40,7 +42,7 @@ impl ServiceProcess {
             .with_context(|| format!("spawning {binary}"))?;
         Ok(Self {
             child,
-            port,
+            port: std::sync::OnceLock::new(),
             log,
             _dir: dir,
             http: reqwest::Client::builder()
@@ -54,9 +56,25 @@ impl ServiceProcess {
         self.child.id()
     }
 
-    /// The port it listens on.
+    /// The port it listens on, once [`Self::listening`] (or a wait for
+    /// `/readyz`) has read it; 0 before.
     pub fn port(&self) -> u16 {
-        self.port
+        self.port.get().copied().unwrap_or(0)
+    }
+
+    /// Waits until the service logs the address it listens on, and
+    /// returns its port.
+    pub async fn listening(&self, timeout: Duration) -> anyhow::Result<u16> {
+        if let Some(port) = self.port.get() {
+            return Ok(*port);
+        }
+        wait_until("the service to listen", timeout, || async {
+            listening_port(&self.output()).is_some()
+        })
+        .await
+        .with_context(|| format!("output:\n{}", self.output()))?;
+        let port = listening_port(&self.output()).unwrap_or(0);
+        Ok(*self.port.get_or_init(|| port))
     }
 
     /// Kills it at once (SIGKILL), as a crash would.
@@ -66,7 +84,7 @@ impl ServiceProcess {
 
     /// `http://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://127.0.0.1:{}{path}", self.port())
     }
 
     /// An HTTP client with a 10 s timeout.
@@ -157,6 +175,7 @@ impl ServiceProcess {
 
     /// Waits until `/readyz` answers `status`.
     pub async fn wait_readyz(&self, status: u16, timeout: Duration) -> anyhow::Result<Duration> {
+        self.listening(timeout).await?;
         let last = std::sync::Mutex::new(None);
         let outcome = wait_until(&format!("/readyz {status}"), timeout, || async {
             let answer = self.readyz().await;
@@ -192,5 +211,39 @@ impl ServiceProcess {
             .await
             .context("service did not exit")??;
         Ok(status.code())
+    }
+}
+
+/// Pure: the port of the address in the service's "http server listening"
+/// log line (JSON, field `addr`).
+pub fn listening_port(output: &str) -> Option<u16> {
+    output
+        .lines()
+        .filter(|line| line.contains("http server listening"))
+        .find_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            let addr = value
+                .pointer("/fields/addr")
+                .or_else(|| value.get("addr"))?
+                .as_str()?;
+            addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_comes_from_the_listening_line() {
+        let output = concat!(
+            r#"{"level":"INFO","fields":{"message":"starting"}}"#,
+            "\n",
+            r#"{"level":"INFO","fields":{"message":"http server listening","addr":"127.0.0.1:41234"}}"#,
+            "\n"
+        );
+        assert_eq!(listening_port(output), Some(41234));
+        assert_eq!(listening_port("not json\n"), None);
+        assert_eq!(listening_port(""), None);
     }
 }

@@ -99,7 +99,7 @@ impl From<&UserDoc> for UserView {
     }
 }
 
-use parley_common::mongo::is_duplicate_key;
+use parley_common::mongo::find_or_insert;
 
 /// The `users` collection (and, read-only, the chat service's `chats`).
 #[derive(Clone, Debug)]
@@ -174,33 +174,19 @@ impl Users {
     /// The user with this email, created on first login (exactly one, even
     /// when logins race: the unique index decides, the loser reads).
     pub async fn find_or_create(&self, email: &str, name: &str) -> Result<UserDoc, DomainError> {
-        if let Some(user) = self
-            .users
-            .find_one(doc! {"email": email})
-            .await
-            .map_err(DomainError::from)?
-        {
-            return Ok(user);
-        }
-        let now = DateTime::now();
-        let user = UserDoc {
-            id: ObjectId::new(),
-            email: email.to_owned(),
-            name: name.to_owned(),
-            created_at: now,
-            updated_at: now,
-            last_seen_at: None,
-        };
-        match self.users.insert_one(&user).await {
-            Ok(_) => Ok(user),
-            Err(e) if is_duplicate_key(&e) => self
-                .users
-                .find_one(doc! {"email": email})
-                .await
-                .map_err(DomainError::from)?
-                .ok_or_else(|| DomainError::Internal("user vanished after a duplicate key".into())),
-            Err(e) => Err(e.into()),
-        }
+        let found = find_or_insert(&self.users, doc! {"email": email}, || {
+            let now = DateTime::now();
+            UserDoc {
+                id: ObjectId::new(),
+                email: email.to_owned(),
+                name: name.to_owned(),
+                created_at: now,
+                updated_at: now,
+                last_seen_at: None,
+            }
+        })
+        .await?;
+        Ok(found.into_inner())
     }
 
     /// One user.

@@ -154,6 +154,22 @@ pub async fn open_chat_one_sided(
     Ok(body["chatId"].as_str().unwrap_or_default().to_owned())
 }
 
+impl Stack {
+    /// Users `first` and `second` and their chat, opened through `replica`
+    /// and accepted by both: the start of most tests.
+    pub async fn pair_on(
+        &self,
+        replica: &ServiceProcess,
+        first: &str,
+        second: &str,
+    ) -> anyhow::Result<(User, User, String)> {
+        let first = self.user(first).await?;
+        let second = self.user(second).await?;
+        let chat = open_chat(replica, &first, &second).await?;
+        Ok((first, second, chat))
+    }
+}
+
 pub fn socket_url(service: &ServiceProcess) -> String {
     service.url("")
 }
