@@ -26,6 +26,12 @@ use crate::registry::AllowedRegistries;
 use crate::status::{Observed, compute, observe_workloads};
 use crate::{apply, build, status, validate};
 
+/// The longest one reconcile may take, all its requests together (each
+/// also has its own timeouts, see [`crate::client`]); beyond it the
+/// reconcile fails as `timeout` and is retried with backoff, so one stuck
+/// call cannot hold a ChatCluster forever.
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Label selector for the children the controller watches.
 pub const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=parley-operator";
 
@@ -43,6 +49,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Where a ChatCluster's images may come from; empty allows any.
     pub allowed_registries: AllowedRegistries,
+    /// How long one reconcile may take ([`RECONCILE_TIMEOUT`] by default).
+    pub reconcile_timeout: Duration,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -60,6 +68,7 @@ impl Context {
             discovery: DiscoveryCache::default(),
             resync,
             allowed_registries: AllowedRegistries::default(),
+            reconcile_timeout: RECONCILE_TIMEOUT,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -67,6 +76,12 @@ impl Context {
     /// Refuses ChatClusters naming images outside `allowed`.
     pub fn with_allowed_registries(mut self, allowed: AllowedRegistries) -> Self {
         self.allowed_registries = allowed;
+        self
+    }
+
+    /// Bounds one reconcile to `limit` instead of [`RECONCILE_TIMEOUT`].
+    pub fn with_reconcile_timeout(mut self, limit: Duration) -> Self {
+        self.reconcile_timeout = limit;
         self
     }
 
@@ -111,6 +126,9 @@ pub enum Error {
     /// The generated Secrets could not be made or adopted.
     #[error("generated secrets: {0}")]
     GeneratedSecrets(#[from] apply::GeneratedSecretError),
+    /// The reconcile did not finish within its time bound.
+    #[error("reconcile did not finish within {0:?}")]
+    TimedOut(Duration),
 }
 
 impl Error {
@@ -120,7 +138,7 @@ impl Error {
     /// connection, timeout), `apply` (some objects could not be written),
     /// `foreign_secret` (a Secret of a generated name the operator did not
     /// make), `internal` (no randomness or key pair on the operator's
-    /// machine).
+    /// machine), `timeout` (the whole reconcile ran out of time).
     pub fn metric_label(&self) -> &'static str {
         use apply::GeneratedSecretError as G;
         match self {
@@ -129,6 +147,7 @@ impl Error {
             Error::GeneratedSecrets(G::Kube { source, .. }) => kube_label(source),
             Error::GeneratedSecrets(G::Foreign { .. }) => "foreign_secret",
             Error::GeneratedSecrets(G::KeyGeneration(_) | G::NoRandomness(_)) => "internal",
+            Error::TimedOut(_) => "timeout",
         }
     }
 }
@@ -151,10 +170,15 @@ fn now() -> String {
 /// (warning Event, Degraded status) and otherwise left alone.
 pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = match &obj.0 {
-        Ok(cc) => reconcile_inner(cc, &ctx).await,
-        Err(invalid) => report_unreadable(&obj, invalid, &ctx).await,
+    let work = async {
+        match &obj.0 {
+            Ok(cc) => reconcile_inner(cc, &ctx).await,
+            Err(invalid) => report_unreadable(&obj, invalid, &ctx).await,
+        }
     };
+    let result = tokio::time::timeout(ctx.reconcile_timeout, work)
+        .await
+        .unwrap_or(Err(Error::TimedOut(ctx.reconcile_timeout)));
     let outcome = if result.is_ok() { "ok" } else { "error" };
     metrics::counter!("parley_operator_reconciles_total", "result" => outcome).increment(1);
     metrics::histogram!("parley_operator_reconcile_duration_seconds")

@@ -29,6 +29,8 @@ enum Answer {
     Status(u16),
     /// A transport failure: the connection broke, no answer came.
     Broken,
+    /// No answer ever: the request hangs.
+    Hang,
 }
 
 type Rule = Box<dyn Fn(&Method, &str) -> Option<Answer> + Send + Sync>;
@@ -117,6 +119,8 @@ fn mocked(rules: Vec<Rule>) -> (Client, Arc<Mutex<Vec<Seen>>>) {
     let log = seen.clone();
     tokio::spawn(async move {
         let cc = cluster();
+        // Requests left hanging keep their responders here, unanswered.
+        let mut hanging = Vec::new();
         while let Some((request, send)) = handle.next_request().await {
             let (parts, body) = request.into_parts();
             let bytes = http_body_util::BodyExt::collect(body)
@@ -145,6 +149,10 @@ fn mocked(rules: Vec<Rule>) -> (Client, Arc<Mutex<Vec<Seen>>>) {
                     ));
                     continue;
                 }
+                Some(Answer::Hang) => {
+                    hanging.push(send);
+                    continue;
+                }
                 Some(Answer::Status(code)) => (code, status_body(code)),
                 None => default_answer(&request, &cc),
             };
@@ -165,7 +173,10 @@ fn mocked(rules: Vec<Rule>) -> (Client, Arc<Mutex<Vec<Seen>>>) {
 /// Reconciles the default ChatCluster once against `rules`, bounded in time.
 async fn reconcile_with(rules: Vec<Rule>) -> (Result<Action, Error>, Vec<Seen>, Arc<Context>) {
     let (client, seen) = mocked(rules);
-    let ctx = Arc::new(Context::new(client, Duration::from_secs(300), "test"));
+    let ctx = Arc::new(
+        Context::new(client, Duration::from_secs(300), "test")
+            .with_reconcile_timeout(Duration::from_secs(2)),
+    );
     let obj = Arc::new(DeserializeGuard(Ok(cluster())));
     let result = tokio::time::timeout(Duration::from_secs(10), reconcile(obj, ctx.clone()))
         .await
@@ -331,5 +342,28 @@ async fn no_answer_from_discovery_is_a_transport_error_and_applies_nothing() {
     assert!(
         children.is_empty(),
         "applied without discovery: {children:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_call_that_never_answers_fails_the_reconcile_in_its_time_bound() {
+    // Without its own bound the reconcile would hang past the harness's 10 s.
+    let (result, seen, ctx) = reconcile_with(vec![rule(Method::GET, "/secrets/demo-jwt", || {
+        Answer::Hang
+    })])
+    .await;
+    let error = result.expect_err("a hung call cannot make the reconcile succeed");
+    assert!(matches!(error, Error::TimedOut(_)), "{error:?}");
+    assert_eq!(error.metric_label(), "timeout");
+    assert!(
+        applied(&seen).is_empty(),
+        "nothing applied: {:?}",
+        applied(&seen)
+    );
+    // It is retried like any other failure.
+    let obj = Arc::new(DeserializeGuard(Ok(cluster())));
+    assert_eq!(
+        error_policy(obj, &error, ctx),
+        Action::requeue(Duration::from_secs(1))
     );
 }

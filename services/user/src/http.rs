@@ -162,11 +162,16 @@ async fn verify(
     let group = client_group(&state, peer, &headers);
     let session =
         login::verify_code(&state, &body.email, &otp, body.login_id.as_deref(), &group).await?;
-    Ok(Json(json!({
-        "message": "Logged in",
+    Ok(session_answer("Logged in", &session))
+}
+
+/// The answer that hands a client a (new) token: `{message, user, token}`.
+fn session_answer(message: &str, session: &login::Session) -> Json<Value> {
+    Json(json!({
+        "message": message,
         "user": UserView::from(&session.user),
         "token": session.token,
-    })))
+    }))
 }
 
 async fn me(
@@ -238,11 +243,7 @@ async fn update_user(
 ) -> Result<Json<Value>, ApiError> {
     let id = caller(&claims)?;
     let session = login::rename(&state, &id, &body.name).await?;
-    Ok(Json(json!({
-        "message": "User updated",
-        "user": UserView::from(&session.user),
-        "token": session.token,
-    })))
+    Ok(session_answer("User updated", &session))
 }
 
 async fn lookup(
