@@ -104,15 +104,20 @@ pub fn secret_key_refs(cc: &ChatCluster) -> Vec<SecretRef> {
 /// Secret references of a spec: (name, keys it must hold), one entry per
 /// Secret in the order first referred to, `<name>-generated` included.
 pub fn secret_refs(cc: &ChatCluster) -> Vec<(String, Vec<String>)> {
+    by_secret(cc, &secret_key_refs(cc))
+}
+
+/// Pure: `refs` (of `cc`) grouped by Secret, as [`secret_refs`] gives them.
+fn by_secret(cc: &ChatCluster, refs: &[SecretRef]) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = vec![(generated_secret_name(cc), Vec::new())];
-    for r in secret_key_refs(cc) {
+    for r in refs {
         match out.iter_mut().find(|(name, _)| *name == r.name) {
             Some((_, keys)) => {
                 if !keys.contains(&r.key) {
-                    keys.push(r.key);
+                    keys.push(r.key.clone());
                 }
             }
-            None => out.push((r.name, vec![r.key])),
+            None => out.push((r.name.clone(), vec![r.key.clone()])),
         }
     }
     out
@@ -237,13 +242,14 @@ pub async fn dereference(
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut secrets = Vec::new();
     let mut missing = Vec::new();
-    for (name, keys) in secret_refs(cc) {
+    let refs = secret_key_refs(cc);
+    for (name, keys) in by_secret(cc, &refs) {
         let secret = api.get_opt(&name).await?;
         missing.extend(missing_parts(&name, secret.as_ref(), &keys));
         secrets.push((name, secret));
     }
     Ok(Dereferenced {
-        unusable: unusable_parts(&secret_key_refs(cc), &secrets),
+        unusable: unusable_parts(&refs, &secrets),
         secrets: SecretDigests::new(&secrets, &generated_secret_name(cc)),
         missing,
         apis: discovery.get(client).await?,

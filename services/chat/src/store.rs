@@ -123,53 +123,34 @@ impl Store {
 
     /// Creates the indexes every query path needs (idempotent).
     pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
-        let unique = || IndexOptions::builder().unique(true).build();
+        let index = |keys: Document, options: Option<IndexOptions>| {
+            IndexModel::builder().keys(keys).options(options).build()
+        };
+        let unique = || Some(IndexOptions::builder().unique(true).build());
         self.chats
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"pairKey": 1})
-                    .options(unique())
-                    .build(),
-            )
+            .create_indexes([
+                index(doc! {"pairKey": 1}, unique()),
+                index(doc! {"members": 1, "updatedAt": -1, "_id": -1}, None),
+            ])
             .await?;
-        self.chats
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"members": 1, "updatedAt": -1, "_id": -1})
-                    .build(),
-            )
-            .await?;
+        let client_ids = IndexOptions::builder()
+            .unique(true)
+            .partial_filter_expression(doc! {"clientMessageId": {"$exists": true}})
+            .build();
         self.messages
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"chatId": 1, "seq": 1})
-                    .options(unique())
-                    .build(),
-            )
-            .await?;
-        self.messages
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"chatId": 1, "sender": 1, "clientMessageId": 1})
-                    .options(
-                        IndexOptions::builder()
-                            .unique(true)
-                            .partial_filter_expression(doc! {"clientMessageId": {"$exists": true}})
-                            .build(),
-                    )
-                    .build(),
-            )
+            .create_indexes([
+                index(doc! {"chatId": 1, "seq": 1}, unique()),
+                index(
+                    doc! {"chatId": 1, "sender": 1, "clientMessageId": 1},
+                    Some(client_ids),
+                ),
+            ])
             .await?;
         self.blocks
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"blocker": 1, "blocked": 1})
-                    .options(unique())
-                    .build(),
-            )
-            .await?;
-        self.blocks
-            .create_index(IndexModel::builder().keys(doc! {"blocked": 1}).build())
+            .create_indexes([
+                index(doc! {"blocker": 1, "blocked": 1}, unique()),
+                index(doc! {"blocked": 1}, None),
+            ])
             .await?;
         Ok(())
     }

@@ -274,6 +274,22 @@ impl Amqp {
     }
 }
 
+/// Declares the durable topic exchange every event goes through
+/// ([`EXCHANGE`]), as every publisher and consumer of parley declares it.
+pub async fn declare_exchange(channel: &Channel) -> Result<(), lapin::Error> {
+    channel
+        .exchange_declare(
+            EXCHANGE.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
 async fn establish(config: &AmqpConfig, name: &str) -> Result<Live, lapin::Error> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     let connection = match &config.ca {
@@ -291,17 +307,7 @@ async fn establish(config: &AmqpConfig, name: &str) -> Result<Live, lapin::Error
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    publisher
-        .exchange_declare(
-            EXCHANGE.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    declare_exchange(&publisher).await?;
     Ok(Live {
         connection: Arc::new(connection),
         publisher,

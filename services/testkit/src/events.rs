@@ -3,11 +3,9 @@
 //! the exchange the services use ([`parley_contracts::events::EXCHANGE`]).
 
 use anyhow::Context;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use parley_contracts::events::EXCHANGE;
 
 /// A connection to `url` and a channel with publisher confirms on which
@@ -18,17 +16,7 @@ pub async fn channel(url: &str) -> anyhow::Result<(Connection, Channel)> {
         .context("connecting to the broker")?;
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
-    channel
-        .exchange_declare(
-            EXCHANGE.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    parley_common::amqp::declare_exchange(&channel).await?;
     Ok((connection, channel))
 }
 
