@@ -122,15 +122,7 @@ async fn the_front_end_scenario_passes_across_two_chat_replicas() -> anyhow::Res
     .await?;
     let mail = started(
         &mail_bin.to_string_lossy(),
-        &with(
-            &shared,
-            &[
-                ("PARLEY_SMTP_HOST", "127.0.0.1".to_owned()),
-                ("PARLEY_SMTP_PORT", smtp.port().to_string()),
-                ("PARLEY_SMTP_TLS", "none".to_owned()),
-                ("PARLEY_MAIL_FROM", "parley@example.com".to_owned()),
-            ],
-        ),
+        &[shared.clone(), smtp.env()].concat(),
     )
     .await?;
     let chat_env = with(

@@ -54,14 +54,8 @@ async fn main() -> anyhow::Result<()> {
     let queue_secs = queued.elapsed().as_secs_f64();
 
     let mut env = ns.env();
+    env.extend(sink.env());
     env.extend([
-        ("PARLEY_SMTP_HOST".to_owned(), "127.0.0.1".to_owned()),
-        ("PARLEY_SMTP_PORT".to_owned(), sink.port().to_string()),
-        ("PARLEY_SMTP_TLS".to_owned(), "none".to_owned()),
-        (
-            "PARLEY_MAIL_FROM".to_owned(),
-            "parley@example.com".to_owned(),
-        ),
         ("PARLEY_MAIL_PREFETCH".to_owned(), prefetch.clone()),
         ("PARLEY_LOG".to_owned(), "warn".to_owned()),
     ]);

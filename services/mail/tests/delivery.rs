@@ -17,14 +17,8 @@ const T: Duration = Duration::from_secs(15);
 
 fn env(ns: &Namespace, smtp: &SmtpSink, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = ns.env();
+    env.extend(smtp.env());
     env.extend([
-        ("PARLEY_SMTP_HOST".to_owned(), "127.0.0.1".to_owned()),
-        ("PARLEY_SMTP_PORT".to_owned(), smtp.port().to_string()),
-        ("PARLEY_SMTP_TLS".to_owned(), "none".to_owned()),
-        (
-            "PARLEY_MAIL_FROM".to_owned(),
-            "parley@example.com".to_owned(),
-        ),
         (
             "PARLEY_MAIL_RETRY_DELAYS_MS".to_owned(),
             "300,600,1000".to_owned(),

@@ -10,15 +10,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_parley-mail");
 
 fn env(ns: &Namespace, smtp: &SmtpSink) -> Vec<(String, String)> {
     let mut env = ns.env();
-    env.extend([
-        ("PARLEY_SMTP_HOST".to_owned(), "127.0.0.1".to_owned()),
-        ("PARLEY_SMTP_PORT".to_owned(), smtp.port().to_string()),
-        ("PARLEY_SMTP_TLS".to_owned(), "none".to_owned()),
-        (
-            "PARLEY_MAIL_FROM".to_owned(),
-            "parley@example.com".to_owned(),
-        ),
-    ]);
+    env.extend(smtp.env());
     env
 }
 

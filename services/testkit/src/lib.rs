@@ -20,7 +20,7 @@ pub mod tcp_proxy;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-pub use process::ServiceProcess;
+pub use process::{ServiceProcess, call};
 pub use servers::{MongoServer, RabbitServer, RedisServer, SmtpSink};
 pub use shared::Namespace;
 

@@ -214,6 +214,18 @@ impl ServiceProcess {
     }
 }
 
+/// A JSON request to `service` with an optional bearer token: the status
+/// and the body (`Null` when the body is not JSON).
+pub async fn call(
+    service: &ServiceProcess,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    service.call(method, path, token, body).await
+}
+
 /// Pure: the port of the address in the service's "http server listening"
 /// log line (JSON, field `addr`).
 pub fn listening_port(output: &str) -> Option<u16> {

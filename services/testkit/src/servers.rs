@@ -421,6 +421,20 @@ impl SmtpSink {
         self.served.port
     }
 
+    /// What a sender of parley needs to deliver here: the SMTP server
+    /// (plain, no TLS) and a sender address.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("PARLEY_SMTP_HOST", "127.0.0.1".to_owned()),
+            ("PARLEY_SMTP_PORT", self.port().to_string()),
+            ("PARLEY_SMTP_TLS", "none".to_owned()),
+            ("PARLEY_MAIL_FROM", "parley@example.com".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     /// The folder holding one `.eml` file per received message (for
     /// readers outside the harness, such as `e2e/js/scenario.mjs`).
     pub fn mail_dir(&self) -> PathBuf {

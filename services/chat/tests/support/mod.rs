@@ -116,16 +116,7 @@ impl Stack {
     }
 }
 
-/// JSON request; returns status and body (Null when not JSON).
-pub async fn call(
-    service: &ServiceProcess,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    service.call(method, path, token, body).await
-}
+pub use parley_testkit::call;
 
 /// Opens (or finds) the 1:1 chat between `a` and `b`, and has `b` open it
 /// too (so both accepted it and see each other's presence); returns its id.

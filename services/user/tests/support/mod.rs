@@ -113,16 +113,7 @@ impl Mailbox {
     }
 }
 
-/// JSON request; returns status and body (Null when not JSON).
-pub async fn call(
-    service: &ServiceProcess,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    service.call(method, path, token, body).await
-}
+pub use parley_testkit::call;
 
 /// Logs `email` in through the real flow; returns (user, token).
 pub async fn login(
