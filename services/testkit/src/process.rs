@@ -9,6 +9,9 @@ use tokio::process::{Child, Command};
 
 use crate::wait_until;
 
+/// Where the services log the address they listen on.
+const LISTENING_TARGET: &str = "parley_runtime::http::server";
+
 /// A running service binary listening on a port the kernel chose.
 pub struct ServiceProcess {
     child: Child,
@@ -28,12 +31,22 @@ impl ServiceProcess {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("service.log");
         let file = std::fs::File::create(&log)?;
+        // Whatever the level asked for, the line that names the bound
+        // address is logged.
+        let log_filter = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PARLEY_LOG")
+            .map_or("info", |(_, v)| v.as_str());
         let child = Command::new(binary)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PARLEY_HTTP_ADDR", "127.0.0.1:0")
-            .env("PARLEY_LOG", "info")
             .envs(env.iter().cloned())
+            .env(
+                "PARLEY_LOG",
+                format!("{log_filter},{LISTENING_TARGET}=info"),
+            )
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
