@@ -3,7 +3,8 @@
 // socket.io-client and its defaults (long-polling first, then an upgrade;
 // reconnection on). A sends at a steady rate and retries each message with
 // the same clientMessageId until it is acknowledged; B reads live and, after
-// each reconnection, catches up from history with after=<last seq>.
+// each reconnection, catches up from history with after=<the last seq it
+// holds without a gap>.
 // Meanwhile e2e/run.sh deletes a pod or rolls the Deployment.
 //
 //   USER_URL=http://... CHAT_URL=http://... CODES_FROM=http:http://... \
@@ -108,9 +109,13 @@ if (![200, 201].includes(opened.status)) fail(`chat/new: ${opened.status} ${open
 const chatId = opened.json.chatId;
 
 // B: live messages, and after each reconnection what history holds after
-// the last sequence number seen.
+// the last sequence number held without a gap. Live messages of concurrent
+// sends may arrive out of sequence (two pods fan them out), so the highest
+// seq seen is not a safe cursor: one sent just before a pod died may be
+// missing below it.
 const received = new Map(); // clientMessageId -> how it arrived
-let lastSeq = 0;
+const seenSeqs = new Set();
+let contiguousSeq = 0; // every seq up to this one is held
 let recoveredByHistory = 0;
 function note(message, how) {
   if (message?.chatId !== chatId || !message.clientMessageId) return;
@@ -118,16 +123,22 @@ function note(message, how) {
     received.set(message.clientMessageId, how);
     if (how === "history") recoveredByHistory += 1;
   }
-  if (typeof message.seq === "number") lastSeq = Math.max(lastSeq, message.seq);
+  if (typeof message.seq === "number") {
+    seenSeqs.add(message.seq);
+    while (seenSeqs.has(contiguousSeq + 1)) contiguousSeq += 1;
+  }
 }
 async function catchUp() {
+  // From the first gap, page forward through everything history holds.
+  let after = contiguousSeq;
   for (;;) {
-    const page = await http("GET", api(CHAT_URL, `/message/${chatId}?after=${lastSeq}`), { token: bob.token });
-    if (page.status !== 200) throw new Error(`history after ${lastSeq}: ${page.status} ${page.text.slice(0, 200)}`);
+    const page = await http("GET", api(CHAT_URL, `/message/${chatId}?after=${after}`), { token: bob.token });
+    if (page.status !== 200) throw new Error(`history after ${after}: ${page.status} ${page.text.slice(0, 200)}`);
     const messages = page.json?.messages ?? [];
-    const before = lastSeq;
     for (const m of messages) note(m, "history");
-    if (messages.length === 0 || lastSeq === before) return;
+    const last = Math.max(after, ...messages.map((m) => (typeof m.seq === "number" ? m.seq : 0)));
+    if (messages.length === 0 || last === after) return;
+    after = last;
   }
 }
 bob.onConnect = () => {
