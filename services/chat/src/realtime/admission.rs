@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::AdmissionConfig;
@@ -23,6 +23,16 @@ pub enum Class {
     Relay,
     /// Reaches MongoDB.
     Store,
+}
+
+impl Class {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Relay => "relay",
+            Self::Store => "store",
+        }
+    }
 }
 
 /// Why an event was refused.
@@ -106,6 +116,7 @@ const EVENTS: [&str; 6] = [
 struct Counters {
     events: Vec<Counter>,
     refused: Vec<[Counter; 2]>,
+    handled: [Histogram; 2],
 }
 
 /// Counter handles, looked up once (after the recorder is installed, which
@@ -125,11 +136,25 @@ fn counters() -> &'static Counters {
                 })
             })
             .collect(),
+        handled: [Class::Relay, Class::Store].map(|c| {
+            metrics::histogram!("chat_socket_event_seconds", "class" => c.label())
+        }),
     })
 }
 
 fn index(event: &str) -> Option<usize> {
     EVENTS.iter().position(|e| *e == event)
+}
+
+/// Records how long an admitted event took in the service, from its read
+/// to its answer (`chat_socket_event_seconds{class}`): the service's own
+/// latency, without what a client's queues add before the read.
+pub fn record_handled(class: Class, started: std::time::Instant) {
+    let i = match class {
+        Class::Relay => 0,
+        Class::Store => 1,
+    };
+    counters().handled[i].record(started.elapsed().as_secs_f64());
 }
 
 /// Counts a received event.

@@ -237,6 +237,7 @@ impl Shared {
         ack: AckSender<Adapter>,
         wants_ack: bool,
     ) {
+        let started = std::time::Instant::now();
         let name = event.name();
         admission::count_event(name);
         let Some(user) = socket_user(&socket) else {
@@ -312,7 +313,8 @@ impl Shared {
             && (entry.blocked || self.state.fanout.alone())
         {
             let result = blocking::usable(entry).and_then(|()| self.relay_now(&user, event, entry));
-            return reply(&socket, ack, name, result);
+            reply(&socket, ack, name, result);
+            return admission::record_handled(Class::Relay, started);
         }
         // Admission: a slot of this socket (per class), then a ticket of the pod.
         let class = match (event, &known) {
@@ -340,6 +342,7 @@ impl Shared {
                 .await;
             reply(&socket, ack, name, result);
             drop(work);
+            admission::record_handled(class, started);
         });
     }
 
