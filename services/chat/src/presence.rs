@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use mongodb::bson::oid::ObjectId;
 use parley_common::cache::Redis;
+use parley_common::storage::{presence_count_key, presence_sockets_key};
 
 const TOUCH: &str = r"
 local now = tonumber(ARGV[1])
@@ -140,12 +141,11 @@ impl Presence {
     }
 
     fn sockets_key(&self, user: &ObjectId) -> String {
-        self.redis
-            .key(&format!("presence:sockets:{}", user.to_hex()))
+        self.redis.key(&presence_sockets_key(&user.to_hex()))
     }
 
     fn count_key(&self, user: &ObjectId) -> String {
-        self.redis.key(&format!("presence:{}", user.to_hex()))
+        self.redis.key(&presence_count_key(&user.to_hex()))
     }
 
     /// A socket connected.

@@ -20,6 +20,7 @@ pub fn db_error(error: mongodb::error::Error) -> ChatError {
     error.into()
 }
 use parley_common::mongo::{Found, find_or_insert, is_duplicate_key};
+use parley_common::storage::collections;
 
 /// A new message before it is stored.
 #[derive(Debug, Clone)]
@@ -114,8 +115,8 @@ impl Store {
     pub fn new(db: &Database) -> Self {
         Self {
             db: db.clone(),
-            chats: db.collection("chats"),
-            messages: db.collection("messages"),
+            chats: db.collection(collections::CHATS),
+            messages: db.collection(collections::MESSAGES),
             media_usage: db.collection("mediaUsage"),
             blocks: db.collection("blocks"),
         }
@@ -263,7 +264,7 @@ impl Store {
 
     /// True when a user with this id exists.
     pub async fn user_exists(&self, id: &ObjectId) -> Result<bool, ChatError> {
-        let users = self.db.collection::<mongodb::bson::Document>("users");
+        let users = self.db.collection::<Document>(collections::USERS);
         let found = users
             .find_one(doc! {"_id": id})
             .projection(doc! {"_id": 1})
@@ -274,7 +275,7 @@ impl Store {
 
     /// Stores when the user's last socket closed.
     pub async fn set_last_seen(&self, user: &ObjectId, at: DateTime) -> Result<(), ChatError> {
-        let users = self.db.collection::<mongodb::bson::Document>("users");
+        let users = self.db.collection::<Document>(collections::USERS);
         users
             .update_one(doc! {"_id": user}, doc! {"$set": {"lastSeenAt": at}})
             .await

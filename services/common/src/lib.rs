@@ -7,7 +7,7 @@
 //! Redis ([`cache`]) and RabbitMQ ([`amqp`]), their readiness checks,
 //! token revocation and the HTTP authentication built on it.
 
-pub use parley_contracts::{events, token};
+pub use parley_contracts::{events, storage, token};
 pub use parley_runtime::{
     api_error, config, entry, health, metrics, retry, server, shutdown, telemetry, tls,
 };

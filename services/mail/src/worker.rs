@@ -12,6 +12,7 @@ use mongodb::bson::oid::ObjectId;
 use parley_common::amqp::Amqp;
 use parley_common::cache::Redis;
 use parley_common::events::{Envelope, EnvelopeHeader, Event, MessageCreated, OtpRequested};
+use parley_common::storage::{MessageSeenView, UserContactView, collections, presence_count_key};
 use redis::AsyncCommands;
 
 use crate::config::Delivery as Policy;
@@ -336,13 +337,14 @@ impl Worker {
             .map_err(|_| Problem::permanent("chatId is not an id"))?;
         let mongo_down = |e: mongodb::error::Error| Problem::transient(format!("mongodb: {e}"));
         let redis_down = |e: redis::RedisError| Problem::transient(format!("redis: {e}"));
-        let messages = self.db.collection::<mongodb::bson::Document>("messages");
-        let users = self.db.collection::<mongodb::bson::Document>("users");
+        let messages = self.db.collection::<MessageSeenView>(collections::MESSAGES);
+        let users = self.db.collection::<UserContactView>(collections::USERS);
         let seen = messages
             .find_one(doc! {"_id": message_id})
+            .projection(doc! {"seen": 1})
             .await
             .map_err(mongo_down)?
-            .is_some_and(|m| m.get_bool("seen").unwrap_or(false));
+            .is_some_and(|m| m.seen);
         if seen {
             return Ok(());
         }
@@ -352,7 +354,7 @@ impl Worker {
                 continue;
             };
             let online: Option<i64> = conn
-                .get(self.redis.key(&format!("presence:{recipient}")))
+                .get(self.redis.key(&presence_count_key(recipient)))
                 .await
                 .map_err(redis_down)?;
             if online.unwrap_or(0) > 0 {
@@ -388,9 +390,10 @@ impl Worker {
                 .map_err(mongo_down)?;
             let Some(email) = users
                 .find_one(doc! {"_id": recipient_id})
+                .projection(doc! {"email": 1})
                 .await
                 .map_err(mongo_down)?
-                .and_then(|u| u.get_str("email").ok().map(str::to_owned))
+                .and_then(|u| u.email)
             else {
                 continue;
             };

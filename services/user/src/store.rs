@@ -100,6 +100,7 @@ impl From<&UserDoc> for UserView {
 }
 
 use parley_common::mongo::find_or_insert;
+use parley_common::storage::collections;
 
 /// The `users` collection (and, read-only, the chat service's `chats`).
 #[derive(Clone, Debug)]
@@ -112,8 +113,8 @@ impl Users {
     /// Handle on `db.users`.
     pub fn new(db: &mongodb::Database) -> Self {
         Self {
-            users: db.collection("users"),
-            chats: db.collection("chats"),
+            users: db.collection(collections::USERS),
+            chats: db.collection(collections::CHATS),
         }
     }
 
