@@ -9,8 +9,10 @@ use tokio::process::{Child, Command};
 
 use crate::wait_until;
 
-/// Where the services log the address they listen on.
-const LISTENING_TARGET: &str = "parley_runtime::http::server";
+/// Where the services log the address they listen on: the runtime crate
+/// (its server module moved once; earlier builds, run by the benchmarks'
+/// `PARLEY_BENCH_CHAT_BIN`, log it from `parley_runtime::server`).
+const LISTENING_TARGET: &str = "parley_runtime";
 
 /// A running service binary listening on a port the kernel chose.
 pub struct ServiceProcess {

@@ -15,7 +15,15 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// How often recorded histogram samples are folded into their buckets.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The process-wide Prometheus recorder, installed on first use, with its
+/// upkeep running every [`UPKEEP_EVERY`] on a thread of its own.
+///
+/// The recorder keeps every histogram sample until upkeep (or a scrape)
+/// folds it into the buckets; without upkeep, a process nobody scrapes
+/// would hold every sample it ever recorded.
 ///
 /// Returns `None` when another recorder was installed first (the process
 /// then keeps that one, and `/metrics` says so).
@@ -25,7 +33,20 @@ pub fn prometheus() -> Option<PrometheusHandle> {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .ok()?;
-            builder.install_recorder().ok()
+            let handle = builder.install_recorder().ok()?;
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "no metrics upkeep: histograms fold only when scraped");
+            }
+            Some(handle)
         })
         .clone()
 }
