@@ -616,7 +616,13 @@ fn typing_packet(client: &Client, fifo: &Fifo, chat: &str) -> String {
 }
 
 /// Open-loop typing from every socket at `rate` events/s in total until `stop`.
-fn drive_typing(pairs: &Pairs, stats: &Arc<Stats>, rate: f64, stop: Arc<AtomicBool>) {
+fn drive_typing(
+    pairs: &Pairs,
+    stats: &Arc<Stats>,
+    rate: f64,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
     let n = pairs.clients.len();
     let per_socket = rate / n as f64;
     // Each socket ticks at most 1,000 times a second and sends a share per tick.
@@ -630,7 +636,7 @@ fn drive_typing(pairs: &Pairs, stats: &Arc<Stats>, rate: f64, stop: Arc<AtomicBo
         let stats = stats.clone();
         let stop = stop.clone();
         let offset = period.mul_f64(i as f64 / n as f64);
-        tokio::spawn(async move {
+        handles.push(tokio::spawn(async move {
             tokio::time::sleep(offset).await;
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -648,12 +654,19 @@ fn drive_typing(pairs: &Pairs, stats: &Arc<Stats>, rate: f64, stop: Arc<AtomicBo
                     }
                 }
             }
-        });
+        }));
     }
+    handles
 }
 
 /// Closed-loop typing: each socket keeps `window` events in flight.
-fn drive_closed(pairs: &Pairs, stats: &Arc<Stats>, window: usize, stop: Arc<AtomicBool>) {
+fn drive_closed(
+    pairs: &Pairs,
+    stats: &Arc<Stats>,
+    window: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
     for (i, client) in pairs.clients.iter().enumerate() {
         let client = client.clone();
         client.window.add_permits(window);
@@ -661,7 +674,7 @@ fn drive_closed(pairs: &Pairs, stats: &Arc<Stats>, window: usize, stop: Arc<Atom
         let chat = pairs.chats[i / 2].clone();
         let stats = stats.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        handles.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let Ok(Ok(permit)) =
                     tokio::time::timeout(Duration::from_secs(2), client.window.acquire()).await
@@ -682,8 +695,9 @@ fn drive_closed(pairs: &Pairs, stats: &Arc<Stats>, window: usize, stop: Arc<Atom
                     tokio::task::yield_now().await;
                 }
             }
-        });
+        }));
     }
+    handles
 }
 
 /// Open-loop `sendMessage` from the first `senders` pairs' even sockets.
@@ -694,7 +708,8 @@ fn drive_messages(
     rate: f64,
     epoch: Instant,
     stop: Arc<AtomicBool>,
-) {
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
     let senders = senders.min(pairs.chats.len()).max(1);
     let period = Duration::from_secs_f64(senders as f64 / rate.max(0.001));
     for pair in 0..senders {
@@ -703,7 +718,7 @@ fn drive_messages(
         let stats = stats.clone();
         let stop = stop.clone();
         let offset = period.mul_f64(pair as f64 / senders as f64);
-        tokio::spawn(async move {
+        handles.push(tokio::spawn(async move {
             tokio::time::sleep(offset).await;
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -719,7 +734,23 @@ fn drive_messages(
                     stats.messages_sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
-        });
+        }));
+    }
+    handles
+}
+
+/// Waits for stopped drivers to send their last event (each may be asleep
+/// until its next tick when the stop comes), so that nothing is sent after
+/// the counts are read; a driver stuck past 15 s is aborted.
+async fn finish(drivers: Vec<tokio::task::JoinHandle<()>>) {
+    for driver in drivers {
+        let abort = driver.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(15), driver)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
 }
 
@@ -861,14 +892,21 @@ async fn typing(scenario: &str) -> anyhow::Result<Outcome> {
         .await;
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
-    if closed {
-        drive_closed(&pairs, &stats, window, stop.clone());
+    let mut drivers = if closed {
+        drive_closed(&pairs, &stats, window, stop.clone())
     } else {
-        drive_typing(&pairs, &stats, rate, stop.clone());
-    }
+        drive_typing(&pairs, &stats, rate, stop.clone())
+    };
     if message_rate > 0.0 {
         let senders = knob("PARLEY_BENCH_SENDERS", 16) as usize;
-        drive_messages(&pairs, &stats, senders, message_rate, epoch, stop.clone());
+        drivers.extend(drive_messages(
+            &pairs,
+            &stats,
+            senders,
+            message_rate,
+            epoch,
+            stop.clone(),
+        ));
     }
     let mut rss_peak = 0;
     while t0.elapsed() < Duration::from_secs(seconds) {
@@ -878,6 +916,7 @@ async fn typing(scenario: &str) -> anyhow::Result<Outcome> {
     stop.store(true, Ordering::Relaxed);
     let window_secs = t0.elapsed().as_secs_f64();
     let cpu_window = pods_.cpu() - cpu0;
+    finish(drivers).await;
     drain(&stats, Duration::from_secs(10)).await;
     let served = pods_
         .buckets("chat_socket_event_seconds", "class=\"relay\"")
@@ -1150,9 +1189,10 @@ async fn overload() -> anyhow::Result<()> {
     let rss0 = pods.rss_kib();
     // Loaded level: the normal load for 5 s.
     let stop = Arc::new(AtomicBool::new(false));
-    drive_typing(&pairs, &stats, warm_rate, stop.clone());
+    let drivers = drive_typing(&pairs, &stats, warm_rate, stop.clone());
     tokio::time::sleep(Duration::from_secs(5)).await;
     stop.store(true, Ordering::Relaxed);
+    finish(drivers).await;
     drain(&stats, Duration::from_secs(10)).await;
     let rss_loaded = pods.rss_kib();
     let warm = (
@@ -1174,7 +1214,7 @@ async fn overload() -> anyhow::Result<()> {
         .await;
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
-    drive_typing(&pairs, &stats, rate, stop.clone());
+    let drivers = drive_typing(&pairs, &stats, rate, stop.clone());
     let mut rss_peak = 0;
     while t0.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1183,6 +1223,7 @@ async fn overload() -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let window = t0.elapsed().as_secs_f64();
     let cpu = pods.cpu() - cpu0;
+    finish(drivers).await;
     drain(&stats, Duration::from_secs(20)).await;
     let served = pods
         .buckets("chat_socket_event_seconds", "class=\"relay\"")
@@ -1275,10 +1316,11 @@ async fn messages() -> anyhow::Result<Outcome> {
     let cpu0 = pods.cpu();
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
-    drive_messages(&pairs, &stats, senders, rate, epoch, stop.clone());
+    let drivers = drive_messages(&pairs, &stats, senders, rate, epoch, stop.clone());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let window = t0.elapsed().as_secs_f64();
+    finish(drivers).await;
     // Wait for the queue to empty: every sent message acked or refused.
     let until = Instant::now() + Duration::from_secs(60);
     while Instant::now() < until
