@@ -114,7 +114,7 @@ pub async fn serve(
     let store = Store::new(mongo.db());
     ensure_indexes(store.clone(), shutdown.clone());
     let (socket_routes, io) = realtime::build(
-        &config.redis.url,
+        &config.redis,
         fanout::channel_prefix(&redis),
         config.handshake.connect_timeout,
     )

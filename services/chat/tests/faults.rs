@@ -9,6 +9,7 @@ use futures::StreamExt;
 use lapin::options::BasicAckOptions;
 use parley_common::events::{Envelope, Event, MessageCreated, UserUpdated};
 use parley_testkit::socketio::{JsClient, Transport};
+use parley_testkit::tcp_proxy::TcpProxy;
 use parley_testkit::{MongoServer, RedisServer, wait_until};
 use reqwest::Method;
 use serde_json::json;
@@ -154,6 +155,64 @@ async fn redis_outage_keeps_one_replica_messaging_and_presence_recovers() -> any
     })
     .await?;
     Ok(())
+}
+
+/// Redis vanishes without closing its connections (its pod deleted, the IP
+/// gone): every command on them times out, and redis-rs' manager does not
+/// reconnect on a timeout. Before the watchdog, the replicas published into
+/// the dead connection forever and cross-replica delivery never came back.
+#[tokio::test]
+async fn a_redis_connection_that_stops_answering_is_replaced() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let front = TcpProxy::start(redis.port()).await?;
+    let stack = Stack::new().await?.with(
+        "PARLEY_REDIS_URL",
+        format!("redis://127.0.0.1:{}", front.port()),
+    );
+    let a = stack.replica().await?;
+    let b = stack.replica().await?;
+    let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
+    let mut al = client(&socket_url(&a), &alice.token).await?;
+    let mut bo = client(&socket_url(&b), &bob.token).await?;
+    // Bob's replica subscribed once Alice's message crosses.
+    until_crossed(&mut al, &mut bo, &chat, "before", T).await?;
+
+    front.freeze_open_connections();
+    let took = until_crossed(&mut al, &mut bo, &chat, "after", Duration::from_secs(30)).await?;
+    eprintln!("cross-replica delivery back {took:?} after the freeze");
+    Ok(())
+}
+
+/// Alice sends `prefix` with a fresh suffix until Bob, on another replica,
+/// gets one within a second; how long that took.
+async fn until_crossed(
+    al: &mut JsClient,
+    bo: &mut JsClient,
+    chat: &str,
+    prefix: &str,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let start = std::time::Instant::now();
+    loop {
+        let text = format!("{prefix}-{}", uuid::Uuid::new_v4());
+        let sent = al
+            .emit_ack("sendMessage", json!({"chatId": chat, "text": &text}), T)
+            .await;
+        if sent.is_ok_and(|ack| ack["message"]["text"] == text.as_str())
+            && bo
+                .event_where("newMessage", Duration::from_secs(1), |m| {
+                    m["text"] == text.as_str()
+                })
+                .await
+                .is_ok()
+        {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(
+            start.elapsed() < timeout,
+            "{prefix}: Alice's messages did not reach Bob's replica within {timeout:?}"
+        );
+    }
 }
 
 #[tokio::test]

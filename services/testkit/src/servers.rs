@@ -152,6 +152,11 @@ impl RedisServer {
         format!("{}://127.0.0.1:{}", self.scheme, self.served.port)
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.served.port
+    }
+
     /// Kills it.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         self.served.stop().await

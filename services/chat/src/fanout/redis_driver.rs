@@ -3,17 +3,21 @@
 //!
 //! The stock driver holds one multiplexed connection that never reconnects.
 //! This one uses a self-healing connection manager with automatic
-//! re-subscription, retries subscriptions that failed while Redis was down,
-//! and degrades to local-only delivery while Redis is unreachable (clients
-//! catch up with `GET /message/:chatId?after=`), instead of failing sends.
+//! re-subscription, replaces a connection that stopped answering (a Redis
+//! pod that vanished without closing it: see [`HealingManager`]) and
+//! subscribes its channels again on the new one, retries subscriptions that
+//! failed while Redis was down, and degrades to local-only delivery while
+//! Redis is unreachable (clients catch up with `GET /message/:chatId?after=`),
+//! instead of failing sends.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, IntoConnectionInfo, PushInfo, PushKind, Value};
+use parley_common::cache::{CacheError, HealingManager, RedisConfig, WATCHDOG_EVERY};
+use redis::aio::ConnectionManagerConfig;
+use redis::{AsyncCommands, PushInfo, PushKind, Value};
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use tokio::sync::mpsc;
 
@@ -21,15 +25,32 @@ type Handlers = Arc<Mutex<HashMap<String, mpsc::Sender<ChanItem>>>>;
 
 /// Errors the driver reports (only for programming errors; outages degrade).
 #[derive(Debug, thiserror::Error)]
-#[error("redis driver: {0}")]
-pub struct DriverError(#[from] redis::RedisError);
+pub enum DriverError {
+    /// The client could not be built from the configuration.
+    #[error("redis driver: {0}")]
+    Config(#[from] CacheError),
+    /// The connection manager refused its settings.
+    #[error("redis driver: {0}")]
+    Redis(#[from] redis::RedisError),
+}
 
 /// The resilient driver; cheap to clone.
 #[derive(Clone)]
 pub struct ResilientDriver {
-    conn: ConnectionManager,
+    conn: HealingManager,
     handlers: Handlers,
     pending: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Marks every channel with a handler as to be subscribed (again).
+fn resubscribe_all(handlers: &Handlers, pending: &Mutex<HashSet<String>>) {
+    let channels: Vec<String> = handlers
+        .lock()
+        .map(|h| h.keys().cloned().collect())
+        .unwrap_or_default();
+    if let Ok(mut pending) = pending.lock() {
+        pending.extend(channels);
+    }
 }
 
 fn dispatch(msg: PushInfo, handlers: &Handlers) {
@@ -52,15 +73,10 @@ fn dispatch(msg: PushInfo, handlers: &Handlers) {
 }
 
 impl ResilientDriver {
-    /// Connects lazily to `url` (RESP3 is forced: push messages need it).
-    pub fn new(url: &str) -> Result<Self, DriverError> {
-        let info = url.into_connection_info()?;
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info)?;
+    /// Connects lazily to the configured Redis (RESP3 is forced: push
+    /// messages need it).
+    pub fn new(redis: &RedisConfig) -> Result<Self, DriverError> {
+        let client = redis.client(true)?;
         let handlers: Handlers = Arc::new(Mutex::new(HashMap::new()));
         let for_push = handlers.clone();
         let config = ConnectionManagerConfig::new()
@@ -73,12 +89,16 @@ impl ResilientDriver {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = HealingManager::new(client, config)?;
         let driver = Self {
             conn,
             handlers,
             pending: Arc::new(Mutex::new(HashSet::new())),
         };
+        let (handlers, pending) = (driver.handlers.clone(), driver.pending.clone());
+        driver.conn.spawn_watchdog(WATCHDOG_EVERY, move |_| {
+            resubscribe_all(&handlers, &pending);
+        });
         driver.spawn_retry();
         Ok(driver)
     }
@@ -96,7 +116,7 @@ impl ResilientDriver {
                     .map(|p| p.iter().cloned().collect())
                     .unwrap_or_default();
                 for chan in pending {
-                    if driver.conn.clone().subscribe(chan.as_str()).await.is_ok()
+                    if driver.conn.conn().subscribe(chan.as_str()).await.is_ok()
                         && let Ok(mut p) = driver.pending.lock()
                     {
                         p.remove(&chan);
@@ -112,11 +132,15 @@ impl Driver for ResilientDriver {
     type Error = DriverError;
 
     async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), Self::Error> {
-        if let Err(error) = self.conn.clone().publish::<_, _, Value>(&chan, val).await {
+        let (generation, mut conn) = self.conn.current();
+        if let Err(error) = conn.publish::<_, _, Value>(&chan, val).await {
             // Degrade: local delivery still happens; other replicas miss this
             // event and their clients catch up through the REST history.
             metrics::counter!("socketio_adapter_publish_failed_total").increment(1);
             tracing::warn!(%error, "socket.io adapter publish failed; delivering locally only");
+            if error.is_timeout() && self.conn.replace(generation).is_some() {
+                resubscribe_all(&self.handlers, &self.pending);
+            }
         }
         Ok(())
     }
@@ -130,7 +154,7 @@ impl Driver for ResilientDriver {
         if let Ok(mut handlers) = self.handlers.lock() {
             handlers.insert(chan.clone(), tx);
         }
-        if let Err(error) = self.conn.clone().subscribe(chan.as_str()).await {
+        if let Err(error) = self.conn.conn().subscribe(chan.as_str()).await {
             tracing::warn!(%error, channel = %chan, "socket.io adapter subscribe failed; retrying in the background");
             if let Ok(mut pending) = self.pending.lock() {
                 pending.insert(chan);
@@ -146,7 +170,7 @@ impl Driver for ResilientDriver {
         if let Ok(mut pending) = self.pending.lock() {
             pending.remove(&chan);
         }
-        let _ = self.conn.clone().unsubscribe(chan.as_str()).await;
+        let _ = self.conn.conn().unsubscribe(chan.as_str()).await;
         Ok(())
     }
 
@@ -154,7 +178,7 @@ impl Driver for ResilientDriver {
         let reply: redis::RedisResult<(String, u16)> = redis::cmd("PUBSUB")
             .arg("NUMSUB")
             .arg(chan)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.conn())
             .await;
         // While Redis is down, this replica is the only one it can reach.
         Ok(reply.map(|(_, n)| n.max(1)).unwrap_or(1))

@@ -52,17 +52,17 @@ pub const ADAPTER_STREAM_BUFFER: usize = 8192;
 /// larger frames are read in several steps).
 pub const WS_READ_BUFFER_BYTES: usize = 1024;
 
-/// Builds the Socket.IO service and handle over Redis at `redis_url`.
+/// Builds the Socket.IO service and handle over the configured Redis.
 ///
 /// One service (one engine) for the whole router: applying the layer to an
 /// axum `Router` would give each route its own engine, and polling sessions
 /// would not be found from one request to the next.
 pub fn build(
-    redis_url: &str,
+    redis: &parley_common::cache::RedisConfig,
     channel_prefix: String,
     connect_timeout: std::time::Duration,
 ) -> Result<(axum::Router, SocketIo<Adapter>), DriverError> {
-    let driver = ResilientDriver::new(redis_url)?;
+    let driver = ResilientDriver::new(redis)?;
     let ctr = RedisAdapterCtr::new_with_driver(
         driver,
         RedisAdapterConfig::new()

@@ -2,12 +2,18 @@
 //!
 //! A lazy [`ConnectionManager`]: it connects on first use and reconnects by
 //! itself after an outage, with short timeouts so a dead Redis gives a quick
-//! error rather than a hung request. Every key parley writes carries the
-//! configured prefix.
+//! error rather than a hung request, and a watchdog ([`healing`]) that
+//! replaces a connection that stopped answering. Every key parley writes
+//! carries the configured prefix.
+
+mod healing;
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
+
+pub use healing::HealingManager;
 
 use crate::config::{ConfigError, Env, REQUIRED, UNSET, VarDoc};
 use crate::tls::CaBundle;
@@ -97,39 +103,85 @@ pub enum CacheError {
     Url(#[source] redis::RedisError),
 }
 
-/// A self-healing Redis connection and parley's key prefix.
-#[derive(Clone)]
-pub struct Redis {
-    client: redis::Client,
-    manager: ConnectionManager,
-    prefix: String,
+/// How often the watchdog pings an open connection; with the 2 s response
+/// timeout, a connection that stopped answering is replaced within ~3 s.
+pub const WATCHDOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Socket options of every Redis connection: no Nagle delay on small
+/// commands (a relayed event is one small `PUBLISH`), and a kernel that
+/// drops the connection when its peer vanished: keepalive probes on an idle
+/// connection (a subscription), a 5 s limit on unacknowledged data on a busy
+/// one. The connection manager then sees a closed connection and reconnects.
+pub fn tcp_settings() -> TcpSettings {
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(5))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(3);
+    TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
+        .set_user_timeout(Duration::from_secs(5))
 }
 
-impl Redis {
-    /// Builds the connection manager. No network I/O happens here.
-    pub fn connect(config: &RedisConfig) -> Result<Self, CacheError> {
-        if config.url.starts_with("rediss:") {
+impl RedisConfig {
+    /// A client for this configuration: its CAs, [`tcp_settings`], and RESP3
+    /// when `resp3` (pub/sub push messages on a multiplexed connection).
+    pub fn client(&self, resp3: bool) -> Result<redis::Client, CacheError> {
+        use redis::IntoConnectionInfo;
+        if self.url.starts_with("rediss:") {
             crate::tls::install_crypto_provider();
         }
-        let client = match &config.ca {
-            None => redis::Client::open(config.url.as_str()),
+        let mut info = self
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(CacheError::Url)?
+            .set_tcp_settings(tcp_settings());
+        if resp3 {
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3);
+            info = info.set_redis_settings(settings);
+        }
+        match &self.ca {
+            None => redis::Client::open(info),
             Some(ca) => redis::Client::build_with_tls(
-                config.url.as_str(),
+                info,
                 redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(ca.pem.clone().into_bytes()),
                 },
             ),
         }
-        .map_err(CacheError::Url)?;
+        .map_err(CacheError::Url)
+    }
+}
+
+/// A self-healing Redis connection and parley's key prefix.
+#[derive(Clone)]
+pub struct Redis {
+    client: redis::Client,
+    manager: HealingManager,
+    prefix: String,
+}
+
+impl Redis {
+    /// Builds the connection manager. No network I/O happens here; inside a
+    /// Tokio runtime its watchdog starts (it ends with the last clone).
+    pub fn connect(config: &RedisConfig) -> Result<Self, CacheError> {
+        let client = config.client(false)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(CacheError::Url)?;
+        let manager =
+            HealingManager::new(client.clone(), manager_config).map_err(CacheError::Url)?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            manager.spawn_watchdog(WATCHDOG_EVERY, |_| {});
+        }
         Ok(Self {
             client,
             manager,
@@ -139,7 +191,7 @@ impl Redis {
 
     /// A handle for commands; cheap to clone.
     pub fn conn(&self) -> ConnectionManager {
-        self.manager.clone()
+        self.manager.conn()
     }
 
     /// The client, for connections of their own (pub/sub subscriptions).
