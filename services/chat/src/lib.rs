@@ -100,12 +100,22 @@ fn invalidate_profiles(
     }))
 }
 
-/// Runs the service on an already bound listener (tests bind port 0).
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// The service assembled: its router, and what runs beside it until the
+/// shutdown token given to [`app`] is cancelled.
+pub struct App {
+    /// Every route: REST, Socket.IO and the operational ones.
+    pub router: axum::Router,
+    io: socketioxide::SocketIo<fanout::Adapter>,
+    amqp: Amqp,
+    receipts_stop: CancellationToken,
+    receipt_writer: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Builds the service over its stores. No store needs to answer: the
+/// connectors connect lazily, and a request that needs one meanwhile gets
+/// a 503 (so routes can be tested in process with `oneshot`).
+pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<App> {
     let mongo = Mongo::connect(&config.mongo, "parley-chat")
         .await
         .context("mongodb client")?;
@@ -124,7 +134,6 @@ pub async fn serve(
     let presence = Presence::new(redis.clone(), config.presence_ttl);
     let receipts_stop = CancellationToken::new();
     let (receipts, receipt_writer) = Receipts::start(store.clone(), receipts_stop.clone());
-    let grace = config.server.shutdown_grace;
     let config_revocation = config.revocation;
     let state = AppState {
         config: Arc::new(config),
@@ -140,57 +149,81 @@ pub async fn serve(
     realtime::register(state.clone(), shutdown.clone())
         .await
         .context("socket.io namespace")?;
-    let revocation_watch = realtime::session::follow_revocations(&state, shutdown.clone());
-    let block_watch = realtime::blocking::follow(&state, shutdown.clone());
-
-    let heartbeat = {
-        let presence = presence.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(presence.heartbeat_every());
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => {
-                        if let Err(error) = presence.heartbeat().await {
-                            tracing::warn!(%error, "presence heartbeat failed");
-                        }
-                    }
-                }
-            }
-        })
-    };
-    let consumer = invalidate_profiles(amqp.clone(), profiles, shutdown.clone());
-
-    let readiness = Readiness::new(shutdown.clone())
+    let tasks = vec![
+        realtime::session::follow_revocations(&state, shutdown.clone()),
+        realtime::blocking::follow(&state, shutdown.clone()),
+        heartbeat(presence, shutdown.clone()),
+        invalidate_profiles(amqp.clone(), profiles, shutdown.clone()),
+    ];
+    let readiness = Readiness::new(shutdown)
         .mongodb(&mongo)
         .redis(&redis)
         .rabbitmq(&amqp);
-    let routes = http::routes(state.clone()).merge(socket_routes);
-    let app = parley_common::server::with_ops(routes, readiness);
+    let routes = http::routes(state).merge(socket_routes);
+    Ok(App {
+        router: parley_common::server::with_ops(routes, readiness),
+        io,
+        amqp,
+        receipts_stop,
+        receipt_writer,
+        tasks,
+    })
+}
+
+/// Refreshes this replica's presence entries until `stop`.
+fn heartbeat(presence: Presence, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(presence.heartbeat_every());
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(error) = presence.heartbeat().await {
+                        tracing::warn!(%error, "presence heartbeat failed");
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Runs the service on an already bound listener (tests bind port 0).
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let grace = config.server.shutdown_grace;
+    let App {
+        router,
+        io,
+        amqp,
+        receipts_stop,
+        receipt_writer,
+        tasks,
+    } = app(config, shutdown.clone()).await?;
 
     // On SIGTERM: close every socket first (clients reconnect to another
     // replica), then let the HTTP server drain.
     let http_stop = CancellationToken::new();
     let closer = {
-        let (shutdown, http_stop, io) = (shutdown.clone(), http_stop.clone(), io.clone());
+        let (shutdown, http_stop) = (shutdown.clone(), http_stop.clone());
         tokio::spawn(async move {
             shutdown.cancelled().await;
             let _ = tokio::time::timeout(Duration::from_secs(10), io.close()).await;
             http_stop.cancel();
         })
     };
-    parley_common::server::serve(listener, app, http_stop, grace)
+    parley_common::server::serve(listener, router, http_stop, grace)
         .await
         .context("http server")?;
     let _ = closer.await;
     // Sockets are closed: write the receipts still queued, then stop.
     receipts_stop.cancel();
     let _ = receipt_writer.await;
-    let _ = heartbeat.await;
-    let _ = revocation_watch.await;
-    let _ = block_watch.await;
-    let _ = consumer.await;
+    for task in tasks {
+        let _ = task.await;
+    }
     amqp.close().await;
     Ok(())
 }
