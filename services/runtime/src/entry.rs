@@ -33,6 +33,7 @@ where
         }
     };
     crate::telemetry::init(service, filter);
+    crate::memory::spawn_trimmer(crate::memory::TRIM_EVERY);
     match run(config, crate::shutdown::on_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod entry;
 pub mod health;
 pub mod http;
+pub mod memory;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
