@@ -151,6 +151,7 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .context("socket.io namespace")?;
     let tasks = vec![
         realtime::session::follow_revocations(&state, shutdown.clone()),
+        realtime::session::expire_tokens(&state, shutdown.clone()),
         realtime::blocking::follow(&state, shutdown.clone()),
         heartbeat(presence, shutdown.clone()),
         invalidate_profiles(amqp.clone(), profiles, shutdown.clone()),

@@ -15,7 +15,6 @@ use crate::fanout::{Adapter, user_room};
 use crate::presence::Transition;
 use crate::realtime::events::Dispatch;
 use crate::realtime::lifecycle::{self, Action};
-use crate::realtime::session;
 use crate::realtime::socket::{SocketState, SocketUser, socket_user};
 use crate::state::AppState;
 
@@ -144,11 +143,6 @@ async fn connected(state: AppState, socket: SocketRef<Adapter>) {
             return;
         }
         metrics::gauge!("chat_sockets_connected").increment(1.0);
-        session::expire(
-            socket.clone(),
-            &SocketUser(user.clone()),
-            user.closed.clone(),
-        );
         match state.presence.connected(&id, socket.id.as_str()).await {
             Ok(Transition::CameOnline) => {
                 drop(step);
@@ -165,7 +159,6 @@ async fn disconnected(state: AppState, socket: SocketRef<Adapter>) {
     let Some(SocketUser(user)) = socket_user(&socket) else {
         return;
     };
-    user.closed.cancel();
     let id = user.id;
     let transition = {
         let mut step = user.lifecycle.lock().await;

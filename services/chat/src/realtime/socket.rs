@@ -50,8 +50,6 @@ pub struct SocketState {
     in_flight: [AtomicU32; 2],
     /// Presence registration, whichever of connect and disconnect runs first.
     pub lifecycle: Lifecycle,
-    /// Cancelled when the socket is gone (stops its expiry timer).
-    pub closed: tokio_util::sync::CancellationToken,
 }
 
 impl SocketState {
@@ -65,7 +63,6 @@ impl SocketState {
             chats: Mutex::new(HashMap::new()),
             in_flight: [AtomicU32::new(0), AtomicU32::new(0)],
             lifecycle: Lifecycle::default(),
-            closed: tokio_util::sync::CancellationToken::new(),
         }
     }
 
