@@ -23,6 +23,7 @@ pub mod connect;
 pub mod events;
 pub mod lifecycle;
 pub mod rate;
+pub mod request_head;
 pub mod session;
 pub mod socket;
 
@@ -78,8 +79,8 @@ pub fn build(
         .connect_timeout(connect_timeout)
         .with_adapter::<Adapter>(ctr)
         .build_svc();
-    Ok((
-        axum::Router::new().route_service("/socket.io/", service),
-        io,
-    ))
+    let routes = axum::Router::new()
+        .route_service("/socket.io/", service)
+        .layer(axum::middleware::map_request(request_head::owned_head));
+    Ok((routes, io))
 }
