@@ -39,7 +39,10 @@ pub async fn register(
         state.config.socket_event_burst,
     );
     let dispatch = Dispatch::new(state.clone());
-    let for_auth = state.clone();
+    // One shared copy for the per-socket handlers: a socket's closures hold
+    // a pointer to it, not a clone of every connector handle.
+    let shared = Arc::new(state.clone());
+    let for_auth = shared.clone();
     let auth = move |socket: SocketRef<Adapter>, TryData(payload): TryData<Value>| {
         let verifier: TokenVerifier = verifier.clone();
         let state = for_auth.clone();
@@ -86,10 +89,10 @@ pub async fn register(
         }
     };
     let on_connect = {
-        let state = state.clone();
+        let state = shared.clone();
         move |socket: SocketRef<Adapter>| {
             let state = state.clone();
-            async move { connected(state, socket).await }
+            async move { connected(&state, socket).await }
         }
     };
     state.fanout.io().ns("/", on_connect.with(auth)).await?;
@@ -105,14 +108,19 @@ pub async fn register(
 ///
 /// One shared handler serves every event (registered as the fallback, so
 /// the socket holds one boxed pointer instead of a map of closures).
-fn prepare(state: &AppState, socket: &SocketRef<Adapter>, user: &SocketUser, dispatch: Dispatch) {
+fn prepare(
+    state: &Arc<AppState>,
+    socket: &SocketRef<Adapter>,
+    user: &SocketUser,
+    dispatch: Dispatch,
+) {
     socket.join(user_room(&user.0.id));
     socket.on_fallback(dispatch);
     let on_disconnect = {
         let state = state.clone();
         move |socket: SocketRef<Adapter>| {
             let state = state.clone();
-            async move { disconnected(state, socket).await }
+            async move { disconnected(&state, socket).await }
         }
     };
     socket.on_disconnect(on_disconnect);
@@ -122,7 +130,7 @@ fn prepare(state: &AppState, socket: &SocketRef<Adapter>, user: &SocketUser, dis
 ///
 /// socketioxide runs this in a task of its own, so the socket may already
 /// be gone (and its disconnect handled) by now: the lifecycle decides.
-async fn connected(state: AppState, socket: SocketRef<Adapter>) {
+async fn connected(state: &AppState, socket: SocketRef<Adapter>) {
     let Some(SocketUser(user)) = socket_user(&socket) else {
         let _ = socket.disconnect();
         return;
@@ -155,7 +163,7 @@ async fn connected(state: AppState, socket: SocketRef<Adapter>) {
     state.fanout.send_online_list(&id, &partners).await;
 }
 
-async fn disconnected(state: AppState, socket: SocketRef<Adapter>) {
+async fn disconnected(state: &AppState, socket: SocketRef<Adapter>) {
     let Some(SocketUser(user)) = socket_user(&socket) else {
         return;
     };
