@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use parley_common::amqp::AmqpConfig;
-use parley_common::cache::RedisConfig;
 use parley_common::config::{ConfigError, Env, REQUIRED, ServerConfig, VarDoc};
 use parley_common::mongo::MongoConfig;
+use parley_common::redis::RedisConfig;
 use parley_common::revocation::RevocationConfig;
 use parley_common::token::{TokenScope, TokenVerifier};
 

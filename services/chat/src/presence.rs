@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mongodb::bson::oid::ObjectId;
-use parley_common::cache::Redis;
+use parley_common::redis::Redis;
 use parley_common::storage::{presence_count_key, presence_sockets_key};
 
 const TOUCH: &str = r"

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use parley_common::cache::Redis;
+use parley_common::redis::Redis;
 use redis::AsyncCommands;
 
 use crate::model::Profile;

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use mongodb::bson::oid::ObjectId;
-use parley_common::cache::{Redis, window_script};
+use parley_common::redis::{Redis, window_script};
 
 /// Checks both windows, then counts the send (and the upload) only when
 /// neither is full. Answers `{'ok'|'sends'|'uploads', ms left}`.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use parley_common::amqp::Amqp;
-use parley_common::cache::Redis;
+use parley_common::redis::Redis;
 use parley_common::revocation::Revocations;
 
 use crate::config::Config;

@@ -4,7 +4,7 @@
 //! between services), which it re-exports under their old paths.
 //!
 //! Its own modules: self-healing connectors for MongoDB ([`mongo`]),
-//! Redis ([`cache`]) and RabbitMQ ([`amqp`]), their readiness checks,
+//! Redis ([`redis`](crate::redis)) and RabbitMQ ([`amqp`]), their readiness checks,
 //! token revocation and the HTTP authentication built on it.
 
 pub use parley_contracts::{events, storage, token};
@@ -13,11 +13,11 @@ pub use parley_runtime::{
 };
 
 pub mod amqp;
-pub mod cache;
 pub mod http;
 pub mod mongo;
 pub mod mongo_user;
 pub mod readiness;
+pub mod redis;
 pub mod reference;
 pub mod revocation;
 

@@ -8,7 +8,7 @@ pub trait ConnectorChecks {
     /// Adds the `mongodb` check (a `ping` round trip).
     fn mongodb(self, mongo: &crate::mongo::Mongo) -> Self;
     /// Adds the `redis` check (a `PING` round trip).
-    fn redis(self, redis: &crate::cache::Redis) -> Self;
+    fn redis(self, redis: &crate::redis::Redis) -> Self;
     /// Adds the `rabbitmq` check (the connection is open).
     fn rabbitmq(self, amqp: &crate::amqp::Amqp) -> Self;
 }
@@ -22,7 +22,7 @@ impl ConnectorChecks for Readiness {
         })
     }
 
-    fn redis(self, redis: &crate::cache::Redis) -> Self {
+    fn redis(self, redis: &crate::redis::Redis) -> Self {
         let redis = redis.clone();
         self.check("redis", move || {
             let redis = redis.clone();

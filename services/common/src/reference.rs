@@ -9,7 +9,7 @@ pub fn service_reference(own: &[VarDoc]) -> Vec<VarDoc> {
         ServerConfig::ENV,
         crate::telemetry::ENV,
         crate::mongo::MongoConfig::ENV,
-        crate::cache::RedisConfig::ENV,
+        crate::redis::RedisConfig::ENV,
         crate::amqp::AmqpConfig::ENV,
         own,
     ]

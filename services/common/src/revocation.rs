@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::Redis;
 use crate::config::{ConfigError, Env, VarDoc};
+use crate::redis::Redis;
 use crate::token::Claims;
 
 /// Generations kept per pod at most (beyond that the stale ones go).
@@ -240,7 +240,7 @@ impl Revocations {
             }
         };
         let this = self.clone();
-        crate::cache::follow_channel(
+        crate::redis::follow_channel(
             self.redis.clone(),
             self.channel(),
             "revocations",

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use parley_common::cache::{Redis, RedisConfig};
+use parley_common::redis::{Redis, RedisConfig};
 use parley_testkit::tcp_proxy::TcpProxy;
 use parley_testkit::{RedisServer, wait_until};
 

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use parley_common::cache::{Redis, RedisConfig};
 use parley_common::config::Env;
+use parley_common::redis::{Redis, RedisConfig};
 use parley_testkit::RedisServer;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 

@@ -1,7 +1,7 @@
 //! The mail service's configuration, from environment variables.
 
 use parley_common::amqp::AmqpConfig;
-use parley_common::cache::RedisConfig;
+use parley_common::redis::RedisConfig;
 use std::time::Duration;
 
 use parley_common::config::{ConfigError, Env, REQUIRED, Redacted, ServerConfig, UNSET, VarDoc};

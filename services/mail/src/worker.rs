@@ -10,8 +10,8 @@ use lettre::{AsyncTransport, Message};
 use mongodb::bson::doc;
 use mongodb::bson::oid::ObjectId;
 use parley_common::amqp::Amqp;
-use parley_common::cache::Redis;
 use parley_common::events::{Envelope, EnvelopeHeader, Event, MessageCreated, OtpRequested};
+use parley_common::redis::Redis;
 use parley_common::storage::{MessageSeenView, UserContactView, collections, presence_count_key};
 use redis::AsyncCommands;
 

@@ -15,14 +15,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_common::cache::{Redis, window_script};
+use parley_common::redis::{Redis, window_script};
 
 use crate::config::Limits;
 use crate::error::{DomainError, Limit};
 
 /// Issues a code if no limit holds, counting it everywhere at once; a
 /// refused request changes nothing, so it cannot use up a shared budget.
-/// (Runs with [`parley_common::cache::window_script`]'s helpers.)
+/// (Runs with [`parley_common::redis::window_script`]'s helpers.)
 const ADMIT: &str = r"
 if count(KEYS[1]) >= tonumber(ARGV[1]) then return {'address', left(KEYS[1])} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'cooldown', left(KEYS[2])} end
@@ -61,7 +61,7 @@ return 1
 
 /// Reserves one try, counting it as a failure until `SETTLE` refunds it.
 /// Answers `{'bound'|'legacy', hash, login key}` or `{refusal, ms}`.
-/// (Runs with [`parley_common::cache::window_script`]'s helpers.)
+/// (Runs with [`parley_common::redis::window_script`]'s helpers.)
 const RESERVE: &str = r"
 local function num(v) return tonumber(v or '0') or 0 end
 if num(redis.call('GET', KEYS[1])) >= tonumber(ARGV[1]) then return {'address', left(KEYS[1])} end

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use jsonwebtoken::jwk::Jwk;
 use parley_common::amqp::AmqpConfig;
-use parley_common::cache::RedisConfig;
 use parley_common::config::{ConfigError, Env, REQUIRED, Redacted, ServerConfig, UNSET, VarDoc};
 use parley_common::mongo::MongoConfig;
+use parley_common::redis::RedisConfig;
 use parley_common::revocation::RevocationConfig;
 use parley_common::token::{TokenScope, TokenSigner, TokenVerifier, jwks_from_public_pems};
 

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use parley_common::amqp::Amqp;
-use parley_common::cache::Redis;
 use parley_common::health::Readiness;
 use parley_common::mongo::Mongo;
 use parley_common::readiness::ConnectorChecks;
+use parley_common::redis::Redis;
 use parley_common::retry;
 use parley_common::revocation::Revocations;
 use tokio::net::TcpListener;

@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 use mongodb::bson::oid::ObjectId;
-use parley_common::cache::Redis;
+use parley_common::redis::Redis;
 use serde::Serialize;
 use serde_json::json;
 use socketioxide::SocketIo;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use parley_common::cache::Redis;
+use parley_common::redis::Redis;
 use tokio_util::sync::CancellationToken;
 
 /// How often the number of pods is read.

@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use parley_common::cache::{CacheError, HealingManager, RedisConfig, WATCHDOG_EVERY};
+use parley_common::redis::{HealingManager, RedisConfig, RedisSetupError, WATCHDOG_EVERY};
 use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncCommands, PushInfo, PushKind, Value};
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
@@ -28,7 +28,7 @@ type Handlers = Arc<Mutex<HashMap<String, mpsc::Sender<ChanItem>>>>;
 pub enum DriverError {
     /// The client could not be built from the configuration.
     #[error("redis driver: {0}")]
-    Config(#[from] CacheError),
+    Config(#[from] RedisSetupError),
     /// The connection manager refused its settings.
     #[error("redis driver: {0}")]
     Redis(#[from] redis::RedisError),

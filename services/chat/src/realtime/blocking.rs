@@ -62,7 +62,7 @@ pub fn follow(state: &AppState, shutdown: CancellationToken) -> tokio::task::Joi
         .fanout
         .on_block_change(Arc::new(move |a, b| forget_between(&here, a, b)));
     let (resubscribed, announced) = (io.clone(), io);
-    parley_common::cache::follow_channel(
+    parley_common::redis::follow_channel(
         state.redis.clone(),
         block_channel(&state.redis),
         "blocks",

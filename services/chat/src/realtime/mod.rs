@@ -59,7 +59,7 @@ pub const WS_READ_BUFFER_BYTES: usize = 1024;
 /// axum `Router` would give each route its own engine, and polling sessions
 /// would not be found from one request to the next.
 pub fn build(
-    redis: &parley_common::cache::RedisConfig,
+    redis: &parley_common::redis::RedisConfig,
     channel_prefix: String,
     connect_timeout: std::time::Duration,
 ) -> Result<(axum::Router, SocketIo<Adapter>), DriverError> {

@@ -97,7 +97,7 @@ impl RedisConfig {
 
 /// Errors building the Redis client.
 #[derive(Debug, thiserror::Error)]
-pub enum CacheError {
+pub enum RedisSetupError {
     /// The URL was refused by the client.
     #[error("invalid Redis URL: {0}")]
     Url(#[source] redis::RedisError),
@@ -126,7 +126,7 @@ pub fn tcp_settings() -> TcpSettings {
 impl RedisConfig {
     /// A client for this configuration: its CAs, [`tcp_settings`], and RESP3
     /// when `resp3` (pub/sub push messages on a multiplexed connection).
-    pub fn client(&self, resp3: bool) -> Result<redis::Client, CacheError> {
+    pub fn client(&self, resp3: bool) -> Result<redis::Client, RedisSetupError> {
         use redis::IntoConnectionInfo;
         if self.url.starts_with("rediss:") {
             crate::tls::install_crypto_provider();
@@ -135,7 +135,7 @@ impl RedisConfig {
             .url
             .as_str()
             .into_connection_info()
-            .map_err(CacheError::Url)?
+            .map_err(RedisSetupError::Url)?
             .set_tcp_settings(tcp_settings());
         if resp3 {
             let settings = info
@@ -154,7 +154,7 @@ impl RedisConfig {
                 },
             ),
         }
-        .map_err(CacheError::Url)
+        .map_err(RedisSetupError::Url)
     }
 }
 
@@ -169,7 +169,7 @@ pub struct Redis {
 impl Redis {
     /// Builds the connection manager. No network I/O happens here; inside a
     /// Tokio runtime its watchdog starts (it ends with the last clone).
-    pub fn connect(config: &RedisConfig) -> Result<Self, CacheError> {
+    pub fn connect(config: &RedisConfig) -> Result<Self, RedisSetupError> {
         let client = config.client(false)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -178,7 +178,7 @@ impl Redis {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
         let manager =
-            HealingManager::new(client.clone(), manager_config).map_err(CacheError::Url)?;
+            HealingManager::new(client.clone(), manager_config).map_err(RedisSetupError::Url)?;
         if tokio::runtime::Handle::try_current().is_ok() {
             manager.spawn_watchdog(WATCHDOG_EVERY, |_| {});
         }
