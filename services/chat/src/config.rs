@@ -58,6 +58,9 @@ pub struct Config {
     pub media_quota_bytes: Option<u64>,
     /// Presence expiry without heartbeat (`PARLEY_PRESENCE_TTL_SECS`, default 30).
     pub presence_ttl: Duration,
+    /// How long after sending the sender may edit a message
+    /// (`PARLEY_MESSAGE_EDIT_WINDOW_SECS`, default 900).
+    pub edit_window: Duration,
     /// Socket events allowed per second per socket (`PARLEY_SOCKET_EVENTS_PER_SEC`, default 10).
     pub socket_events_per_sec: u32,
     /// Burst above that rate (`PARLEY_SOCKET_EVENT_BURST`, default 20).
@@ -76,6 +79,9 @@ pub struct Config {
 
 /// Default of `PARLEY_MEDIA_QUOTA_BYTES`: 1 GiB.
 pub const DEFAULT_MEDIA_QUOTA_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Default of `PARLEY_MESSAGE_EDIT_WINDOW_SECS`: 15 minutes.
+pub const DEFAULT_EDIT_WINDOW: Duration = Duration::from_secs(900);
 
 /// The variables only the chat service reads.
 pub const ENV: &[VarDoc] = &[
@@ -99,6 +105,11 @@ pub const ENV: &[VarDoc] = &[
         "PARLEY_PRESENCE_TTL_SECS",
         "30",
         "presence expiry without heartbeat (a crashed replica's users go offline after this)",
+    ),
+    VarDoc::new(
+        "PARLEY_MESSAGE_EDIT_WINDOW_SECS",
+        "900",
+        "how long after sending the sender may edit a message (403 after)",
     ),
     VarDoc::new(
         "PARLEY_SOCKET_EVENTS_PER_SEC",
@@ -184,6 +195,7 @@ impl Config {
                 "must be at least 3",
             ));
         }
+        let edit_window = env.seconds_or("PARLEY_MESSAGE_EDIT_WINDOW_SECS", DEFAULT_EDIT_WINDOW)?;
         let socket_events_per_sec: u32 =
             env.parsed_or("PARLEY_SOCKET_EVENTS_PER_SEC", "a whole number", 10)?;
         let socket_event_burst: u32 =
@@ -248,6 +260,7 @@ impl Config {
             media_max_bytes,
             media_quota_bytes,
             presence_ttl,
+            edit_window,
             socket_events_per_sec,
             socket_event_burst,
             admission,

@@ -12,7 +12,7 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use mongodb::bson::oid::ObjectId;
 use parley_common::api_error::{ApiError, JsonBody};
@@ -22,6 +22,7 @@ use parley_common::token::TokenVerifier;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::changes::{self, rules, rules::Change};
 use crate::domain;
 use crate::error::ChatError;
 use crate::service::{self, SendInput, caller};
@@ -81,6 +82,15 @@ pub fn routes(state: AppState) -> Router {
             post(send_message).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/api/v1/message/{chat_id}", get(read_messages))
+        .route("/api/v1/message/{chat_id}/changes", get(message_changes))
+        .route(
+            "/api/v1/message/{chat_id}/{message_id}",
+            patch(edit_message).delete(delete_message),
+        )
+        .route(
+            "/api/v1/message/{chat_id}/{message_id}/reactions/{emoji}",
+            put(add_reaction).delete(remove_reaction),
+        )
         .route("/api/v1/media/{media_id}", get(media))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(state)
@@ -242,6 +252,7 @@ struct SendBody {
     chat_id: String,
     text: Option<String>,
     client_message_id: Option<String>,
+    reply_to: Option<String>,
 }
 
 async fn send_message(
@@ -284,6 +295,7 @@ async fn send_message(
             text: body.text,
             client_message_id: body.client_message_id,
             image: None,
+            reply_to: body.reply_to,
         }
     };
     let (message, created) = match service::send(&state, &claims, input).await {
@@ -322,6 +334,7 @@ async fn read_multipart(mut multipart: Multipart) -> Result<SendInput, ApiError>
         text: None,
         client_message_id: None,
         image: None,
+        reply_to: None,
     };
     while let Some(field) = multipart.next_field().await.map_err(field_error)? {
         match field.name().unwrap_or_default() {
@@ -331,6 +344,7 @@ async fn read_multipart(mut multipart: Multipart) -> Result<SendInput, ApiError>
                 input.client_message_id = Some(field.text().await.map_err(field_error)?)
             }
             "image" => input.image = Some(field.bytes().await.map_err(field_error)?.to_vec()),
+            "replyTo" => input.reply_to = Some(field.text().await.map_err(field_error)?),
             other => return Err(ApiError::bad_request(format!("unexpected field {other:?}"))),
         }
     }
@@ -361,6 +375,105 @@ async fn read_messages(
     let (chat, messages) = service::read(&state, &claims, &chat_id, window, limit).await?;
     let user = service::partner_profile(&state, &chat, &me, &token_of(&headers)).await;
     Ok(Json(json!({ "messages": messages, "user": user })))
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    since: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /message/{chatId}/changes?since=N`: what changed in the chat after
+/// change number N (new, edited, deleted, reacted-to and hidden messages).
+async fn message_changes(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(chat_id): Path<String>,
+    query: Result<Query<ChangesQuery>, QueryRejection>,
+) -> Result<Json<changes::ChangePage>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (since, limit) = changes::feed_query(query.since, query.limit)?;
+    Ok(Json(
+        changes::since(&state, &claims, &chat_id, since, limit).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct EditBody {
+    text: String,
+}
+
+/// `PATCH /message/{chatId}/{messageId}` `{text}`: the sender edits.
+async fn edit_message(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path((chat_id, message_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<EditBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let message = changes::change(
+        &state,
+        &claims,
+        &chat_id,
+        &message_id,
+        Change::Edit(body.text),
+    )
+    .await?;
+    Ok(Json(json!({ "message": message })))
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(rename = "for")]
+    scope: Option<String>,
+}
+
+/// `DELETE /message/{chatId}/{messageId}?for=everyone|me`.
+async fn delete_message(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path((chat_id, message_id)): Path<(String, String)>,
+    query: Result<Query<DeleteQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let change = rules::delete_scope(query.scope.as_deref())?;
+    let message = changes::change(&state, &claims, &chat_id, &message_id, change).await?;
+    Ok(Json(json!({ "message": message })))
+}
+
+async fn react(
+    state: &AppState,
+    claims: &parley_common::token::Claims,
+    (chat_id, message_id, emoji): (String, String, String),
+    on: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let emoji = rules::validate_emoji(&emoji)?;
+    let message = changes::change(
+        state,
+        claims,
+        &chat_id,
+        &message_id,
+        Change::React { emoji, on },
+    )
+    .await?;
+    Ok(Json(json!({ "message": message })))
+}
+
+/// `PUT /message/{chatId}/{messageId}/reactions/{emoji}`: the caller reacts.
+async fn add_reaction(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(path): Path<(String, String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    react(&state, &claims, path, true).await
+}
+
+/// `DELETE /message/{chatId}/{messageId}/reactions/{emoji}`: the caller takes it back.
+async fn remove_reaction(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(path): Path<(String, String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    react(&state, &claims, path, false).await
 }
 
 /// `GET /api/v1/media/{id}`: the image, streamed, for a member of its

@@ -1,5 +1,6 @@
 //! parley-chat: chats, messages and realtime delivery across replicas.
 
+pub mod changes;
 pub mod config;
 pub mod domain;
 pub mod error;

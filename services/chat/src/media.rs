@@ -65,8 +65,9 @@ async fn release(state: &AppState, uploader: &ObjectId, size: u64) {
     }
 }
 
-/// Removes a stored image that no message holds, and gives its bytes back.
-async fn discard(state: &AppState, uploader: &ObjectId, image: &ImageRef) {
+/// Removes a stored image that no message holds (any more), and gives its
+/// bytes back.
+pub async fn discard(state: &AppState, uploader: &ObjectId, image: &ImageRef) {
     match state.store.delete_media(&image.media_id).await {
         Ok(_) => release(state, uploader, u64::try_from(image.size).unwrap_or(0)).await,
         Err(error) => {

@@ -32,6 +32,10 @@ pub struct ChatDoc {
     /// Highest message sequence number handed out.
     #[serde(default)]
     pub last_seq: i64,
+    /// Highest change sequence number handed out (every new, edited,
+    /// deleted, hidden or reacted-to message takes the next one).
+    #[serde(default)]
+    pub last_change: i64,
     /// The newest message, if any.
     #[serde(default)]
     pub latest_message: Option<LatestMessage>,
@@ -108,6 +112,55 @@ pub struct MessageDoc {
     /// When the recipient opened it.
     #[serde(default)]
     pub seen_at: Option<DateTime>,
+    /// The chat's change sequence number of this message's latest change
+    /// (creation, edit, deletion, reaction, hiding): the cursor of
+    /// `GET /message/{chatId}/changes`. Messages stored before changes were
+    /// tracked have 0.
+    #[serde(default)]
+    pub change_seq: i64,
+    /// When the sender last edited the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime>,
+    /// When it was deleted for everyone (a tombstone: no text, no image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime>,
+    /// Members who deleted it for themselves only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden_for: Vec<ObjectId>,
+    /// Reactions, in the order each emoji was first used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+    /// The message this one answers, quoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyRef>,
+}
+
+/// One emoji on a message and who reacted with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reaction {
+    /// The emoji, as the client sent it.
+    pub emoji: String,
+    /// Who reacted with it, oldest first.
+    pub users: Vec<ObjectId>,
+}
+
+/// The message a reply quotes: kept with the reply, refreshed when the
+/// original is edited, emptied when it is deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyRef {
+    /// The quoted message.
+    pub message_id: ObjectId,
+    /// Its sequence number (to scroll to it).
+    pub seq: i64,
+    /// Its sender.
+    pub sender: ObjectId,
+    /// A preview of its current text (empty once deleted).
+    pub preview: String,
+    /// True once the original was deleted for everyone.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 fn iso(dt: DateTime) -> String {
@@ -163,6 +216,68 @@ pub struct MessageView {
     pub sent_at: String,
     /// Same as sentAt (original field).
     pub created_at: String,
+    /// The chat's change sequence number of this message's latest change.
+    pub change_seq: i64,
+    /// When the text was last edited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<String>,
+    /// When it was deleted for everyone (`messageType` is then `deleted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+    /// True when the viewer deleted it for themselves (only in the change
+    /// feed; history leaves such messages out).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+    /// Reactions: each emoji with its count and who used it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionView>,
+    /// The message this one answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyView>,
+}
+
+/// A reaction as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionView {
+    /// The emoji.
+    pub emoji: String,
+    /// How many reacted with it.
+    pub count: usize,
+    /// Who.
+    pub users: Vec<String>,
+}
+
+/// A quoted message as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyView {
+    /// The quoted message's id.
+    pub message_id: String,
+    /// Its sequence number.
+    pub seq: i64,
+    /// Its sender.
+    pub sender: String,
+    /// Its current preview (empty once deleted).
+    pub preview: String,
+    /// True once it was deleted for everyone.
+    pub deleted: bool,
+}
+
+impl MessageView {
+    /// The view of `m` for `viewer`: a message the viewer deleted for
+    /// themselves shows as hidden, without its content.
+    pub fn for_viewer(m: &MessageDoc, viewer: &ObjectId) -> Self {
+        let mut view = Self::from(m);
+        if m.hidden_for.contains(viewer) {
+            view.hidden = true;
+            view.text = String::new();
+            view.image = None;
+            view.reactions = Vec::new();
+            view.reply_to = None;
+        }
+        view
+    }
 }
 
 impl From<&MessageDoc> for MessageView {
@@ -194,6 +309,26 @@ impl From<&MessageDoc> for MessageView {
             delivered_at: m.delivered_at.map(iso),
             sent_at: iso(m.sent_at),
             created_at: iso(m.sent_at),
+            change_seq: m.change_seq,
+            edited_at: m.edited_at.map(iso),
+            deleted_at: m.deleted_at.map(iso),
+            hidden: false,
+            reactions: m
+                .reactions
+                .iter()
+                .map(|r| ReactionView {
+                    emoji: r.emoji.clone(),
+                    count: r.users.len(),
+                    users: r.users.iter().map(|u| u.to_hex()).collect(),
+                })
+                .collect(),
+            reply_to: m.reply_to.as_ref().map(|r| ReplyView {
+                message_id: r.message_id.to_hex(),
+                seq: r.seq,
+                sender: r.sender.to_hex(),
+                preview: r.preview.clone(),
+                deleted: r.deleted,
+            }),
         }
     }
 }

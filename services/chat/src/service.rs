@@ -157,6 +157,8 @@ pub struct SendInput {
     pub client_message_id: Option<String>,
     /// Image bytes, not yet checked.
     pub image: Option<Vec<u8>>,
+    /// Raw id of the message this one answers.
+    pub reply_to: Option<String>,
 }
 
 /// Validates, stores and fans out a message. Returns the stored message and
@@ -193,6 +195,18 @@ pub async fn send(
             return Err(blocked_error(&chat, &sender));
         }
     }
+    // A quote is checked before anything is stored.
+    let reply_to = match input.reply_to.as_deref() {
+        Some(raw) => match crate::changes::quote_for(state, &chat_id, &sender, raw).await {
+            Ok(quote) => Some(quote),
+            Err(error) => {
+                // A stranger to the chat learns only that.
+                member_chat(&state.store, &chat_id, &sender).await?;
+                return Err(error);
+            }
+        },
+        None => None,
+    };
     if let Some(cid) = &client_message_id
         && let Some(existing) = state.store.by_client_id(&chat_id, &sender, cid).await?
     {
@@ -215,6 +229,7 @@ pub async fn send(
             image,
             client_message_id,
             preview: preview.clone(),
+            reply_to,
         })
         .await?;
     crate::media::keep_if_sent(state, &sender, stored_image.as_ref(), &appended).await;
@@ -303,8 +318,9 @@ pub async fn set_block(
     Ok(changed)
 }
 
-/// Reads a page of history; marks the other side's messages seen and tells
-/// their senders (`messagesSeen`).
+/// Reads a page of history; marks the other side's messages seen, tells
+/// their senders (`messagesSeen`) and the reader's own devices (`chatRead`,
+/// with the chat's new unread count).
 pub async fn read(
     state: &AppState,
     claims: &Claims,
@@ -315,7 +331,17 @@ pub async fn read(
     let reader = caller(claims)?;
     let chat_id = domain::parse_id("chatId", chat_id)?;
     let chat = member_chat(&state.store, &chat_id, &reader).await?;
-    let (seen_ids, _) = state.store.mark_seen(&chat_id, &reader).await?;
+    let (seen_ids, seen_at) = state.store.mark_seen(&chat_id, &reader).await?;
+    if !seen_ids.is_empty() {
+        // The reader's other devices: this chat has nothing unread now.
+        let read = serde_json::json!({
+            "chatId": chat_id.to_hex(),
+            "unseenCount": 0,
+            "readUpTo": chat.last_seq,
+            "readAt": seen_at.try_to_rfc3339_string().unwrap_or_default(),
+        });
+        state.fanout.to_users([&reader], "chatRead", &read).await;
+    }
     // In a blocked chat, reading tells the other nothing (it would show
     // that the reader is around).
     if !seen_ids.is_empty() && chat.blocked_by.is_empty() {
@@ -331,7 +357,10 @@ pub async fn read(
             .to_users(others, "messagesSeen", &payload)
             .await;
     }
-    let messages = state.store.messages(&chat_id, window, limit).await?;
+    let messages = state
+        .store
+        .messages(&chat_id, &reader, window, limit)
+        .await?;
     Ok((chat, messages.iter().map(MessageView::from).collect()))
 }
 

@@ -11,9 +11,10 @@ use mongodb::options::{GridFsBucketOptions, IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
 use serde::Deserialize;
 
+use crate::changes::rules::Update;
 use crate::domain::{ChunkPlan, Window, pair_key};
 use crate::error::ChatError;
-use crate::model::{ChatDoc, ImageRef, MessageDoc};
+use crate::model::{ChatDoc, ImageRef, MessageDoc, ReplyRef};
 
 /// A driver error in the domain's words (unavailable or internal).
 pub fn db_error(error: mongodb::error::Error) -> ChatError {
@@ -37,6 +38,8 @@ pub struct NewMessage {
     pub client_message_id: Option<String>,
     /// Preview for the chat list.
     pub preview: String,
+    /// The quoted message of a reply.
+    pub reply_to: Option<ReplyRef>,
 }
 
 /// A message a delivered receipt may mark: not yet delivered.
@@ -141,6 +144,7 @@ impl Store {
         self.messages
             .create_indexes([
                 index(doc! {"chatId": 1, "seq": 1}, unique()),
+                index(doc! {"chatId": 1, "changeSeq": 1}, None),
                 index(
                     doc! {"chatId": 1, "sender": 1, "clientMessageId": 1},
                     Some(client_ids),
@@ -297,6 +301,7 @@ impl Store {
                 members: vec![*a, *b],
                 pair_key: key.clone(),
                 last_seq: 0,
+                last_change: 0,
                 latest_message: None,
                 created_at: now,
                 updated_at: now,
@@ -451,7 +456,10 @@ impl Store {
     pub async fn append_message(&self, new: NewMessage) -> Result<Appended, ChatError> {
         let now = DateTime::now();
         let pipeline = vec![
-            doc! {"$set": {"lastSeq": {"$add": [{"$ifNull": ["$lastSeq", 0_i64]}, 1_i64]}}},
+            doc! {"$set": {
+                "lastSeq": {"$add": [{"$ifNull": ["$lastSeq", 0_i64]}, 1_i64]},
+                "lastChange": {"$add": [{"$ifNull": ["$lastChange", 0_i64]}, 1_i64]},
+            }},
             doc! {"$set": {
                 "latestMessage": {
                     "text": {"$literal": new.preview.as_str()},
@@ -488,6 +496,12 @@ impl Store {
             delivered_at: None,
             seen: false,
             seen_at: None,
+            change_seq: chat.last_change,
+            edited_at: None,
+            deleted_at: None,
+            hidden_for: Vec::new(),
+            reactions: Vec::new(),
+            reply_to: new.reply_to,
         };
         if let Err(e) = self.messages.insert_one(&message).await {
             if is_duplicate_key(&e)
@@ -514,7 +528,13 @@ impl Store {
         let rows: Vec<mongodb::bson::Document> = self
             .messages
             .aggregate(vec![
-                doc! {"$match": {"chatId": {"$in": chats}, "seen": false, "sender": {"$ne": reader}}},
+                doc! {"$match": {
+                    "chatId": {"$in": chats},
+                    "seen": false,
+                    "sender": {"$ne": reader},
+                    "deletedAt": {"$exists": false},
+                    "hiddenFor": {"$ne": reader},
+                }},
                 doc! {"$group": {"_id": "$chatId", "n": {"$sum": 1}}},
             ])
             .await
@@ -537,18 +557,21 @@ impl Store {
             .collect())
     }
 
-    /// A page of a chat's messages, oldest first.
+    /// A page of a chat's messages as `viewer` sees them (without those
+    /// they deleted for themselves), oldest first.
     pub async fn messages(
         &self,
         chat: &ObjectId,
+        viewer: &ObjectId,
         window: Window,
         limit: i64,
     ) -> Result<Vec<MessageDoc>, ChatError> {
-        let (filter, ascending) = match window {
+        let (mut filter, ascending) = match window {
             Window::Latest => (doc! {"chatId": chat}, false),
             Window::Before(seq) => (doc! {"chatId": chat, "seq": {"$lt": seq}}, false),
             Window::After(seq) => (doc! {"chatId": chat, "seq": {"$gt": seq}}, true),
         };
+        filter.insert("hiddenFor", doc! {"$ne": viewer});
         let mut page: Vec<MessageDoc> = self
             .messages
             .find(filter)
@@ -569,6 +592,134 @@ impl Store {
     pub async fn message(&self, id: &ObjectId) -> Result<Option<MessageDoc>, ChatError> {
         self.messages
             .find_one(doc! {"_id": id})
+            .await
+            .map_err(db_error)
+    }
+
+    /// Takes the chat's next change number, for a member only (`None`
+    /// when there is no such chat or `member` is not one).
+    pub async fn next_change(
+        &self,
+        chat: &ObjectId,
+        member: &ObjectId,
+    ) -> Result<Option<i64>, ChatError> {
+        Ok(self
+            .chats
+            .find_one_and_update(
+                doc! {"_id": chat, "members": member},
+                doc! {"$inc": {"lastChange": 1_i64}},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)?
+            .map(|c| c.last_change))
+    }
+
+    /// Writes `update` to `message` as change number `seq`, only if nobody
+    /// changed the message since it was read (its `changeSeq` is still the
+    /// one read). False when somebody did: read it again and decide anew.
+    pub async fn apply_change(
+        &self,
+        message: &MessageDoc,
+        update: &Update,
+        seq: i64,
+    ) -> Result<bool, ChatError> {
+        let mut filter = doc! {"_id": message.id};
+        if message.change_seq == 0 {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! {"changeSeq": 0_i64},
+                    doc! {"changeSeq": {"$exists": false}},
+                ],
+            );
+        } else {
+            filter.insert("changeSeq", message.change_seq);
+        }
+        let write = match update {
+            Update::Nothing => return Ok(true),
+            Update::Edit { text, at } => {
+                doc! {"$set": {"text": text, "editedAt": at, "changeSeq": seq}}
+            }
+            Update::Tombstone { at } => doc! {
+                "$set": {
+                    "text": "",
+                    "messageType": "deleted",
+                    "deletedAt": at,
+                    "reactions": [],
+                    "changeSeq": seq,
+                },
+                "$unset": {"image": "", "replyTo": ""},
+            },
+            Update::Hide(user) => doc! {
+                "$addToSet": {"hiddenFor": user},
+                "$set": {"changeSeq": seq},
+            },
+            Update::Reactions(reactions) => {
+                let reactions = mongodb::bson::to_bson(reactions)
+                    .map_err(|e| ChatError::internal(format!("reactions: {e}")))?;
+                doc! {"$set": {"reactions": reactions, "changeSeq": seq}}
+            }
+        };
+        let result = self
+            .messages
+            .update_one(filter, write)
+            .await
+            .map_err(db_error)?;
+        Ok(result.matched_count == 1)
+    }
+
+    /// Refreshes the quote in every reply to `original` (its new preview,
+    /// or emptied once deleted), as part of change number `seq`.
+    pub async fn refresh_quotes(&self, original: &MessageDoc, seq: i64) -> Result<u64, ChatError> {
+        let quote = crate::changes::rules::quote(original);
+        let result = self
+            .messages
+            .update_many(
+                doc! {"chatId": original.chat_id, "replyTo.messageId": original.id},
+                doc! {
+                    "$set": {"replyTo.preview": &quote.preview, "replyTo.deleted": quote.deleted},
+                    "$max": {"changeSeq": seq},
+                },
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(result.modified_count)
+    }
+
+    /// Sets the chat list's preview, if the chat's latest message is still
+    /// the one with sequence number `seq`.
+    pub async fn set_latest_preview(
+        &self,
+        chat: &ObjectId,
+        seq: i64,
+        preview: &str,
+    ) -> Result<(), ChatError> {
+        self.chats
+            .update_one(
+                doc! {"_id": chat, "latestMessage.seq": seq},
+                doc! {"$set": {"latestMessage.text": preview}},
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The messages of `chat` changed after change number `since` (created,
+    /// edited, deleted, hidden, reacted to), in change order.
+    pub async fn changes(
+        &self,
+        chat: &ObjectId,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<MessageDoc>, ChatError> {
+        self.messages
+            .find(doc! {"chatId": chat, "changeSeq": {"$gt": since}})
+            .sort(doc! {"changeSeq": 1})
+            .limit(limit)
+            .await
+            .map_err(db_error)?
+            .try_collect()
             .await
             .map_err(db_error)
     }

@@ -394,3 +394,49 @@ async fn the_quota_setting_names_its_variable() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A message with an image deleted for everyone takes its image with it:
+/// the download is gone for both members, the file and its chunks are
+/// removed, and the bytes go back to the sender's quota.
+#[tokio::test]
+async fn an_image_deleted_for_everyone_is_removed_and_its_bytes_given_back() -> anyhow::Result<()> {
+    const SIZE: usize = 300 * 1024;
+    let stack = Stack::new().await?;
+    let a = stack.replica().await?;
+    let alice = stack.user("alice").await?;
+    let bob = stack.user("bob").await?;
+    let chat = open_chat(&a, &alice, &bob).await?;
+    let (status, sent) = upload(&a, &alice, &chat, image(SIZE, 3)).await?;
+    assert_eq!(status, 201, "{sent}");
+    let url = media_url(&sent);
+    assert_eq!(usage_of(&stack, &alice).await?, SIZE as i64);
+    assert_eq!(files_of(&stack, &alice).await?, 1);
+    let id = sent["message"]["_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let (status, gone) = call(
+        &a,
+        Method::DELETE,
+        &format!("/api/v1/message/{chat}/{id}"),
+        Some(&alice.token),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{gone}");
+    assert!(gone["message"].get("image").is_none(), "{gone}");
+    for user in [&alice, &bob] {
+        let (status, _) = call(&a, Method::GET, &url, Some(&user.token), None).await?;
+        assert_eq!(status, 404);
+    }
+    assert_eq!(files_of(&stack, &alice).await?, 0);
+    let chunks = stack
+        .db
+        .collection::<Document>("media.chunks")
+        .count_documents(doc! {})
+        .await?;
+    assert_eq!(chunks, 0);
+    assert_eq!(usage_of(&stack, &alice).await?, 0);
+    Ok(())
+}

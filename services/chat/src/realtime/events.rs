@@ -12,6 +12,7 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::{FromMessageParts, MessageHandler};
 use socketioxide::socket::Socket;
 
+use crate::changes::{self, rules, rules::Change};
 use crate::error::ChatError;
 use crate::fanout::{Adapter, chat_room};
 use crate::membership::member_chat;
@@ -117,6 +118,12 @@ pub enum ClientEvent {
     SendMessage,
     /// `messageDelivered`.
     MessageDelivered,
+    /// `editMessage`.
+    EditMessage,
+    /// `deleteMessage`.
+    DeleteMessage,
+    /// `reactMessage`.
+    ReactMessage,
 }
 
 impl ClientEvent {
@@ -129,6 +136,9 @@ impl ClientEvent {
             "stopTyping" => Self::StopTyping,
             "sendMessage" => Self::SendMessage,
             "messageDelivered" => Self::MessageDelivered,
+            "editMessage" => Self::EditMessage,
+            "deleteMessage" => Self::DeleteMessage,
+            "reactMessage" => Self::ReactMessage,
             _ => return None,
         })
     }
@@ -142,6 +152,9 @@ impl ClientEvent {
             Self::StopTyping => "stopTyping",
             Self::SendMessage => "sendMessage",
             Self::MessageDelivered => "messageDelivered",
+            Self::EditMessage => "editMessage",
+            Self::DeleteMessage => "deleteMessage",
+            Self::ReactMessage => "reactMessage",
         }
     }
 }
@@ -217,6 +230,46 @@ struct SendPayload {
     chat_id: String,
     text: String,
     client_message_id: Option<String>,
+    reply_to: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangePayload {
+    chat_id: String,
+    message_id: String,
+    /// `editMessage`: the new text.
+    text: Option<String>,
+    /// `deleteMessage`: `everyone` (default) or `me`.
+    #[serde(rename = "for")]
+    scope: Option<String>,
+    /// `reactMessage`: the emoji.
+    emoji: Option<String>,
+    /// `reactMessage`: true to take the emoji back.
+    #[serde(default)]
+    remove: bool,
+}
+
+impl ChangePayload {
+    /// The change this payload asks for under `event`.
+    fn change(&self, event: ClientEvent) -> Result<Change, ChatError> {
+        match event {
+            ClientEvent::EditMessage => Ok(Change::Edit(
+                self.text
+                    .clone()
+                    .ok_or_else(|| ChatError::invalid("text is required"))?,
+            )),
+            ClientEvent::DeleteMessage => rules::delete_scope(self.scope.as_deref()),
+            _ => Ok(Change::React {
+                emoji: rules::validate_emoji(
+                    self.emoji
+                        .as_deref()
+                        .ok_or_else(|| ChatError::invalid("emoji is required"))?,
+                )?,
+                on: !self.remove,
+            }),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -451,9 +504,19 @@ impl Shared {
                         text: Some(p.text),
                         client_message_id: p.client_message_id,
                         image: None,
+                        reply_to: p.reply_to,
                     },
                 )
                 .await?;
+                Ok(json!({ "message": message }))
+            }
+            ClientEvent::EditMessage | ClientEvent::DeleteMessage | ClientEvent::ReactMessage => {
+                let p: ChangePayload = serde_json::from_value(payload).map_err(|e| {
+                    ChatError::invalid(format!("expected {{chatId, messageId, …}}: {e}"))
+                })?;
+                let change = p.change(event)?;
+                let message =
+                    changes::change(state, &user.claims, &p.chat_id, &p.message_id, change).await?;
                 Ok(json!({ "message": message }))
             }
             ClientEvent::LeaveChat => Ok(json!({ "ok": true })),
@@ -494,6 +557,9 @@ mod tests {
             ClientEvent::StopTyping,
             ClientEvent::SendMessage,
             ClientEvent::MessageDelivered,
+            ClientEvent::EditMessage,
+            ClientEvent::DeleteMessage,
+            ClientEvent::ReactMessage,
         ] {
             assert_eq!(ClientEvent::parse(event.name()), Some(event));
         }
