@@ -61,6 +61,12 @@ pub struct Config {
     /// How long after sending the sender may edit a message
     /// (`PARLEY_MESSAGE_EDIT_WINDOW_SECS`, default 900).
     pub edit_window: Duration,
+    /// How long messages are kept (`PARLEY_MESSAGE_RETENTION_DAYS`; `None`,
+    /// set to 0 and the default, keeps them forever).
+    pub retention: Option<Duration>,
+    /// How often a replica looks for messages past the retention period
+    /// (`PARLEY_RETENTION_SWEEP_SECS`, default 3600).
+    pub retention_sweep_every: Duration,
     /// Socket events allowed per second per socket (`PARLEY_SOCKET_EVENTS_PER_SEC`, default 10).
     pub socket_events_per_sec: u32,
     /// Burst above that rate (`PARLEY_SOCKET_EVENT_BURST`, default 20).
@@ -110,6 +116,16 @@ pub const ENV: &[VarDoc] = &[
         "PARLEY_MESSAGE_EDIT_WINDOW_SECS",
         "900",
         "how long after sending the sender may edit a message (403 after)",
+    ),
+    VarDoc::new(
+        "PARLEY_MESSAGE_RETENTION_DAYS",
+        "0",
+        "delete messages (and their images) older than this many days, in the background; 0 keeps them forever",
+    ),
+    VarDoc::new(
+        "PARLEY_RETENTION_SWEEP_SECS",
+        "3600",
+        "how often one replica looks for messages past the retention period",
     ),
     VarDoc::new(
         "PARLEY_SOCKET_EVENTS_PER_SEC",
@@ -196,6 +212,23 @@ impl Config {
             ));
         }
         let edit_window = env.seconds_or("PARLEY_MESSAGE_EDIT_WINDOW_SECS", DEFAULT_EDIT_WINDOW)?;
+        let retention_days: u64 =
+            env.parsed_or("PARLEY_MESSAGE_RETENTION_DAYS", "a whole number of days", 0)?;
+        if retention_days > 100 * 365 {
+            return Err(ConfigError::new(
+                "PARLEY_MESSAGE_RETENTION_DAYS",
+                "must be at most 36500 (0 keeps messages forever)",
+            ));
+        }
+        let retention = (retention_days > 0).then(|| Duration::from_secs(retention_days * 86_400));
+        let retention_sweep_every =
+            env.seconds_or("PARLEY_RETENTION_SWEEP_SECS", Duration::from_secs(3600))?;
+        if retention_sweep_every.is_zero() {
+            return Err(ConfigError::new(
+                "PARLEY_RETENTION_SWEEP_SECS",
+                "must be positive",
+            ));
+        }
         let socket_events_per_sec: u32 =
             env.parsed_or("PARLEY_SOCKET_EVENTS_PER_SEC", "a whole number", 10)?;
         let socket_event_burst: u32 =
@@ -261,6 +294,8 @@ impl Config {
             media_quota_bytes,
             presence_ttl,
             edit_window,
+            retention,
+            retention_sweep_every,
             socket_events_per_sec,
             socket_event_burst,
             admission,

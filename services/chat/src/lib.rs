@@ -15,6 +15,7 @@ pub mod profiles;
 pub mod realtime;
 pub mod receipts;
 pub mod rest_limits;
+pub mod retention;
 pub mod service;
 pub mod state;
 pub mod store;
@@ -156,6 +157,12 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         realtime::blocking::follow(&state, shutdown.clone()),
         heartbeat(presence, shutdown.clone()),
         invalidate_profiles(amqp.clone(), profiles, shutdown.clone()),
+        retention::start(
+            &state,
+            state.config.retention,
+            state.config.retention_sweep_every,
+            shutdown.clone(),
+        ),
     ];
     let readiness = Readiness::new(shutdown)
         .mongodb(&mongo)

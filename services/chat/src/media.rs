@@ -58,7 +58,7 @@ pub async fn store(
 
 /// Gives bytes back to `uploader`'s quota; a failure leaves them counted
 /// (the user loses that much room) and is logged and counted.
-async fn release(state: &AppState, uploader: &ObjectId, size: u64) {
+pub async fn release(state: &AppState, uploader: &ObjectId, size: u64) {
     if let Err(error) = state.store.release_media_bytes(uploader, size).await {
         metrics::counter!("chat_media_quota_release_failed_total").increment(1);
         tracing::warn!(%error, user = %uploader, size, "image bytes not given back to the quota");

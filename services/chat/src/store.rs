@@ -145,6 +145,7 @@ impl Store {
             .create_indexes([
                 index(doc! {"chatId": 1, "seq": 1}, unique()),
                 index(doc! {"chatId": 1, "changeSeq": 1}, None),
+                index(doc! {"sentAt": 1}, None),
                 index(
                     doc! {"chatId": 1, "sender": 1, "clientMessageId": 1},
                     Some(client_ids),
@@ -722,6 +723,46 @@ impl Store {
             .try_collect()
             .await
             .map_err(db_error)
+    }
+
+    /// Up to `limit` messages of any chat sent before `cutoff`, oldest first.
+    pub async fn sent_before(
+        &self,
+        cutoff: DateTime,
+        limit: i64,
+    ) -> Result<Vec<MessageDoc>, ChatError> {
+        self.messages
+            .find(doc! {"sentAt": {"$lt": cutoff}})
+            .sort(doc! {"sentAt": 1})
+            .limit(limit)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
+    }
+
+    /// Deletes the messages `ids`; returns how many were there.
+    pub async fn delete_messages(&self, ids: &[ObjectId]) -> Result<u64, ChatError> {
+        Ok(self
+            .messages
+            .delete_many(doc! {"_id": {"$in": ids}})
+            .await
+            .map_err(db_error)?
+            .deleted_count)
+    }
+
+    /// Clears the chat list preview of chats whose latest message was sent
+    /// before `cutoff` (it was deleted with the retention period).
+    pub async fn clear_previews_before(&self, cutoff: DateTime) -> Result<(), ChatError> {
+        self.chats
+            .update_many(
+                doc! {"latestMessage.sentAt": {"$lt": cutoff}},
+                doc! {"$set": {"latestMessage": Bson::Null}},
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// Marks every message from others in `chat` seen by `reader`; returns their ids.
