@@ -1,5 +1,6 @@
 //! parley-chat: chats, messages and realtime delivery across replicas.
 
+pub mod account;
 pub mod changes;
 pub mod config;
 pub mod domain;
@@ -157,6 +158,7 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         realtime::blocking::follow(&state, shutdown.clone()),
         heartbeat(presence, shutdown.clone()),
         invalidate_profiles(amqp.clone(), profiles, shutdown.clone()),
+        account::follow_deletions(amqp.clone(), state.clone(), shutdown.clone()),
         retention::start(
             &state,
             state.config.retention,

@@ -133,6 +133,9 @@ pub struct MessageDoc {
     /// The message this one answers, quoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<ReplyRef>,
+    /// True once its sender deleted their account (it is then a tombstone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sender_deleted: bool,
 }
 
 /// One emoji on a message and who reacted with it.
@@ -234,6 +237,9 @@ pub struct MessageView {
     /// The message this one answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<ReplyView>,
+    /// True once its sender deleted their account.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sender_deleted: bool,
 }
 
 /// A reaction as clients see it.
@@ -329,6 +335,7 @@ impl From<&MessageDoc> for MessageView {
                 preview: r.preview.clone(),
                 deleted: r.deleted,
             }),
+            sender_deleted: m.sender_deleted,
         }
     }
 }

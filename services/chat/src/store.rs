@@ -503,6 +503,7 @@ impl Store {
             hidden_for: Vec::new(),
             reactions: Vec::new(),
             reply_to: new.reply_to,
+            sender_deleted: false,
         };
         if let Err(e) = self.messages.insert_one(&message).await {
             if is_duplicate_key(&e)
@@ -760,6 +761,119 @@ impl Store {
                 doc! {"latestMessage.sentAt": {"$lt": cutoff}},
                 doc! {"$set": {"latestMessage": Bson::Null}},
             )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Ids of every chat `member` is in.
+    pub async fn chat_ids_of(&self, member: &ObjectId) -> Result<Vec<ObjectId>, ChatError> {
+        let docs: Vec<Document> = self
+            .chats
+            .clone_with_type::<Document>()
+            .find(doc! {"members": member})
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_object_id("_id").ok())
+            .collect())
+    }
+
+    /// Takes a chat's next change number whoever asks (for the service's
+    /// own changes, such as a deleted account's tombstones).
+    pub async fn next_change_any(&self, chat: &ObjectId) -> Result<Option<i64>, ChatError> {
+        Ok(self
+            .chats
+            .find_one_and_update(doc! {"_id": chat}, doc! {"$inc": {"lastChange": 1_i64}})
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)?
+            .map(|c| c.last_change))
+    }
+
+    /// Turns every message `author` sent in `chat` into a tombstone of a
+    /// deleted account, as change number `seq`; empties the quotes of
+    /// them and the chat list's preview. Idempotent.
+    pub async fn erase_author(
+        &self,
+        chat: &ObjectId,
+        author: &ObjectId,
+        seq: i64,
+    ) -> Result<u64, ChatError> {
+        let now = DateTime::now();
+        let erased = self
+            .messages
+            .update_many(
+                doc! {"chatId": chat, "sender": author, "deletedAt": {"$exists": false}},
+                doc! {
+                    "$set": {
+                        "text": "",
+                        "messageType": "deleted",
+                        "deletedAt": now,
+                        "senderDeleted": true,
+                        "reactions": [],
+                        "changeSeq": seq,
+                    },
+                    "$unset": {"image": "", "replyTo": ""},
+                },
+            )
+            .await
+            .map_err(db_error)?
+            .modified_count;
+        self.messages
+            .update_many(
+                doc! {"chatId": chat, "replyTo.sender": author, "replyTo.deleted": false},
+                doc! {
+                    "$set": {"replyTo.preview": "", "replyTo.deleted": true},
+                    "$max": {"changeSeq": seq},
+                },
+            )
+            .await
+            .map_err(db_error)?;
+        self.chats
+            .update_one(
+                doc! {"_id": chat, "latestMessage.sender": author},
+                doc! {"$set": {"latestMessage.text": crate::changes::rules::DELETED_PREVIEW}},
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(erased)
+    }
+
+    /// Removes every image `uploader` stored, and their quota record.
+    pub async fn erase_media_of(&self, uploader: &ObjectId) -> Result<u64, ChatError> {
+        let files: Vec<Document> = self
+            .db
+            .collection::<Document>(&format!("{MEDIA_BUCKET}.files"))
+            .find(doc! {"metadata.uploader": uploader})
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        let mut removed = 0;
+        for id in files.iter().filter_map(|f| f.get_object_id("_id").ok()) {
+            if self.delete_media(&id).await? {
+                removed += 1;
+            }
+        }
+        self.media_usage
+            .delete_one(doc! {"_id": uploader})
+            .await
+            .map_err(db_error)?;
+        Ok(removed)
+    }
+
+    /// Removes every block by or of `user`.
+    pub async fn erase_blocks_of(&self, user: &ObjectId) -> Result<(), ChatError> {
+        self.blocks
+            .delete_many(doc! {"$or": [{"blocker": user}, {"blocked": user}]})
             .await
             .map_err(db_error)?;
         Ok(())

@@ -87,6 +87,19 @@ impl Event for UserUpdated {
     const TYPE: &'static str = "user.updated.v1";
 }
 
+/// A user deleted their account: the user service removed them; every
+/// other service forgets what it holds of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDeleted {
+    /// The user's id (hex ObjectId).
+    pub user_id: String,
+}
+
+impl Event for UserDeleted {
+    const TYPE: &'static str = "user.deleted.v1";
+}
+
 /// A chat message was stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -22,7 +22,7 @@ use crate::domain;
 use crate::error::DomainError;
 pub use crate::state::AppState;
 use crate::store::{PublicView, UserView};
-use crate::{login, profiles};
+use crate::{account, login, profiles};
 
 impl FromRef<AppState> for TokenVerifier {
     fn from_ref(state: &AppState) -> Self {
@@ -70,7 +70,8 @@ pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/login", post(login))
         .route("/api/v1/verify", post(verify))
-        .route("/api/v1/me", get(me))
+        .route("/api/v1/me", get(me).delete(delete_me))
+        .route("/api/v1/me/export", get(export_me))
         .route("/api/v1/user/all", get(all_users))
         .route("/api/v1/user/{id}", get(one_user))
         .route("/api/v1/update/user", post(update_user))
@@ -180,6 +181,42 @@ async fn me(
 ) -> Result<Json<UserView>, ApiError> {
     let user = profiles::me(&state, &caller(&claims)?).await?;
     Ok(Json(UserView::from(&user)))
+}
+
+/// `DELETE /me`: deletes the caller's account (see [`account::delete`]).
+async fn delete_me(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    account::delete(&state, &caller(&claims)?).await?;
+    Ok(Json(json!({ "message": "Account deleted" })))
+}
+
+/// `GET /me/export`: the caller's data as a JSON download.
+async fn export_me(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+) -> Result<Response, ApiError> {
+    let me = caller(&claims)?;
+    let body = account::export(&state, &me).await?;
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json".to_owned(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"parley-export-{}.json\"",
+                    me.to_hex()
+                ),
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,6 @@
 //! parley-user: passwordless login by one-time code, tokens and profiles.
 
+pub mod account;
 pub mod codes;
 pub mod config;
 pub mod domain;

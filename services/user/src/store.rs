@@ -102,11 +102,64 @@ impl From<&UserDoc> for UserView {
 use parley_common::mongo::find_or_insert;
 use parley_common::storage::collections;
 
-/// The `users` collection (and, read-only, the chat service's `chats`).
+/// The `users` collection (and, read-only, the chat service's `chats` and
+/// `messages`: who shares a chat, and a user's data export).
 #[derive(Clone, Debug)]
 pub struct Users {
     users: Collection<UserDoc>,
     chats: Collection<mongodb::bson::Document>,
+    messages: Collection<SentMessage>,
+}
+
+/// A chat a user is in, as their export shows it (read from the chat
+/// service's `chats`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatOfUser {
+    /// Id.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Member ids.
+    pub members: Vec<ObjectId>,
+    /// Created.
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime,
+}
+
+/// An image a user sent, as their export names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentImage {
+    /// The media id (download at `/api/v1/media/{id}` of the chat service).
+    pub media_id: ObjectId,
+    /// MIME type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: i64,
+}
+
+/// A message a user sent, as their export shows it (read from the chat
+/// service's `messages`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentMessage {
+    /// Id.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Its chat.
+    pub chat_id: ObjectId,
+    /// Position in the chat.
+    pub seq: i64,
+    /// Text.
+    #[serde(default)]
+    pub text: String,
+    /// Image, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<SentImage>,
+    /// When it was sent.
+    pub sent_at: DateTime,
+    /// When it was last edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime>,
 }
 
 impl Users {
@@ -115,6 +168,7 @@ impl Users {
         Self {
             users: db.collection(collections::USERS),
             chats: db.collection(collections::CHATS),
+            messages: db.collection(collections::MESSAGES),
         }
     }
 
@@ -226,6 +280,47 @@ impl Users {
             .await
             .map_err(DomainError::from)?
             .try_collect()
+            .await
+            .map_err(DomainError::from)
+    }
+
+    /// Removes a user's document; false when there was none.
+    pub async fn delete(&self, id: &ObjectId) -> Result<bool, DomainError> {
+        Ok(self
+            .users
+            .delete_one(doc! {"_id": id})
+            .await
+            .map_err(DomainError::from)?
+            .deleted_count
+            == 1)
+    }
+
+    /// The chats `user` is a member of, oldest first.
+    pub async fn chats_of(&self, user: &ObjectId) -> Result<Vec<ChatOfUser>, DomainError> {
+        self.chats
+            .clone_with_type::<ChatOfUser>()
+            .find(doc! {"members": user})
+            .projection(doc! {"members": 1, "createdAt": 1})
+            .sort(doc! {"createdAt": 1, "_id": 1})
+            .await
+            .map_err(DomainError::from)?
+            .try_collect()
+            .await
+            .map_err(DomainError::from)
+    }
+
+    /// Every message `user` sent and did not delete, chat by chat in order,
+    /// as a stream (an export never holds them all at once).
+    pub async fn messages_by(
+        &self,
+        user: &ObjectId,
+    ) -> Result<mongodb::Cursor<SentMessage>, DomainError> {
+        self.messages
+            .find(doc! {"sender": user, "deletedAt": {"$exists": false}})
+            .projection(doc! {
+                "chatId": 1, "seq": 1, "text": 1, "image": 1, "sentAt": 1, "editedAt": 1,
+            })
+            .sort(doc! {"chatId": 1, "seq": 1})
             .await
             .map_err(DomainError::from)
     }

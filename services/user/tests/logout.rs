@@ -8,33 +8,9 @@ mod support;
 use std::io::Write;
 use std::time::Duration;
 
-use parley_testkit::ServiceProcess;
 use parley_testkit::socketio::{JsClient, Transport};
 use reqwest::Method;
-use support::{Stack, T, call, login};
-
-async fn chat_replica(
-    stack: &Stack,
-    user: &ServiceProcess,
-    keys: &std::path::Path,
-) -> anyhow::Result<ServiceProcess> {
-    let bin = parley_testkit::workspace_binary("parley-chat")?;
-    let mut env = stack.ns.env();
-    env.push((
-        "PARLEY_JWT_PUBLIC_KEYS_FILE".to_owned(),
-        keys.to_string_lossy().into_owned(),
-    ));
-    env.push(("PARLEY_USER_SERVICE_URL".to_owned(), user.url("")));
-    let chat = ServiceProcess::spawn(&bin.to_string_lossy(), &env)?;
-    chat.wait_ready(Duration::from_secs(30)).await?;
-    Ok(chat)
-}
-
-async fn socket(chat: &ServiceProcess, token: &str) -> anyhow::Result<JsClient> {
-    let mut c = JsClient::start(&chat.url(""), Some(token), &[], Transport::WebSocket).await?;
-    c.connected(T).await?;
-    Ok(c)
-}
+use support::{Stack, T, call, chat_replica, login, socket};
 
 #[tokio::test]
 async fn logout_revokes_tokens_everywhere_and_closes_sockets() -> anyhow::Result<()> {

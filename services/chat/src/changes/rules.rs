@@ -263,6 +263,7 @@ mod tests {
             hidden_for: Vec::new(),
             reactions: Vec::new(),
             reply_to: None,
+            sender_deleted: false,
         }
     }
 

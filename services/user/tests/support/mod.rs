@@ -196,3 +196,37 @@ pub fn wrong(code: &str) -> String {
 pub fn message(body: &Value) -> &str {
     body["message"].as_str().unwrap_or_default()
 }
+
+/// A real chat replica next to `user`, trusting the public key in `keys`.
+pub async fn chat_replica(
+    stack: &Stack,
+    user: &ServiceProcess,
+    keys: &std::path::Path,
+) -> anyhow::Result<ServiceProcess> {
+    let bin = parley_testkit::workspace_binary("parley-chat")?;
+    let mut env = stack.ns.env();
+    env.push((
+        "PARLEY_JWT_PUBLIC_KEYS_FILE".to_owned(),
+        keys.to_string_lossy().into_owned(),
+    ));
+    env.push(("PARLEY_USER_SERVICE_URL".to_owned(), user.url("")));
+    let chat = ServiceProcess::spawn(&bin.to_string_lossy(), &env)?;
+    chat.wait_ready(Duration::from_secs(30)).await?;
+    Ok(chat)
+}
+
+/// The official Socket.IO client, connected to `chat` with `token`.
+pub async fn socket(
+    chat: &ServiceProcess,
+    token: &str,
+) -> anyhow::Result<parley_testkit::socketio::JsClient> {
+    let mut c = parley_testkit::socketio::JsClient::start(
+        &chat.url(""),
+        Some(token),
+        &[],
+        parley_testkit::socketio::Transport::WebSocket,
+    )
+    .await?;
+    c.connected(T).await?;
+    Ok(c)
+}

@@ -1,0 +1,88 @@
+//! Forgetting a deleted account (`user.deleted.v1` from the user service):
+//! their messages become tombstones in every chat (which keeps working for
+//! the others), their images and quota record go, their blocks go, and
+//! their cached profile is dropped. Their sockets were already closed by
+//! the revocation that came with the deletion.
+
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use mongodb::bson::oid::ObjectId;
+use parley_common::amqp::{Amqp, QueueSpec, consume};
+use parley_common::events::{Envelope, Event, UserDeleted};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ChatError;
+use crate::state::AppState;
+
+/// What forgetting one account did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Chats touched.
+    pub chats: usize,
+    /// Messages turned into tombstones.
+    pub messages: u64,
+    /// Images removed.
+    pub images: u64,
+}
+
+/// Forgets `user` (idempotent: a redelivered event finds nothing left to do).
+pub async fn forget(state: &AppState, user: &ObjectId) -> Result<Forgotten, ChatError> {
+    let mut done = Forgotten::default();
+    for chat in state.store.chat_ids_of(user).await? {
+        let Some(seq) = state.store.next_change_any(&chat).await? else {
+            continue;
+        };
+        done.messages += state.store.erase_author(&chat, user, seq).await?;
+        done.chats += 1;
+    }
+    done.images = state.store.erase_media_of(user).await?;
+    state.store.erase_blocks_of(user).await?;
+    if let Err(error) = state.profiles.invalidate(&user.to_hex()).await {
+        tracing::warn!(%error, "cached profile of a deleted account not dropped; it expires");
+    }
+    Ok(done)
+}
+
+/// Consumes `user.deleted.v1` (one shared queue: any replica may handle
+/// one); a failure is retried by redelivery.
+pub fn follow_deletions(
+    amqp: Amqp,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let spec = QueueSpec {
+        queue: "chat.account-deletion".to_owned(),
+        routing_keys: vec![UserDeleted::TYPE.to_owned()],
+        arguments: Default::default(),
+        prefetch: 4,
+    };
+    tokio::spawn(consume(amqp, spec, shutdown, move |delivery| {
+        let state = state.clone();
+        async move {
+            let parsed: Result<Envelope<UserDeleted>, _> = serde_json::from_slice(&delivery.data);
+            let user = parsed
+                .ok()
+                .and_then(|e| ObjectId::parse_str(&e.data.user_id).ok());
+            let Some(user) = user else {
+                tracing::warn!("unreadable user.deleted event dropped");
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                return;
+            };
+            match forget(&state, &user).await {
+                Ok(done) => {
+                    metrics::counter!("chat_accounts_forgotten_total").increment(1);
+                    tracing::info!(user = %user, chats = done.chats, messages = done.messages, images = done.images, "deleted account forgotten");
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, user = %user, "deleted account not forgotten yet; retrying");
+                    let _ = delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
+                }
+            }
+        }
+    }))
+}
