@@ -72,6 +72,10 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/chat/new", post(new_chat))
         .route("/api/v1/chat/all", get(all_chats))
         .route("/api/v1/chat/{chat_id}/accept", post(accept_chat))
+        .route(
+            "/api/v1/chat/{chat_id}/mute",
+            post(mute_chat).delete(unmute_chat),
+        )
         .route("/api/v1/block", get(list_blocks))
         .route(
             "/api/v1/block/{user_id}",
@@ -144,6 +148,40 @@ async fn accept_chat(
     let chat = service::accept(&state, &chat_id, &me).await?;
     Ok(Json(
         json!({ "message": "Chat accepted", "chatId": chat.id.to_hex() }),
+    ))
+}
+
+/// `POST /chat/{chatId}/mute`: no more mail notifications about the chat
+/// for the caller (idempotent).
+async fn mute_chat(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(chat_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    mute(&state, &claims, &chat_id, true).await
+}
+
+/// `DELETE /chat/{chatId}/mute`: notifications again (idempotent).
+async fn unmute_chat(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(chat_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    mute(&state, &claims, &chat_id, false).await
+}
+
+async fn mute(
+    state: &AppState,
+    claims: &parley_common::token::Claims,
+    chat_id: &str,
+    on: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let me = caller(claims)?;
+    let chat_id = domain::parse_id("chatId", chat_id)?;
+    let chat = service::set_mute(state, &chat_id, &me, on).await?;
+    let message = if on { "Chat muted" } else { "Chat unmuted" };
+    Ok(Json(
+        json!({ "message": message, "chatId": chat.id.to_hex(), "muted": on }),
     ))
 }
 

@@ -52,6 +52,9 @@ pub struct ChatDoc {
     /// sends, typing, receipts or presence while any.
     #[serde(default)]
     pub blocked_by: Vec<ObjectId>,
+    /// Members who muted the chat: no mail notifications for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub muted_by: Vec<ObjectId>,
 }
 
 impl ChatDoc {
@@ -367,6 +370,8 @@ pub struct ChatView {
     pub latest_message: Option<LatestView>,
     /// Messages from others the caller has not seen.
     pub unseen_count: u64,
+    /// True when the caller muted the chat (no mail notifications).
+    pub muted: bool,
     /// Creation time.
     pub created_at: String,
     /// Last activity.
@@ -374,8 +379,8 @@ pub struct ChatView {
 }
 
 impl ChatView {
-    /// The view of `chat` with the caller's unseen count.
-    pub fn new(chat: &ChatDoc, unseen_count: u64) -> Self {
+    /// The view of `chat` for `viewer`, with their unseen count.
+    pub fn new(chat: &ChatDoc, viewer: &ObjectId, unseen_count: u64) -> Self {
         Self {
             id: chat.id.to_hex(),
             users: chat.members.iter().map(|id| id.to_hex()).collect(),
@@ -386,6 +391,7 @@ impl ChatView {
                 seq: l.seq,
             }),
             unseen_count,
+            muted: chat.muted_by.contains(viewer),
             created_at: iso(chat.created_at),
             updated_at: iso(chat.updated_at),
         }

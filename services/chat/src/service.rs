@@ -112,7 +112,7 @@ pub async fn list_chats(
                 .unwrap_or_else(|| Profile::placeholder(&other));
             ChatItem {
                 user,
-                chat: ChatView::new(chat, unseen),
+                chat: ChatView::new(chat, me, unseen),
             }
         })
         .collect();
@@ -259,10 +259,11 @@ pub async fn send(
         chat_id: view.chat_id.clone(),
         sender_id: view.sender.clone(),
         sender_name: claims.name.clone(),
+        // Members who muted the chat get no mail about it.
         recipient_ids: chat
             .members
             .iter()
-            .filter(|m| **m != sender)
+            .filter(|m| **m != sender && !chat.muted_by.contains(m))
             .map(|id| id.to_hex())
             .collect(),
         preview,
@@ -296,6 +297,22 @@ pub async fn accept(
         state.fanout.refresh_presence(&chat.members).await;
     }
     Ok(chat)
+}
+
+/// `user` mutes (`on`) or unmutes a chat they are a member of: a muted
+/// chat sends them no mail notifications. Returns the chat.
+pub async fn set_mute(
+    state: &AppState,
+    chat_id: &ObjectId,
+    user: &ObjectId,
+    on: bool,
+) -> Result<ChatDoc, ChatError> {
+    member_chat(&state.store, chat_id, user).await?;
+    state
+        .store
+        .set_mute(chat_id, user, on)
+        .await?
+        .ok_or(ChatError::Forbidden("you are not a member of this chat"))
 }
 
 /// `blocker` blocks (`on`) or unblocks `other`: stored, then announced to

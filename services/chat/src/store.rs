@@ -57,7 +57,7 @@ pub struct Candidate {
 #[derive(Debug)]
 pub enum Appended {
     /// Stored now; the chat as updated.
-    Created(MessageDoc, ChatDoc),
+    Created(MessageDoc, Box<ChatDoc>),
     /// The idempotency key was already used: the first message.
     Duplicate(MessageDoc),
     /// No such chat, the sender is not a member, or a member blocked the other.
@@ -267,6 +267,25 @@ impl Store {
             .map_err(db_error)
     }
 
+    /// Adds `user` to (`on`) or removes them from the chat's `mutedBy`.
+    pub async fn set_mute(
+        &self,
+        chat: &ObjectId,
+        user: &ObjectId,
+        on: bool,
+    ) -> Result<Option<ChatDoc>, ChatError> {
+        let update = if on {
+            doc! {"$addToSet": {"mutedBy": user}}
+        } else {
+            doc! {"$pull": {"mutedBy": user}}
+        };
+        self.chats
+            .find_one_and_update(doc! {"_id": chat, "members": user}, update)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)
+    }
+
     /// True when a user with this id exists.
     pub async fn user_exists(&self, id: &ObjectId) -> Result<bool, ChatError> {
         let users = self.db.collection::<Document>(collections::USERS);
@@ -309,6 +328,7 @@ impl Store {
                 // Opening a chat accepts it for its opener only.
                 accepted_by: vec![*a],
                 blocked_by: Vec::new(),
+                muted_by: Vec::new(),
             }
         })
         .await?;
@@ -514,7 +534,7 @@ impl Store {
             }
             return Err(db_error(e));
         }
-        Ok(Appended::Created(message, chat))
+        Ok(Appended::Created(message, Box::new(chat)))
     }
 
     /// Unseen message counts (messages from others) of each of `chats`, in
