@@ -24,7 +24,22 @@ pub struct Forgotten {
     pub images: u64,
 }
 
-/// Forgets `user` (idempotent: a redelivered event finds nothing left to do).
+/// Forgets `user` (idempotent: a redelivered event finds nothing left to
+/// do). A replica may still take a token it read as valid within its
+/// revocation cache period, so after that period a second pass turns
+/// anything sent meanwhile into a tombstone too.
+pub async fn forget_twice(state: &AppState, user: &ObjectId) -> Result<Forgotten, ChatError> {
+    let first = forget(state, user).await?;
+    tokio::time::sleep(state.config.revocation.cache_ttl).await;
+    let second = forget(state, user).await?;
+    Ok(Forgotten {
+        chats: first.chats.max(second.chats),
+        messages: first.messages + second.messages,
+        images: first.images + second.images,
+    })
+}
+
+/// One pass of forgetting `user`.
 pub async fn forget(state: &AppState, user: &ObjectId) -> Result<Forgotten, ChatError> {
     let mut done = Forgotten::default();
     for chat in state.store.chat_ids_of(user).await? {
@@ -67,7 +82,7 @@ pub fn follow_deletions(
                 let _ = delivery.ack(BasicAckOptions::default()).await;
                 return;
             };
-            match forget(&state, &user).await {
+            match forget_twice(&state, &user).await {
                 Ok(done) => {
                     metrics::counter!("chat_accounts_forgotten_total").increment(1);
                     tracing::info!(user = %user, chats = done.chats, messages = done.messages, images = done.images, "deleted account forgotten");

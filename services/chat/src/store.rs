@@ -146,6 +146,7 @@ impl Store {
                 index(doc! {"chatId": 1, "seq": 1}, unique()),
                 index(doc! {"chatId": 1, "changeSeq": 1}, None),
                 index(doc! {"sentAt": 1}, None),
+                index(doc! {"sender": 1, "chatId": 1, "seq": 1}, None),
                 index(
                     doc! {"chatId": 1, "sender": 1, "clientMessageId": 1},
                     Some(client_ids),

@@ -11,15 +11,19 @@ use crate::profiles;
 use crate::state::AppState;
 use crate::store::UserView;
 
-/// Deletes the caller's account. First the deletion is announced (a
-/// confirmed, durable event: the chat service turns their messages into
-/// tombstones, removes their images and forgets them), then every token
-/// of theirs is revoked (their sockets close), then their document goes.
-/// When the event cannot be confirmed nothing is deleted (503: try
-/// again); every later step is idempotent, so a retry completes it.
+/// Deletes the caller's account. First every token of theirs is revoked
+/// (their sockets close, nothing more can be written in their name), then
+/// the deletion is announced (a confirmed, durable event: the chat service
+/// turns their messages into tombstones, removes their images and forgets
+/// them), then their document goes. When the event cannot be confirmed
+/// the account stays (503): the user logs in again and retries.
 pub async fn delete(state: &AppState, user: &ObjectId) -> Result<(), DomainError> {
     profiles::me(state, user).await?;
     let sub = user.to_hex();
+    state
+        .revocations
+        .revoke(&sub, state.config.signer.lifetime())
+        .await?;
     state
         .amqp
         .publish(UserDeleted {
@@ -30,10 +34,6 @@ pub async fn delete(state: &AppState, user: &ObjectId) -> Result<(), DomainError
             dependency: "rabbitmq",
             detail: error.to_string(),
         })?;
-    state
-        .revocations
-        .revoke(&sub, state.config.signer.lifetime())
-        .await?;
     state.users.delete(user).await?;
     metrics::counter!("user_accounts_deleted_total").increment(1);
     Ok(())
