@@ -42,15 +42,28 @@ pub async fn forget_twice(state: &AppState, user: &ObjectId) -> Result<Forgotten
 /// One pass of forgetting `user`.
 pub async fn forget(state: &AppState, user: &ObjectId) -> Result<Forgotten, ChatError> {
     let mut done = Forgotten::default();
-    for chat in state.store.chat_ids_of(user).await? {
-        let Some(seq) = state.store.next_change_any(&chat).await? else {
+    let chats = state.store.chat_ids_of(user).await?;
+    for chat in &chats {
+        let Some(seq) = state.store.next_change_any(chat).await? else {
             continue;
         };
-        done.messages += state.store.erase_author(&chat, user, seq).await?;
+        done.messages += state.store.erase_author(chat, user, seq).await?;
         done.chats += 1;
     }
     done.images = state.store.erase_media_of(user).await?;
+    let mut blocked_partners = Vec::new();
+    for chat in &chats {
+        if let Some(doc) = state.store.chat(chat).await?
+            && !doc.blocked_by.is_empty()
+        {
+            blocked_partners.extend(doc.members.iter().filter(|m| *m != user).copied());
+        }
+    }
     state.store.erase_blocks_of(user).await?;
+    // The others' sockets forget the block they knew of.
+    for partner in &blocked_partners {
+        state.fanout.block_changed(user, partner).await;
+    }
     if let Err(error) = state.profiles.invalidate(&user.to_hex()).await {
         tracing::warn!(%error, "cached profile of a deleted account not dropped; it expires");
     }

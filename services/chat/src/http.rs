@@ -418,6 +418,7 @@ async fn read_messages(
 #[derive(Deserialize)]
 struct ChangesQuery {
     since: Option<i64>,
+    after: Option<String>,
     limit: Option<i64>,
 }
 
@@ -430,9 +431,9 @@ async fn message_changes(
     query: Result<Query<ChangesQuery>, QueryRejection>,
 ) -> Result<Json<changes::ChangePage>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (since, limit) = changes::feed_query(query.since, query.limit)?;
+    let (cursor, limit) = changes::feed_query(query.since, query.after.as_deref(), query.limit)?;
     Ok(Json(
-        changes::since(&state, &claims, &chat_id, since, limit).await?,
+        changes::since(&state, &claims, &chat_id, cursor, limit).await?,
     ))
 }
 

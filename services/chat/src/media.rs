@@ -69,7 +69,9 @@ pub async fn release(state: &AppState, uploader: &ObjectId, size: u64) {
 /// bytes back.
 pub async fn discard(state: &AppState, uploader: &ObjectId, image: &ImageRef) {
     match state.store.delete_media(&image.media_id).await {
-        Ok(_) => release(state, uploader, u64::try_from(image.size).unwrap_or(0)).await,
+        // Only the one that removed the file gives its bytes back.
+        Ok(true) => release(state, uploader, u64::try_from(image.size).unwrap_or(0)).await,
+        Ok(false) => {}
         Err(error) => {
             tracing::warn!(%error, media_id = %image.media_id, "unused image not removed; its bytes stay counted");
         }

@@ -59,10 +59,11 @@ async fn sweep_once(
     shutdown: &CancellationToken,
 ) -> Result<Option<u64>, ChatError> {
     let lease = state.redis.key("chat:retention-lease");
+    let token = uuid::Uuid::new_v4().to_string();
     let mut conn = state.redis.conn();
     let won: Option<String> = redis::cmd("SET")
         .arg(&lease)
-        .arg(std::process::id())
+        .arg(&token)
         .arg("NX")
         .arg("PX")
         .arg(u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX))
@@ -73,7 +74,14 @@ async fn sweep_once(
         return Ok(None);
     }
     let result = sweep(state, cutoff(DateTime::now(), keep), shutdown).await;
-    let _: Result<(), _> = redis::cmd("DEL").arg(&lease).query_async(&mut conn).await;
+    // Given back only if still ours (a sweep that outlived the lease lost it).
+    let _: Result<i64, _> = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    )
+    .key(&lease)
+    .arg(&token)
+    .invoke_async(&mut conn)
+    .await;
     result.map(Some)
 }
 
@@ -90,22 +98,35 @@ async fn sweep(
         if batch.is_empty() {
             break;
         }
-        let ids: Vec<_> = batch.iter().map(|m| m.id).collect();
-        deleted += state.store.delete_messages(&ids).await?;
+        // Images first: a message is only deleted once its image is.
+        let mut done = Vec::with_capacity(batch.len());
         for message in &batch {
-            if let Some(image) = &message.image
-                && state.store.delete_media(&image.media_id).await?
-            {
-                crate::media::release(
-                    state,
-                    &message.sender,
-                    u64::try_from(image.size).unwrap_or(0),
-                )
-                .await;
+            if let Some(image) = &message.image {
+                match state.store.delete_media(&image.media_id).await {
+                    Ok(true) => {
+                        crate::media::release(
+                            state,
+                            &message.sender,
+                            u64::try_from(image.size).unwrap_or(0),
+                        )
+                        .await;
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, message_id = %message.id, "expired image not removed; the next sweep retries");
+                        continue;
+                    }
+                }
             }
+            done.push(message.id);
         }
-        metrics::counter!("chat_messages_expired_total").increment(ids.len() as u64);
-        if (batch.len() as i64) < BATCH {
+        let removed = state.store.delete_messages(&done).await?;
+        deleted += removed;
+        state.store.empty_quotes_of(&done).await?;
+        metrics::counter!("chat_messages_expired_total").increment(removed);
+        // A short batch was the last; one with images left behind waits
+        // for the next sweep rather than spin on them.
+        if (batch.len() as i64) < BATCH || done.len() < batch.len() {
             break;
         }
     }

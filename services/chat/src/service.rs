@@ -248,6 +248,7 @@ pub async fn send(
     {
         tracing::warn!(%error, "chat not marked accepted");
     }
+    crate::changes::settle_quote(state, &message).await;
     let view = MessageView::from(&message);
     metrics::counter!("chat_messages_stored_total").increment(1);
     state

@@ -144,7 +144,8 @@ impl Store {
         self.messages
             .create_indexes([
                 index(doc! {"chatId": 1, "seq": 1}, unique()),
-                index(doc! {"chatId": 1, "changeSeq": 1}, None),
+                index(doc! {"chatId": 1, "changeSeq": 1, "_id": 1}, None),
+                index(doc! {"chatId": 1, "replyTo.messageId": 1}, None),
                 index(doc! {"sentAt": 1}, None),
                 index(doc! {"sender": 1, "chatId": 1, "seq": 1}, None),
                 index(
@@ -696,10 +697,15 @@ impl Store {
     /// or emptied once deleted), as part of change number `seq`.
     pub async fn refresh_quotes(&self, original: &MessageDoc, seq: i64) -> Result<u64, ChatError> {
         let quote = crate::changes::rules::quote(original);
+        let mut filter = doc! {"chatId": original.chat_id, "replyTo.messageId": original.id};
+        if !quote.deleted {
+            // An edit never brings back the words of a quote already emptied.
+            filter.insert("replyTo.deleted", doc! {"$ne": true});
+        }
         let result = self
             .messages
             .update_many(
-                doc! {"chatId": original.chat_id, "replyTo.messageId": original.id},
+                filter,
                 doc! {
                     "$set": {"replyTo.preview": &quote.preview, "replyTo.deleted": quote.deleted},
                     "$max": {"changeSeq": seq},
@@ -711,34 +717,47 @@ impl Store {
     }
 
     /// Sets the chat list's preview, if the chat's latest message is still
-    /// the one with sequence number `seq`.
+    /// the one with sequence number `seq` (and, for an edit, not deleted).
     pub async fn set_latest_preview(
         &self,
         chat: &ObjectId,
         seq: i64,
         preview: &str,
+        deleted: bool,
     ) -> Result<(), ChatError> {
+        let mut filter = doc! {"_id": chat, "latestMessage.seq": seq};
+        if !deleted {
+            filter.insert("latestMessage.deleted", doc! {"$ne": true});
+        }
         self.chats
             .update_one(
-                doc! {"_id": chat, "latestMessage.seq": seq},
-                doc! {"$set": {"latestMessage.text": preview}},
+                filter,
+                doc! {"$set": {"latestMessage.text": preview, "latestMessage.deleted": deleted}},
             )
             .await
             .map_err(db_error)?;
         Ok(())
     }
 
-    /// The messages of `chat` changed after change number `since` (created,
-    /// edited, deleted, hidden, reacted to), in change order.
+    /// The messages of `chat` changed after `cursor` (created, edited,
+    /// deleted, hidden, reacted to), in change order, then id order within
+    /// one change number.
     pub async fn changes(
         &self,
         chat: &ObjectId,
-        since: i64,
+        cursor: crate::changes::FeedCursor,
         limit: i64,
     ) -> Result<Vec<MessageDoc>, ChatError> {
+        let filter = match cursor.after {
+            None => doc! {"chatId": chat, "changeSeq": {"$gt": cursor.since}},
+            Some(after) => doc! {"chatId": chat, "$or": [
+                {"changeSeq": {"$gt": cursor.since}},
+                {"changeSeq": cursor.since, "_id": {"$gt": after}},
+            ]},
+        };
         self.messages
-            .find(doc! {"chatId": chat, "changeSeq": {"$gt": since}})
-            .sort(doc! {"changeSeq": 1})
+            .find(filter)
+            .sort(doc! {"changeSeq": 1, "_id": 1})
             .limit(limit)
             .await
             .map_err(db_error)?
@@ -859,7 +878,10 @@ impl Store {
         self.chats
             .update_one(
                 doc! {"_id": chat, "latestMessage.sender": author},
-                doc! {"$set": {"latestMessage.text": crate::changes::rules::DELETED_PREVIEW}},
+                doc! {"$set": {
+                    "latestMessage.text": crate::changes::rules::DELETED_PREVIEW,
+                    "latestMessage.deleted": true,
+                }},
             )
             .await
             .map_err(db_error)?;
@@ -891,10 +913,29 @@ impl Store {
         Ok(removed)
     }
 
-    /// Removes every block by or of `user`.
+    /// Removes every block by or of `user`, and unmarks their chats.
     pub async fn erase_blocks_of(&self, user: &ObjectId) -> Result<(), ChatError> {
         self.blocks
             .delete_many(doc! {"$or": [{"blocker": user}, {"blocked": user}]})
+            .await
+            .map_err(db_error)?;
+        self.chats
+            .update_many(
+                doc! {"members": user, "blockedBy.0": {"$exists": true}},
+                doc! {"$set": {"blockedBy": []}},
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Empties the quotes of the messages `ids` (deleted by retention).
+    pub async fn empty_quotes_of(&self, ids: &[ObjectId]) -> Result<(), ChatError> {
+        self.messages
+            .update_many(
+                doc! {"replyTo.messageId": {"$in": ids}},
+                doc! {"$set": {"replyTo.preview": "", "replyTo.deleted": true}},
+            )
             .await
             .map_err(db_error)?;
         Ok(())

@@ -128,7 +128,10 @@ async fn edits_reactions_replies_and_deletions_reach_both_members_across_replica
         Some(json!({"text": "x"})),
     )
     .await?;
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        (status, body),
+        (403, json!({"message": "you are not a member of this chat"}))
+    );
     let (status, _) = call(
         &b,
         Method::GET,
@@ -455,5 +458,94 @@ async fn reactions_at_once_lose_nothing() -> anyhow::Result<()> {
     for r in reactions {
         assert_eq!(r["count"], 2, "{r}");
     }
+    Ok(())
+}
+
+/// An edit gives the original and every reply quoting it one change
+/// number; a page of the feed that ends inside that group continues with
+/// the rest of it (`nextSince` with `nextAfter`), losing none.
+#[tokio::test]
+async fn a_feed_page_that_ends_inside_one_change_continues_with_the_rest() -> anyhow::Result<()> {
+    let stack = Stack::new().await?;
+    let a = stack.replica().await?;
+    let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
+    let send = |user: &User, body: Value| {
+        let token = user.token.clone();
+        let a = &a;
+        async move {
+            let (status, sent) =
+                call(a, Method::POST, "/api/v1/message", Some(&token), Some(body)).await?;
+            anyhow::ensure!(status == 201, "{status} {sent}");
+            anyhow::Ok(
+                sent["message"]["_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        }
+    };
+    let original = send(&alice, json!({"chatId": chat, "text": "plan A"})).await?;
+    let mut replies = Vec::new();
+    for n in 0..3 {
+        replies.push(
+            send(
+                &bob,
+                json!({"chatId": chat, "text": format!("re {n}"), "replyTo": original}),
+            )
+            .await?,
+        );
+    }
+    let before = changes(&a, &bob, &chat, 0).await?["nextSince"]
+        .as_i64()
+        .unwrap_or_default();
+    let (status, _) = call(
+        &a,
+        Method::PATCH,
+        &format!("/api/v1/message/{chat}/{original}"),
+        Some(&alice.token),
+        Some(json!({"text": "plan B"})),
+    )
+    .await?;
+    assert_eq!(status, 200);
+
+    let mut seen = Vec::new();
+    let mut query = format!("since={before}&limit=2");
+    for _ in 0..4 {
+        let (status, page) = call(
+            &a,
+            Method::GET,
+            &format!("/api/v1/message/{chat}/changes?{query}"),
+            Some(&bob.token),
+            None,
+        )
+        .await?;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(ids(&page));
+        if page["more"] != true {
+            break;
+        }
+        query = format!(
+            "since={}&after={}&limit=2",
+            page["nextSince"],
+            page["nextAfter"].as_str().unwrap_or_default()
+        );
+    }
+    let mut expected = replies.clone();
+    expected.push(original);
+    expected.sort();
+    seen.sort();
+    assert_eq!(seen, expected, "every message of the edit, once");
+    let (status, body) = call(
+        &a,
+        Method::GET,
+        &format!("/api/v1/message/{chat}/changes?after=nope"),
+        Some(&bob.token),
+        None,
+    )
+    .await?;
+    assert_eq!(
+        (status, body),
+        (400, json!({"message": "after is not a valid id"}))
+    );
     Ok(())
 }

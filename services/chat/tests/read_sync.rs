@@ -87,8 +87,7 @@ async fn reading_on_one_device_clears_the_unread_count_on_the_others() -> anyhow
     .await?;
     assert_eq!(list["chats"][0]["chat"]["unseenCount"], 0, "{list}");
 
-    // Reading again marks nothing and tells nobody; Bob's devices never
-    // hear Alice's read state this way (he gets `messagesSeen`).
+    // Reading again marks nothing and tells nobody.
     call(
         &b,
         Method::GET,
@@ -98,6 +97,8 @@ async fn reading_on_one_device_clears_the_unread_count_on_the_others() -> anyhow
     )
     .await?;
     assert!(laptop.quiet("chatRead", Duration::from_millis(500)).await?);
+    // Bob, whose messages these were, hears `messagesSeen`, not `chatRead`.
+    bo.event("messagesSeen", T).await?;
     assert!(bo.quiet("chatRead", Duration::from_millis(200)).await?);
     for c in [phone, laptop, bo] {
         c.stop().await;

@@ -78,6 +78,20 @@ async fn messages_past_the_retention_period_go_with_their_images() -> anyhow::Re
         .unwrap_or_default()
         .to_owned();
     let fresh = send(&a, &bob, &chat, "today").await?;
+    let (status, reply) = call(
+        &a,
+        Method::POST,
+        "/api/v1/message",
+        Some(&bob.token),
+        Some(json!({"chatId": chat, "text": "about last week", "replyTo": old})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(reply["message"]["replyTo"]["preview"], "from last week");
+    let reply = reply["message"]["_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let lonely = send(&a, &carol, &quiet_chat, "anyone?").await?;
 
     // Back-date three of them (and the preview of the chat whose latest
@@ -128,7 +142,12 @@ async fn messages_past_the_retention_period_go_with_their_images() -> anyhow::Re
         .as_array()
         .map(|m| m.iter().filter_map(|m| m["_id"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(left, vec![fresh.as_str()], "{history}");
+    assert_eq!(left, vec![fresh.as_str(), reply.as_str()], "{history}");
+    assert_eq!(
+        history["messages"][1]["replyTo"]["preview"], "",
+        "no words of an expired message stay in quotes: {history}"
+    );
+    assert_eq!(history["messages"][1]["replyTo"]["deleted"], true);
     let (status, _) = call(&a, Method::GET, &image_url, Some(&bob.token), None).await?;
     assert_eq!(status, 404, "the image went with its message");
     let files = stack
@@ -167,7 +186,10 @@ async fn messages_past_the_retention_period_go_with_their_images() -> anyhow::Re
     .await?;
     // The other chat's preview is its fresh message.
     let (_, list) = call(&a, Method::GET, "/api/v1/chat/all", Some(&bob.token), None).await?;
-    assert_eq!(list["chats"][0]["chat"]["latestMessage"]["text"], "today");
+    assert_eq!(
+        list["chats"][0]["chat"]["latestMessage"]["text"],
+        "about last week"
+    );
     assert_eq!(
         a.metric_named("chat_messages_expired_total").await?,
         Some(3.0)

@@ -72,19 +72,26 @@ pub async fn export(
         .enumerate()
         .map(|(i, message)| {
             let message = message?;
-            let view = json!({
+            let mut view = json!({
                 "_id": message.id.to_hex(),
                 "chatId": message.chat_id.to_hex(),
                 "seq": message.seq,
                 "text": message.text,
-                "image": message.image.as_ref().map(|i| json!({
-                    "mediaId": i.media_id.to_hex(),
-                    "contentType": i.content_type,
-                    "size": i.size,
-                })),
                 "sentAt": message.sent_at.try_to_rfc3339_string().unwrap_or_default(),
-                "editedAt": message.edited_at.and_then(|t| t.try_to_rfc3339_string().ok()),
             });
+            if let Some(image) = &message.image {
+                view["image"] = json!({
+                    "mediaId": image.media_id.to_hex(),
+                    "contentType": image.content_type,
+                    "size": image.size,
+                });
+            }
+            if let Some(at) = message
+                .edited_at
+                .and_then(|t| t.try_to_rfc3339_string().ok())
+            {
+                view["editedAt"] = json!(at);
+            }
             Ok(if i == 0 {
                 view.to_string()
             } else {

@@ -142,6 +142,17 @@ async fn an_export_holds_exactly_the_users_data_and_a_deleted_account_leaves_tom
     let image = image["message"].clone();
     assert_eq!(image["messageType"], "image", "{image}");
 
+    // Bob blocks Alice: the chat is blocked until she is gone.
+    let (status, _) = call(
+        &chat_service,
+        Method::POST,
+        &format!("/api/v1/block/{alice_id}"),
+        Some(&bob_token),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 201);
+
     // Alice deletes her account while her socket is open.
     let mut alices_socket = socket(&chat_service, &alice_token).await?;
     let mut bobs_socket = socket(&chat_service, &bob_token).await?;
@@ -249,7 +260,17 @@ async fn an_export_holds_exactly_the_users_data_and_a_deleted_account_leaves_tom
         (&json!(true), &json!("")),
         "no words of hers stay in quotes: {quote}"
     );
-    // The chat keeps working for Bob; Carol's chat was never touched.
+    // The chat keeps working for Bob (no block of a deleted account stays);
+    // Carol's chat was never touched.
+    let (_, blocks) = call(
+        &chat_service,
+        Method::GET,
+        "/api/v1/block",
+        Some(&bob_token),
+        None,
+    )
+    .await?;
+    assert_eq!(blocks["blocked"], json!([]), "{blocks}");
     send(&chat_service, &bob_token, &with_bob, "still here").await?;
     bobs_socket.event("newMessage", T).await?;
     let (_, carols) = call(

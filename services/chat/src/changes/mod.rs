@@ -116,7 +116,12 @@ async fn after(
     let preview = rules::latest_preview(changed);
     if let Err(error) = state
         .store
-        .set_latest_preview(&changed.chat_id, changed.seq, &preview)
+        .set_latest_preview(
+            &changed.chat_id,
+            changed.seq,
+            &preview,
+            changed.deleted_at.is_some(),
+        )
         .await
     {
         tracing::warn!(%error, chat_id = %changed.chat_id, "chat preview not refreshed");
@@ -158,23 +163,42 @@ pub struct ChangePage {
     /// The cursor to ask with next time (the last change here, or the
     /// one asked with when nothing changed).
     pub next_since: i64,
+    /// With `nextSince`, where the next page starts within one change
+    /// number (several messages can share one: an edit and the quotes it
+    /// refreshed); `None` when the page is empty.
+    pub next_after: Option<String>,
     /// True when more changes wait past this page.
     pub more: bool,
 }
 
+/// Where a page of the change feed starts: after change number `since`,
+/// or within it after message `after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedCursor {
+    /// The change number.
+    pub since: i64,
+    /// The last message read of that change number.
+    pub after: Option<ObjectId>,
+}
+
 /// Pure: checks the change feed's query.
-pub fn feed_query(since: Option<i64>, limit: Option<i64>) -> Result<(i64, i64), ChatError> {
+pub fn feed_query(
+    since: Option<i64>,
+    after: Option<&str>,
+    limit: Option<i64>,
+) -> Result<(FeedCursor, i64), ChatError> {
     let since = since.unwrap_or(0);
     if since < 0 {
         return Err(ChatError::invalid("since must be non-negative"));
     }
+    let after = after.map(|a| domain::parse_id("after", a)).transpose()?;
     let limit = limit.unwrap_or(100);
     if !(1..=MAX_CHANGES_PAGE).contains(&limit) {
         return Err(ChatError::invalid(format!(
             "limit must be between 1 and {MAX_CHANGES_PAGE}"
         )));
     }
-    Ok((since, limit))
+    Ok((FeedCursor { since, after }, limit))
 }
 
 /// What changed in a chat after change number `since`: new messages,
@@ -183,24 +207,53 @@ pub async fn since(
     state: &AppState,
     claims: &Claims,
     chat_id: &str,
-    since: i64,
+    cursor: FeedCursor,
     limit: i64,
 ) -> Result<ChangePage, ChatError> {
     let me = caller(claims)?;
     let chat_id = domain::parse_id("chatId", chat_id)?;
     member_chat(&state.store, &chat_id, &me).await?;
-    let mut found = state.store.changes(&chat_id, since, limit + 1).await?;
+    let mut found = state.store.changes(&chat_id, cursor, limit + 1).await?;
     let more = found.len() as i64 > limit;
     found.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_since = found.last().map_or(since, |m| m.change_seq);
+    let next_since = found.last().map_or(cursor.since, |m| m.change_seq);
+    let next_after = found
+        .last()
+        .map(|m| m.id.to_hex())
+        .or_else(|| cursor.after.map(|a| a.to_hex()));
     Ok(ChangePage {
         changes: found
             .iter()
             .map(|m| MessageView::for_viewer(m, &me))
             .collect(),
         next_since,
+        next_after,
         more,
     })
+}
+
+/// After a reply was stored: if its original was edited or deleted
+/// meanwhile (after the quote was read, before the reply was written, so
+/// the original's own refresh missed it), the quote is refreshed now.
+pub async fn settle_quote(state: &AppState, reply: &MessageDoc) {
+    let Some(quoted) = &reply.reply_to else {
+        return;
+    };
+    let original = match state.store.message(&quoted.message_id).await {
+        Ok(Some(original)) => original,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%error, "quote of a new reply not checked");
+            return;
+        }
+    };
+    let now = rules::quote(&original);
+    if now.preview != quoted.preview || now.deleted != quoted.deleted {
+        let seq = original.change_seq.max(reply.change_seq);
+        if let Err(error) = state.store.refresh_quotes(&original, seq).await {
+            tracing::warn!(%error, "quote of a new reply not refreshed");
+        }
+    }
 }
 
 /// The quote for a reply to `reply_to` in `chat`: the message must be in
@@ -227,10 +280,25 @@ mod tests {
 
     #[test]
     fn the_feed_query_is_bounded() {
-        assert_eq!(feed_query(None, None), Ok((0, 100)));
-        assert_eq!(feed_query(Some(5), Some(200)), Ok((5, 200)));
-        assert!(feed_query(Some(-1), None).is_err());
-        assert!(feed_query(None, Some(0)).is_err());
-        assert!(feed_query(None, Some(201)).is_err());
+        let start = FeedCursor {
+            since: 0,
+            after: None,
+        };
+        assert_eq!(feed_query(None, None, None), Ok((start, 100)));
+        let id = ObjectId::new();
+        assert_eq!(
+            feed_query(Some(5), Some(&id.to_hex()), Some(200)),
+            Ok((
+                FeedCursor {
+                    since: 5,
+                    after: Some(id)
+                },
+                200
+            ))
+        );
+        assert!(feed_query(Some(-1), None, None).is_err());
+        assert!(feed_query(None, Some("x"), None).is_err());
+        assert!(feed_query(None, None, Some(0)).is_err());
+        assert!(feed_query(None, None, Some(201)).is_err());
     }
 }
