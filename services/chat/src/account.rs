@@ -24,13 +24,27 @@ pub struct Forgotten {
     pub images: u64,
 }
 
+/// How long a failed erasure waits before its event is handed back for
+/// another try (so a store outage is not retried in a tight loop).
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Forgets `user` (idempotent: a redelivered event finds nothing left to
 /// do). A replica may still take a token it read as valid within its
 /// revocation cache period, so after that period a second pass turns
-/// anything sent meanwhile into a tombstone too.
-pub async fn forget_twice(state: &AppState, user: &ObjectId) -> Result<Forgotten, ChatError> {
+/// anything sent meanwhile into a tombstone too. A shutdown during the
+/// wait gives the event back (another replica redoes both passes).
+pub async fn forget_twice(
+    state: &AppState,
+    user: &ObjectId,
+    shutdown: &CancellationToken,
+) -> Result<Forgotten, ChatError> {
     let first = forget(state, user).await?;
-    tokio::time::sleep(state.config.revocation.cache_ttl).await;
+    tokio::select! {
+        () = shutdown.cancelled() => {
+            return Err(ChatError::unavailable("chat", "shutting down before the second pass"));
+        }
+        () = tokio::time::sleep(state.config.revocation.cache_ttl) => {}
+    }
     let second = forget(state, user).await?;
     Ok(Forgotten {
         chats: first.chats.max(second.chats),
@@ -39,26 +53,37 @@ pub async fn forget_twice(state: &AppState, user: &ObjectId) -> Result<Forgotten
     })
 }
 
-/// One pass of forgetting `user`.
+/// One pass of forgetting `user`. Members of a chat where messages became
+/// tombstones get `chatChanged {chatId, changeSeq}`: their open clients
+/// catch up through the change feed.
 pub async fn forget(state: &AppState, user: &ObjectId) -> Result<Forgotten, ChatError> {
     let mut done = Forgotten::default();
-    let chats = state.store.chat_ids_of(user).await?;
-    for chat in &chats {
-        let Some(seq) = state.store.next_change_any(chat).await? else {
+    let mut blocked_partners = Vec::new();
+    for chat_id in state.store.chat_ids_of(user).await? {
+        let Some(chat) = state.store.chat(&chat_id).await? else {
             continue;
         };
-        done.messages += state.store.erase_author(chat, user, seq).await?;
+        let others: Vec<ObjectId> = chat
+            .members
+            .iter()
+            .filter(|m| *m != user)
+            .copied()
+            .collect();
+        if !chat.blocked_by.is_empty() {
+            blocked_partners.extend(others.iter().copied());
+        }
+        let Some(seq) = state.store.next_change_any(&chat_id).await? else {
+            continue;
+        };
+        let erased = state.store.erase_author(&chat_id, user, seq).await?;
+        done.messages += erased;
         done.chats += 1;
-    }
-    done.images = state.store.erase_media_of(user).await?;
-    let mut blocked_partners = Vec::new();
-    for chat in &chats {
-        if let Some(doc) = state.store.chat(chat).await?
-            && !doc.blocked_by.is_empty()
-        {
-            blocked_partners.extend(doc.members.iter().filter(|m| *m != user).copied());
+        if erased > 0 {
+            let hint = serde_json::json!({ "chatId": chat_id.to_hex(), "changeSeq": seq });
+            state.fanout.to_users(&others, "chatChanged", &hint).await;
         }
     }
+    done.images = state.store.erase_media_of(user).await?;
     state.store.erase_blocks_of(user).await?;
     // The others' sockets forget the block they knew of.
     for partner in &blocked_partners {
@@ -83,8 +108,10 @@ pub fn follow_deletions(
         arguments: Default::default(),
         prefetch: 4,
     };
+    let stop = shutdown.clone();
     tokio::spawn(consume(amqp, spec, shutdown, move |delivery| {
         let state = state.clone();
+        let stop = stop.clone();
         async move {
             let parsed: Result<Envelope<UserDeleted>, _> = serde_json::from_slice(&delivery.data);
             let user = parsed
@@ -95,7 +122,7 @@ pub fn follow_deletions(
                 let _ = delivery.ack(BasicAckOptions::default()).await;
                 return;
             };
-            match forget_twice(&state, &user).await {
+            match forget_twice(&state, &user, &stop).await {
                 Ok(done) => {
                     metrics::counter!("chat_accounts_forgotten_total").increment(1);
                     tracing::info!(user = %user, chats = done.chats, messages = done.messages, images = done.images, "deleted account forgotten");
@@ -103,6 +130,10 @@ pub fn follow_deletions(
                 }
                 Err(error) => {
                     tracing::warn!(%error, user = %user, "deleted account not forgotten yet; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(RETRY_PAUSE) => {}
+                    }
                     let _ = delivery
                         .nack(BasicNackOptions {
                             requeue: true,

@@ -196,6 +196,12 @@ async fn an_export_holds_exactly_the_users_data_and_a_deleted_account_leaves_tom
     .await?;
     assert_eq!(status, 404, "the account is gone");
 
+    // Bob's open client is told to catch up with the change feed.
+    let hint = bobs_socket
+        .event_where("chatChanged", T, |d| d["chatId"] == with_bob.as_str())
+        .await?;
+    assert!(hint["changeSeq"].as_i64().is_some_and(|s| s > 0), "{hint}");
+
     // Her messages become tombstones (the chat service hears the event).
     let db = stack.ns.mongo().await?;
     let messages = db.collection::<Document>("messages");
