@@ -1,7 +1,8 @@
 //! Forgetting a deleted account (`user.deleted.v1` from the user service):
 //! their messages become tombstones in every chat (which keeps working for
-//! the others), their images and quota record go, their blocks go, and
-//! their cached profile is dropped. Their sockets were already closed by
+//! the others), they leave their groups (an owner's passes on), their
+//! images and quota record go, their blocks go, and their cached profile
+//! is dropped. Their sockets were already closed by
 //! the revocation that came with the deletion.
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -81,6 +82,10 @@ pub async fn forget(state: &AppState, user: &ObjectId) -> Result<Forgotten, Chat
         if erased > 0 {
             let hint = serde_json::json!({ "chatId": chat_id.to_hex(), "changeSeq": seq });
             state.fanout.to_users(&others, "chatChanged", &hint).await;
+        }
+        if chat.is_group() {
+            crate::groups::act_as(state, user, &chat_id, crate::groups::rules::Action::Leave)
+                .await?;
         }
     }
     done.images = state.store.erase_media_of(user).await?;

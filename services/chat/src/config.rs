@@ -61,6 +61,10 @@ pub struct Config {
     /// How long after sending the sender may edit a message
     /// (`PARLEY_MESSAGE_EDIT_WINDOW_SECS`, default 900).
     pub edit_window: Duration,
+    /// Most members a group holds besides any one of them
+    /// (`PARLEY_GROUP_MAX_MEMBERS`, default 256): a group is created with 2
+    /// to this many others, and never grows past this many plus one.
+    pub group_max_members: usize,
     /// How long messages are kept (`PARLEY_MESSAGE_RETENTION_DAYS`; `None`,
     /// set to 0 and the default, keeps them forever).
     pub retention: Option<Duration>,
@@ -116,6 +120,11 @@ pub const ENV: &[VarDoc] = &[
         "PARLEY_MESSAGE_EDIT_WINDOW_SECS",
         "900",
         "how long after sending the sender may edit a message (403 after)",
+    ),
+    VarDoc::new(
+        "PARLEY_GROUP_MAX_MEMBERS",
+        "256",
+        "most members a group holds besides its creator: created with 2 to this many others, never more than this plus one (400 beyond)",
     ),
     VarDoc::new(
         "PARLEY_MESSAGE_RETENTION_DAYS",
@@ -212,6 +221,14 @@ impl Config {
             ));
         }
         let edit_window = env.seconds_or("PARLEY_MESSAGE_EDIT_WINDOW_SECS", DEFAULT_EDIT_WINDOW)?;
+        let group_max_members: usize =
+            env.parsed_or("PARLEY_GROUP_MAX_MEMBERS", "a whole number", 256)?;
+        if !(2..=10_000).contains(&group_max_members) {
+            return Err(ConfigError::new(
+                "PARLEY_GROUP_MAX_MEMBERS",
+                "must be between 2 and 10000",
+            ));
+        }
         let retention_days: u64 =
             env.parsed_or("PARLEY_MESSAGE_RETENTION_DAYS", "a whole number of days", 0)?;
         if retention_days > 100 * 365 {
@@ -294,6 +311,7 @@ impl Config {
             media_quota_bytes,
             presence_ttl,
             edit_window,
+            group_max_members,
             retention,
             retention_sweep_every,
             socket_events_per_sec,

@@ -209,23 +209,25 @@ pub fn other_member(members: &[ObjectId], me: &ObjectId) -> Option<ObjectId> {
     members.iter().find(|m| *m != me).copied()
 }
 
-/// Pure: for each of `users`, the other members of the chats (`members` of
-/// each chat) they belong to, sorted and without repeats.
+/// Pure: for each of `users`, who sees their presence through `chats`
+/// (see [`crate::model::ChatDoc::presence_partners`]), never across one of
+/// the `blocks` (blocker, blocked); sorted, without repeats.
 pub fn partners_by_user(
     users: &[ObjectId],
-    chats: &[Vec<ObjectId>],
+    chats: &[crate::model::ChatDoc],
+    blocks: &[(ObjectId, ObjectId)],
 ) -> std::collections::HashMap<ObjectId, Vec<ObjectId>> {
-    let wanted: std::collections::HashSet<&ObjectId> = users.iter().collect();
     let mut out: std::collections::HashMap<ObjectId, Vec<ObjectId>> =
         users.iter().map(|u| (*u, Vec::new())).collect();
-    for members in chats {
-        for member in members.iter().filter(|m| wanted.contains(m)) {
+    for chat in chats {
+        for member in chat.members.iter() {
             if let Some(list) = out.get_mut(member) {
-                list.extend(members.iter().filter(|m| *m != member).copied());
+                list.extend(chat.presence_partners(member));
             }
         }
     }
-    for list in out.values_mut() {
+    for (user, list) in out.iter_mut() {
+        list.retain(|p| !blocks.contains(&(*user, *p)) && !blocks.contains(&(*p, *user)));
         list.sort();
         list.dedup();
     }
@@ -364,25 +366,68 @@ mod tests {
         );
     }
 
+    fn chat(members: &[ObjectId], accepted: &[ObjectId], group: bool) -> crate::model::ChatDoc {
+        let now = DateTime::now();
+        crate::model::ChatDoc {
+            id: ObjectId::new(),
+            members: members.to_vec(),
+            pair_key: String::new(),
+            last_seq: 0,
+            last_change: 0,
+            latest_message: None,
+            created_at: now,
+            updated_at: now,
+            accepted_by: accepted.to_vec(),
+            blocked_by: Vec::new(),
+            muted_by: Vec::new(),
+            kind: if group {
+                crate::model::ChatKind::Group
+            } else {
+                crate::model::ChatKind::Direct
+            },
+            name: None,
+            roster: Vec::new(),
+            reads: Default::default(),
+            delivered: Default::default(),
+        }
+    }
+
     #[test]
     fn partners_of_several_users_from_one_list_of_chats() {
-        let (a, b, c, d) = (
-            ObjectId::new(),
-            ObjectId::new(),
-            ObjectId::new(),
-            ObjectId::new(),
-        );
-        let chats = vec![vec![a, b], vec![a, c], vec![b, c], vec![c, d], vec![a, b]];
-        let map = partners_by_user(&[a, d], &chats);
+        let [a, b, c, d, e] = std::array::from_fn(|_| ObjectId::new());
+        let chats = vec![
+            chat(&[a, b], &[a, b], false),
+            chat(&[a, c], &[a, c], false),
+            chat(&[b, c], &[b, c], false),
+            chat(&[c, d], &[c, d], false),
+            chat(&[a, b], &[a, b], false),
+            chat(&[a, e], &[a], false),
+        ];
+        let map = partners_by_user(&[a, d], &chats, &[]);
         let mut expect_a = vec![b, c];
         expect_a.sort();
-        assert_eq!(map[&a], expect_a);
+        assert_eq!(map[&a], expect_a, "e never accepted");
         assert_eq!(map[&d], vec![c]);
         assert!(!map.contains_key(&b), "only the asked users");
         assert_eq!(
-            partners_by_user(&[ObjectId::new()], &chats).values().next(),
+            partners_by_user(&[ObjectId::new()], &chats, &[])
+                .values()
+                .next(),
             Some(&Vec::new())
         );
+    }
+
+    #[test]
+    fn groups_show_presence_between_members_who_accepted_and_never_across_a_block() {
+        let [a, b, c, d] = std::array::from_fn(|_| ObjectId::new());
+        let group = chat(&[a, b, c, d], &[a, b, c], true);
+        let map = partners_by_user(&[a, d], std::slice::from_ref(&group), &[]);
+        let mut expect = vec![b, c];
+        expect.sort();
+        assert_eq!(map[&a], expect);
+        assert!(map[&d].is_empty(), "d did not accept the group");
+        let map = partners_by_user(&[a], &[group], &[(c, a)]);
+        assert_eq!(map[&a], vec![b], "c blocked a");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! REST routes (prefix `/api/v1`), all behind a bearer token. Handlers
 //! only translate: requests into service calls, [`ChatError`] into statuses.
 
+mod groups;
+
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{
@@ -96,6 +98,7 @@ pub fn routes(state: AppState) -> Router {
             put(add_reaction).delete(remove_reaction),
         )
         .route("/api/v1/media/{media_id}", get(media))
+        .merge(groups::routes())
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(state)
 }

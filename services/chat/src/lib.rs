@@ -6,6 +6,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod fanout;
+pub mod groups;
 pub mod handshake;
 pub mod http;
 pub mod media;
@@ -20,6 +21,7 @@ pub mod retention;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod watermarks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +157,7 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let tasks = vec![
         realtime::session::follow_revocations(&state, shutdown.clone()),
         realtime::session::expire_tokens(&state, shutdown.clone()),
-        realtime::blocking::follow(&state, shutdown.clone()),
+        realtime::invalidation::follow(&state, shutdown.clone()),
         heartbeat(presence, shutdown.clone()),
         invalidate_profiles(amqp.clone(), profiles, shutdown.clone()),
         account::follow_deletions(amqp.clone(), state.clone(), shutdown.clone()),

@@ -1,5 +1,7 @@
 //! Stored documents and the JSON shapes clients see.
 
+use std::collections::BTreeMap;
+
 use mongodb::bson::DateTime;
 use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,60 @@ pub struct LatestMessage {
     pub sent_at: DateTime,
     /// Its sequence number in the chat.
     pub seq: i64,
+}
+
+/// Whether a chat is a 1:1 conversation or a group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatKind {
+    /// Two users; members never change (stored chats without a kind are these).
+    #[default]
+    Direct,
+    /// A named group with roles; members come and go.
+    Group,
+}
+
+/// A member's role in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Holds every right, one per group.
+    Owner,
+    /// Renames, adds and removes members, deletes anyone's messages.
+    Admin,
+    /// Writes, reads and leaves.
+    Member,
+}
+
+impl Role {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+
+    /// True for the owner and admins.
+    pub fn manages(self) -> bool {
+        matches!(self, Self::Owner | Self::Admin)
+    }
+}
+
+/// One member of a group, in the order they joined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RosterEntry {
+    /// The member.
+    pub user: ObjectId,
+    /// Their role.
+    pub role: Role,
+    /// The chat's last message seq when they joined: they see only
+    /// messages after it.
+    pub joined_seq: i64,
+    /// When they joined.
+    pub joined_at: DateTime,
 }
 
 /// A chat document (`chats`).
@@ -55,6 +111,24 @@ pub struct ChatDoc {
     /// Members who muted the chat: no mail notifications for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub muted_by: Vec<ObjectId>,
+    /// 1:1 or group.
+    #[serde(default)]
+    pub kind: ChatKind,
+    /// A group's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A group's members with their roles, in the order they joined (kept
+    /// in step with `members`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roster: Vec<RosterEntry>,
+    /// A group's read watermarks: member (hex id) to the highest message
+    /// seq they read. Receipts in groups are these, never per message.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reads: BTreeMap<String, i64>,
+    /// A group's delivery watermarks: member (hex id) to the highest seq
+    /// one of their devices received.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub delivered: BTreeMap<String, i64>,
 }
 
 impl ChatDoc {
@@ -63,9 +137,52 @@ impl ChatDoc {
         self.members.contains(user)
     }
 
-    /// True when the members may see each other's presence.
+    /// True when the members may see each other's presence (1:1 chats;
+    /// see [`ChatDoc::presence_partners`] for groups).
     pub fn presence_flows(&self) -> bool {
         crate::domain::presence_flows(&self.members, &self.accepted_by, &self.blocked_by)
+    }
+
+    /// The members who see `user`'s presence through this chat: in a 1:1
+    /// chat the other member once both accepted it; in a group, the
+    /// members who accepted it, once `user` did too.
+    pub fn presence_partners(&self, user: &ObjectId) -> Vec<ObjectId> {
+        let flows = match self.kind {
+            ChatKind::Direct => self.presence_flows(),
+            ChatKind::Group => self.accepted_by.contains(user) && self.has_member(user),
+        };
+        if !flows {
+            return Vec::new();
+        }
+        self.members
+            .iter()
+            .filter(|m| *m != user && self.accepted_by.contains(m))
+            .copied()
+            .collect()
+    }
+
+    /// True for a group.
+    pub fn is_group(&self) -> bool {
+        self.kind == ChatKind::Group
+    }
+
+    /// `user`'s role in a group (`None` in a 1:1 chat or for a non-member).
+    pub fn role_of(&self, user: &ObjectId) -> Option<Role> {
+        self.roster.iter().find(|e| e.user == *user).map(|e| e.role)
+    }
+
+    /// The seq after which `user` sees messages: 0 in a 1:1 chat, the
+    /// chat's last seq when they joined in a group.
+    pub fn visible_after(&self, user: &ObjectId) -> i64 {
+        self.roster
+            .iter()
+            .find(|e| e.user == *user)
+            .map_or(0, |e| e.joined_seq)
+    }
+
+    /// The seq `user` read up to in a group.
+    pub fn read_up_to(&self, user: &ObjectId) -> i64 {
+        self.reads.get(&user.to_hex()).copied().unwrap_or(0)
     }
 }
 
@@ -139,6 +256,29 @@ pub struct MessageDoc {
     /// True once its sender deleted their account (it is then a tombstone).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sender_deleted: bool,
+    /// What a `system` message records (a group's membership change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<Notice>,
+}
+
+/// A change to a group, as its `system` message records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notice {
+    /// `created`, `renamed`, `added`, `removed`, `left`, `roleChanged` or
+    /// `ownerChanged`.
+    pub action: String,
+    /// Who did it.
+    pub actor: ObjectId,
+    /// Whom it concerns (added, removed, promoted, the new owner…).
+    #[serde(default)]
+    pub users: Vec<ObjectId>,
+    /// The group's name after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The role given (`roleChanged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
 }
 
 /// One emoji on a message and who reacted with it.
@@ -243,6 +383,63 @@ pub struct MessageView {
     /// True once its sender deleted their account.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sender_deleted: bool,
+    /// What a `system` message records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<NoticeView>,
+    /// In a group: who of the members received and read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipts: Option<GroupReceipts>,
+}
+
+/// A group change as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NoticeView {
+    /// What happened.
+    pub action: String,
+    /// Who did it.
+    pub actor: String,
+    /// Whom it concerns.
+    pub users: Vec<String>,
+    /// The group's name after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The role given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+impl From<&Notice> for NoticeView {
+    fn from(n: &Notice) -> Self {
+        Self {
+            action: n.action.clone(),
+            actor: n.actor.to_hex(),
+            users: n.users.iter().map(|u| u.to_hex()).collect(),
+            name: n.name.clone(),
+            role: n.role,
+        }
+    }
+}
+
+/// A group message's receipts, from the members' watermarks: counts
+/// always, the lists too in small groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupReceipts {
+    /// Members it was meant for: current members but the sender who
+    /// joined before it was sent (the M of "seen by N of M").
+    pub of: usize,
+    /// How many of them received it on a device.
+    pub delivered: usize,
+    /// How many read it.
+    pub seen: usize,
+    /// Who received it (groups of at most
+    /// [`crate::watermarks::LISTED_UP_TO`] members).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_to: Option<Vec<String>>,
+    /// Who read it (same bound).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen_by: Option<Vec<String>>,
 }
 
 /// A reaction as clients see it.
@@ -339,6 +536,8 @@ impl From<&MessageDoc> for MessageView {
                 deleted: r.deleted,
             }),
             sender_deleted: m.sender_deleted,
+            system: m.system.as_ref().map(NoticeView::from),
+            receipts: None,
         }
     }
 }
@@ -372,6 +571,14 @@ pub struct ChatView {
     pub unseen_count: u64,
     /// True when the caller muted the chat (no mail notifications).
     pub muted: bool,
+    /// `direct` or `group`.
+    pub kind: ChatKind,
+    /// A group's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The caller's role in a group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
     /// Creation time.
     pub created_at: String,
     /// Last activity.
@@ -392,6 +599,9 @@ impl ChatView {
             }),
             unseen_count,
             muted: chat.muted_by.contains(viewer),
+            kind: chat.kind,
+            name: chat.name.clone(),
+            role: chat.role_of(viewer),
             created_at: iso(chat.created_at),
             updated_at: iso(chat.updated_at),
         }

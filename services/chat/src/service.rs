@@ -93,23 +93,28 @@ pub async fn list_chats(
     let chats = state.store.chats_of(me, cursor, limit).await?;
     let others: Vec<String> = chats
         .iter()
+        .filter(|c| !c.is_group())
         .filter_map(|c| domain::other_member(&c.members, me))
         .map(|id| id.to_hex())
         .collect();
     let profiles = state.profiles.get(&others, token).await;
-    let ids: Vec<ObjectId> = chats.iter().map(|c| c.id).collect();
-    let unseen_counts = state.store.unseen_counts(&ids, me).await?;
+    let unseen_counts = state.store.unseen_counts(&chats, me).await?;
     let items = chats
         .iter()
         .map(|chat| {
             let unseen = unseen_counts.get(&chat.id).copied().unwrap_or(0);
-            let other = domain::other_member(&chat.members, me)
-                .map(|id| id.to_hex())
-                .unwrap_or_default();
-            let user = profiles
-                .get(&other)
-                .cloned()
-                .unwrap_or_else(|| Profile::placeholder(&other));
+            let user = match group_profile(chat) {
+                Some(group) => group,
+                None => {
+                    let other = domain::other_member(&chat.members, me)
+                        .map(|id| id.to_hex())
+                        .unwrap_or_default();
+                    profiles
+                        .get(&other)
+                        .cloned()
+                        .unwrap_or_else(|| Profile::placeholder(&other))
+                }
+            };
             ChatItem {
                 user,
                 chat: ChatView::new(chat, me, unseen),
@@ -126,13 +131,26 @@ pub async fn list_chats(
     Ok(ChatPage { items, next_cursor })
 }
 
-/// The profile of the other member of `chat`, read with the caller's `token`.
+/// Pure: what stands in a group's place where a 1:1 chat shows the other
+/// member (`user` in listings and history): its id and name.
+pub fn group_profile(chat: &ChatDoc) -> Option<Profile> {
+    chat.is_group().then(|| Profile {
+        id: chat.id.to_hex(),
+        name: chat.name.clone().unwrap_or_default(),
+    })
+}
+
+/// The profile of the other member of `chat` (read with the caller's
+/// `token`), or the group's.
 pub async fn partner_profile(
     state: &AppState,
     chat: &ChatDoc,
     me: &ObjectId,
     token: &str,
 ) -> Profile {
+    if let Some(group) = group_profile(chat) {
+        return group;
+    }
     let other = domain::other_member(&chat.members, me)
         .map(|id| id.to_hex())
         .unwrap_or_default();
@@ -195,16 +213,9 @@ pub async fn send(
             return Err(blocked_error(&chat, &sender));
         }
     }
-    // A quote is checked before anything is stored.
+    // A quote is checked (membership first) before anything is stored.
     let reply_to = match input.reply_to.as_deref() {
-        Some(raw) => match crate::changes::quote_for(state, &chat_id, &sender, raw).await {
-            Ok(quote) => Some(quote),
-            Err(error) => {
-                // A stranger to the chat learns only that.
-                member_chat(&state.store, &chat_id, &sender).await?;
-                return Err(error);
-            }
-        },
+        Some(raw) => Some(crate::changes::quote_for(state, &chat_id, &sender, raw).await?),
         None => None,
     };
     if let Some(cid) = &client_message_id
@@ -294,8 +305,11 @@ pub async fn accept(
         .accept(chat_id, user)
         .await?
         .ok_or(ChatError::NotFound("no such chat"))?;
-    if chat.presence_flows() {
-        state.fanout.refresh_presence(&chat.members).await;
+    let partners = chat.presence_partners(user);
+    if !partners.is_empty() {
+        let mut everyone = partners;
+        everyone.push(*user);
+        state.fanout.refresh_presence(&everyone).await;
     }
     Ok(chat)
 }
@@ -336,9 +350,12 @@ pub async fn set_block(
     Ok(changed)
 }
 
-/// Reads a page of history; marks the other side's messages seen, tells
-/// their senders (`messagesSeen`) and the reader's own devices (`chatRead`,
-/// with the chat's new unread count).
+/// Reads a page of history. In a 1:1 chat it marks the other side's
+/// messages seen and tells their senders (`messagesSeen`); in a group it
+/// moves the reader's watermark (see [`crate::watermarks`]). Either way
+/// the reader's own devices hear `chatRead`, with the chat's new unread
+/// count. A group member sees only messages from after they joined:
+/// asking for a page wholly before that is forbidden.
 pub async fn read(
     state: &AppState,
     claims: &Claims,
@@ -349,37 +366,60 @@ pub async fn read(
     let reader = caller(claims)?;
     let chat_id = domain::parse_id("chatId", chat_id)?;
     let chat = member_chat(&state.store, &chat_id, &reader).await?;
-    let (seen_ids, seen_at) = state.store.mark_seen(&chat_id, &reader).await?;
-    if !seen_ids.is_empty() {
-        // The reader's other devices: this chat has nothing unread now.
-        let read = serde_json::json!({
-            "chatId": chat_id.to_hex(),
-            "unseenCount": 0,
-            "readUpTo": chat.last_seq,
-            "readAt": seen_at.try_to_rfc3339_string().unwrap_or_default(),
-        });
-        state.fanout.to_users([&reader], "chatRead", &read).await;
+    let floor = chat.visible_after(&reader);
+    if matches!(window, Window::Before(before) if floor > 0 && before <= floor + 1) {
+        return Err(ChatError::Forbidden(
+            "messages from before you joined are not yours to read",
+        ));
     }
+    if chat.is_group() {
+        crate::watermarks::read(state, &chat, &reader).await?;
+    } else {
+        mark_seen(state, &chat, &reader).await?;
+    }
+    let messages = state
+        .store
+        .messages(&chat_id, &reader, floor, window, limit)
+        .await?;
+    let views = messages
+        .iter()
+        .map(|m| crate::watermarks::view(&chat, m, &reader))
+        .collect();
+    Ok((chat, views))
+}
+
+/// A 1:1 chat read: the other side's messages are marked seen, the
+/// reader's other devices hear `chatRead` and, unless blocked, the sender
+/// `messagesSeen`.
+async fn mark_seen(state: &AppState, chat: &ChatDoc, reader: &ObjectId) -> Result<(), ChatError> {
+    let (seen_ids, seen_at) = state.store.mark_seen(&chat.id, reader).await?;
+    if seen_ids.is_empty() {
+        return Ok(());
+    }
+    // The reader's other devices: this chat has nothing unread now.
+    let read = serde_json::json!({
+        "chatId": chat.id.to_hex(),
+        "unseenCount": 0,
+        "readUpTo": chat.last_seq,
+        "readAt": seen_at.try_to_rfc3339_string().unwrap_or_default(),
+    });
+    state.fanout.to_users([reader], "chatRead", &read).await;
     // In a blocked chat, reading tells the other nothing (it would show
     // that the reader is around).
-    if !seen_ids.is_empty() && chat.blocked_by.is_empty() {
+    if chat.blocked_by.is_empty() {
         let payload = serde_json::json!({
-            "chatId": chat_id.to_hex(),
+            "chatId": chat.id.to_hex(),
             "seenBy": reader.to_hex(),
             "messageIds": seen_ids.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "seenAt": chrono::Utc::now().to_rfc3339(),
         });
-        let others = chat.members.iter().filter(|m| **m != reader);
+        let others = chat.members.iter().filter(|m| *m != reader);
         state
             .fanout
             .to_users(others, "messagesSeen", &payload)
             .await;
     }
-    let messages = state
-        .store
-        .messages(&chat_id, &reader, window, limit)
-        .await?;
-    Ok((chat, messages.iter().map(MessageView::from).collect()))
+    Ok(())
 }
 
 /// Validates the ids of a delivered receipt: 1 to 100 message ids.

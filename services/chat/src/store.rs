@@ -1,5 +1,9 @@
 //! MongoDB access for chats, messages, media and last-seen times.
 
+mod groups;
+
+pub use groups::{Mark, system_message};
+
 use std::collections::HashMap;
 
 use futures::{AsyncWriteExt, Stream, TryStreamExt};
@@ -331,6 +335,11 @@ impl Store {
                 accepted_by: vec![*a],
                 blocked_by: Vec::new(),
                 muted_by: Vec::new(),
+                kind: crate::model::ChatKind::Direct,
+                name: None,
+                roster: Vec::new(),
+                reads: Default::default(),
+                delivered: Default::default(),
             }
         })
         .await?;
@@ -393,31 +402,16 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Every chat partner of `user` who may see their presence (members of
-    /// chats they share that everyone accepted and nobody blocked).
+    /// Every chat partner of `user` who may see their presence (see
+    /// [`ChatDoc::presence_partners`]; never across a block).
     pub async fn partners_of(&self, user: &ObjectId) -> Result<Vec<ObjectId>, ChatError> {
-        let chats: Vec<ChatDoc> = self
-            .chats
-            .find(doc! {"members": user})
-            .projection(doc! {"members": 1, "_id": 1, "pairKey": 1, "createdAt": 1, "updatedAt": 1, "acceptedBy": 1, "blockedBy": 1})
-            .limit(1000)
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
-        let mut partners: Vec<ObjectId> = chats
-            .iter()
-            .filter(|c| c.presence_flows())
-            .flat_map(|c| c.members.iter().copied())
-            .filter(|m| m != user)
-            .collect();
-        partners.sort();
-        partners.dedup();
-        Ok(partners)
+        let mut partners = self.partners_of_many(std::slice::from_ref(user)).await?;
+        Ok(partners.remove(user).unwrap_or_default())
     }
 
-    /// The chat partners of each of `users` (as [`Store::partners_of`]), from one query.
+    /// The chat partners of each of `users` (as [`Store::partners_of`]):
+    /// one query for their chats, and one for blocks when a group is among
+    /// them (a 1:1 chat carries its blocks).
     pub async fn partners_of_many(
         &self,
         users: &[ObjectId],
@@ -425,34 +419,25 @@ impl Store {
         if users.is_empty() {
             return Ok(HashMap::new());
         }
-        let chats: Vec<mongodb::bson::Document> = self
+        let chats: Vec<ChatDoc> = self
             .chats
-            .clone_with_type::<mongodb::bson::Document>()
             .find(doc! {"members": {"$in": users}})
-            .projection(doc! {"members": 1, "acceptedBy": 1, "blockedBy": 1, "_id": 0})
+            .projection(doc! {
+                "members": 1, "_id": 1, "pairKey": 1, "createdAt": 1, "updatedAt": 1,
+                "acceptedBy": 1, "blockedBy": 1, "kind": 1,
+            })
             .limit(i64::try_from(users.len() * 1000).unwrap_or(i64::MAX))
             .await
             .map_err(db_error)?
             .try_collect()
             .await
             .map_err(db_error)?;
-        let ids = |c: &mongodb::bson::Document, field: &str| -> Vec<ObjectId> {
-            c.get_array(field)
-                .map(|m| m.iter().filter_map(Bson::as_object_id).collect())
-                .unwrap_or_default()
+        let blocks = if chats.iter().any(ChatDoc::is_group) {
+            self.block_peers(users).await?
+        } else {
+            Vec::new()
         };
-        let members: Vec<Vec<ObjectId>> = chats
-            .iter()
-            .filter(|c| {
-                crate::domain::presence_flows(
-                    &ids(c, "members"),
-                    &ids(c, "acceptedBy"),
-                    &ids(c, "blockedBy"),
-                )
-            })
-            .map(|c| ids(c, "members"))
-            .collect();
-        Ok(crate::domain::partners_by_user(users, &members))
+        Ok(crate::domain::partners_by_user(users, &chats, &blocks))
     }
 
     /// The message the sender already stored under this idempotency key.
@@ -526,6 +511,7 @@ impl Store {
             reactions: Vec::new(),
             reply_to: new.reply_to,
             sender_deleted: false,
+            system: None,
         };
         if let Err(e) = self.messages.insert_one(&message).await {
             if is_duplicate_key(&e)
@@ -543,18 +529,32 @@ impl Store {
     /// one aggregation; chats without unseen messages are absent.
     pub async fn unseen_counts(
         &self,
-        chats: &[ObjectId],
+        chats: &[ChatDoc],
         reader: &ObjectId,
     ) -> Result<HashMap<ObjectId, u64>, ChatError> {
         if chats.is_empty() {
             return Ok(HashMap::new());
         }
+        // 1:1 chats by their messages' seen flags; each group by the
+        // reader's watermark (and where they joined), system messages aside.
+        let direct: Vec<ObjectId> = chats
+            .iter()
+            .filter(|c| !c.is_group())
+            .map(|c| c.id)
+            .collect();
+        let mut which = vec![doc! {"chatId": {"$in": direct}, "seen": false}];
+        which.extend(chats.iter().filter(|c| c.is_group()).map(|c| {
+            doc! {
+                "chatId": c.id,
+                "seq": {"$gt": c.read_up_to(reader).max(c.visible_after(reader))},
+                "messageType": {"$ne": "system"},
+            }
+        }));
         let rows: Vec<mongodb::bson::Document> = self
             .messages
             .aggregate(vec![
                 doc! {"$match": {
-                    "chatId": {"$in": chats},
-                    "seen": false,
+                    "$or": which,
                     "sender": {"$ne": reader},
                     "deletedAt": {"$exists": false},
                     "hiddenFor": {"$ne": reader},
@@ -582,18 +582,23 @@ impl Store {
     }
 
     /// A page of a chat's messages as `viewer` sees them (without those
-    /// they deleted for themselves), oldest first.
+    /// they deleted for themselves, nor any up to seq `floor`: a group's
+    /// messages from before they joined), oldest first.
     pub async fn messages(
         &self,
         chat: &ObjectId,
         viewer: &ObjectId,
+        floor: i64,
         window: Window,
         limit: i64,
     ) -> Result<Vec<MessageDoc>, ChatError> {
         let (mut filter, ascending) = match window {
-            Window::Latest => (doc! {"chatId": chat}, false),
-            Window::Before(seq) => (doc! {"chatId": chat, "seq": {"$lt": seq}}, false),
-            Window::After(seq) => (doc! {"chatId": chat, "seq": {"$gt": seq}}, true),
+            Window::Latest => (doc! {"chatId": chat, "seq": {"$gt": floor}}, false),
+            Window::Before(seq) => (
+                doc! {"chatId": chat, "seq": {"$lt": seq, "$gt": floor}},
+                false,
+            ),
+            Window::After(seq) => (doc! {"chatId": chat, "seq": {"$gt": seq.max(floor)}}, true),
         };
         filter.insert("hiddenFor", doc! {"$ne": viewer});
         let mut page: Vec<MessageDoc> = self

@@ -4,7 +4,9 @@
 //!
 //! Ownership: the user service owns `users` (chat writes only its
 //! `lastSeenAt`); chat owns `chats` and `messages` (the user service reads
-//! chats to tell who shares one, mail reads messages); chat owns presence
+//! chats to tell who shares one; mail reads a chat's members, mutes, group
+//! name and read watermarks, and its messages' seen flags and seqs, through
+//! lenient views of its own in `parley_mail::audience`); chat owns presence
 //! in Redis (mail reads the live count).
 
 use serde::Deserialize;
@@ -32,14 +34,6 @@ pub fn presence_sockets_key(user_hex: &str) -> String {
     format!("presence:sockets:{user_hex}")
 }
 
-/// What mail reads of a message: whether the recipient has seen it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct MessageSeenView {
-    /// Seen by its recipient.
-    #[serde(default)]
-    pub seen: bool,
-}
-
 /// What mail reads of a user: where to write.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct UserContactView {
@@ -57,13 +51,6 @@ mod tests {
     fn keys_and_views_read_what_the_owners_write() {
         assert_eq!(presence_count_key("abc"), "presence:abc");
         assert_eq!(presence_sockets_key("abc"), "presence:sockets:abc");
-        let message: MessageSeenView =
-            serde_json::from_value(serde_json::json!({"seen": true, "text": "hi", "seq": 3}))
-                .unwrap_or_default();
-        assert!(message.seen);
-        let unmarked: MessageSeenView =
-            serde_json::from_value(serde_json::json!({"text": "hi"})).unwrap_or_default();
-        assert!(!unmarked.seen);
         let user: UserContactView =
             serde_json::from_value(serde_json::json!({"email": "a@example.com", "name": "A"}))
                 .unwrap_or_default();

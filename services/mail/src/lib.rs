@@ -6,6 +6,7 @@
 //! ones (and unreadable events) are parked in `*.dead` with the reason.
 //! Redeliveries are deduplicated on the event id in Redis.
 
+pub mod audience;
 pub mod config;
 pub mod policy;
 pub mod smtp;

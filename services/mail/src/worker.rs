@@ -7,14 +7,15 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncTransport, Message};
-use mongodb::bson::doc;
 use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Document, doc};
 use parley_common::amqp::Amqp;
 use parley_common::events::{Envelope, EnvelopeHeader, Event, MessageCreated, OtpRequested};
 use parley_common::redis::Redis;
-use parley_common::storage::{MessageSeenView, UserContactView, collections, presence_count_key};
+use parley_common::storage::{UserContactView, collections, presence_count_key};
 use redis::AsyncCommands;
 
+use crate::audience::{self, ChatView, MessageView};
 use crate::config::Delivery as Policy;
 use crate::policy::{self, Failure, Next};
 use crate::smtp::Transport;
@@ -63,7 +64,7 @@ pub struct Worker {
     pub topology: tokio::sync::watch::Receiver<bool>,
     /// Dedupe markers, presence, notification windows.
     pub redis: Redis,
-    /// Users and messages.
+    /// Users, chats and messages.
     pub db: mongodb::Database,
     /// SMTP pool.
     pub smtp: Transport,
@@ -326,8 +327,10 @@ impl Worker {
             .map_err(|e| Problem::transient(format!("cannot hold for grace: {e}")))
     }
 
-    /// After the grace period: one summary mail per offline recipient who has
-    /// not seen the message, at most one per chat per window.
+    /// After the grace period: one summary mail per offline recipient who is
+    /// still a member, has not muted the chat and has not seen the message,
+    /// at most one per chat per window. The chat is read now, not taken
+    /// from the event: a mute, removal or rename since the send counts.
     async fn notify(&self, data: &[u8]) -> Result<(), Problem> {
         let event: Envelope<MessageCreated> = serde_json::from_slice(data)
             .map_err(|e| Problem::permanent(format!("bad {}: {e}", MessageCreated::TYPE)))?;
@@ -337,22 +340,34 @@ impl Worker {
             .map_err(|_| Problem::permanent("chatId is not an id"))?;
         let mongo_down = |e: mongodb::error::Error| Problem::transient(format!("mongodb: {e}"));
         let redis_down = |e: redis::RedisError| Problem::transient(format!("redis: {e}"));
-        let messages = self.db.collection::<MessageSeenView>(collections::MESSAGES);
+        let chats = self.db.collection::<Document>(collections::CHATS);
+        let messages = self.db.collection::<Document>(collections::MESSAGES);
         let users = self.db.collection::<UserContactView>(collections::USERS);
-        let seen = messages
-            .find_one(doc! {"_id": message_id})
-            .projection(doc! {"seen": 1})
+        let Some(chat) = chats
+            .find_one(doc! {"_id": chat_id})
+            .projection(ChatView::projection())
             .await
             .map_err(mongo_down)?
-            .is_some_and(|m| m.seen);
-        if seen {
+            .map(|chat| ChatView::from_document(&chat))
+        else {
+            // The chat is gone: nothing left to read.
             return Ok(());
-        }
+        };
+        let message = messages
+            .find_one(doc! {"_id": message_id})
+            .projection(MessageView::projection())
+            .await
+            .map_err(mongo_down)?
+            .map(|message| MessageView::from_document(&message))
+            .unwrap_or_default();
         let mut conn = self.redis.conn();
         for recipient in &event.data.recipient_ids {
             let Ok(recipient_id) = ObjectId::parse_str(recipient) else {
                 continue;
             };
+            if !audience::should_notify(&chat, &recipient_id, &message) {
+                continue;
+            }
             let online: Option<i64> = conn
                 .get(self.redis.key(&presence_count_key(recipient)))
                 .await
@@ -383,9 +398,7 @@ impl Worker {
                 continue;
             }
             let unseen = messages
-                .count_documents(
-                    doc! {"chatId": chat_id, "seen": false, "sender": {"$ne": recipient_id}},
-                )
+                .count_documents(audience::unseen_filter(&chat, chat_id, recipient_id))
                 .await
                 .map_err(mongo_down)?;
             let Some(email) = users
@@ -404,7 +417,14 @@ impl Worker {
                 .map(|u| u.to_string())
                 .unwrap_or_else(|_| self.policy.app_base_url.to_string());
             // The sender's name and the preview stay out: see the template.
-            let mail = templates::new_messages(unseen.max(1), &link);
+            let mail = match &chat.group {
+                Some(group) => templates::new_group_messages(
+                    unseen.max(1),
+                    group.name_for(&recipient_id),
+                    &link,
+                ),
+                None => templates::new_messages(unseen.max(1), &link),
+            };
             if let Err(problem) = self.send_once(&id, &email, mail, "notification").await {
                 let _: redis::RedisResult<()> = conn.del(&window_key).await;
                 return Err(problem);

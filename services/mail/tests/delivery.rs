@@ -439,6 +439,45 @@ async fn rabbitmq_restart_is_survived_and_nothing_queued_is_lost() -> anyhow::Re
     Ok(())
 }
 
+/// Waits until every notification event has passed its grace period and
+/// been handled.
+async fn notifications_drained(channel: &Channel) -> anyhow::Result<()> {
+    wait_until("notification queues drained", T, || async {
+        let mut total = 0;
+        for q in [
+            "mail.notifications",
+            "mail.notifications.grace",
+            "mail.notifications.due",
+        ] {
+            match depth(channel, q).await {
+                Ok(n) => total += n,
+                Err(_) => return false,
+            }
+        }
+        total == 0
+    })
+    .await
+    .map(drop)
+}
+
+/// The one mail to `address` (empty when there is none).
+fn mail_to(sink: &SmtpSink, address: &str) -> String {
+    sink.messages()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.contains(&format!("To: {address}")))
+        .unwrap_or_default()
+}
+
+async fn add_users(db: &mongodb::Database, users: &[(ObjectId, &str)]) -> anyhow::Result<()> {
+    for (id, name) in users {
+        db.collection::<mongodb::bson::Document>("users")
+            .insert_one(doc! {"_id": id, "name": name, "email": format!("{name}@example.com")})
+            .await?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn offline_unseen_recipients_get_one_summary() -> anyhow::Result<()> {
     let ns = Namespace::new().await?;
@@ -448,11 +487,7 @@ async fn offline_unseen_recipients_get_one_summary() -> anyhow::Result<()> {
     let db = ns.mongo().await?;
     let mut redis = ns.redis().await?;
     let (alice, bob, carol) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
-    for (id, name) in [(alice, "alice"), (bob, "bob"), (carol, "carol")] {
-        db.collection::<mongodb::bson::Document>("users")
-            .insert_one(doc! {"_id": id, "name": name, "email": format!("{name}@example.com")})
-            .await?;
-    }
+    add_users(&db, &[(alice, "alice"), (bob, "bob"), (carol, "carol")]).await?;
     // Carol is online (a live socket somewhere).
     redis::cmd("SET")
         .arg(format!("{}presence:{}", ns.redis_prefix, carol.to_hex()))
@@ -480,6 +515,11 @@ async fn offline_unseen_recipients_get_one_summary() -> anyhow::Result<()> {
         }
     };
     let (chat_ab, chat_ac, chat_seen) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
+    for (chat, other) in [(chat_ab, bob), (chat_ac, carol), (chat_seen, bob)] {
+        db.collection::<mongodb::bson::Document>("chats")
+            .insert_one(doc! {"_id": chat, "members": [alice, other]})
+            .await?;
+    }
     for _ in 0..3 {
         send(chat_ab, bob, false).await?;
     }
@@ -489,32 +529,7 @@ async fn offline_unseen_recipients_get_one_summary() -> anyhow::Result<()> {
         mails_to(&sink, "bob@example.com") >= 1
     })
     .await?;
-    // All events have passed their grace period and been handled.
-    wait_until("notification queues drained", T, || async {
-        let mut total = 0;
-        for q in [
-            "mail.notifications",
-            "mail.notifications.grace",
-            "mail.notifications.due",
-        ] {
-            match channel
-                .queue_declare(
-                    q.into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-            {
-                Ok(q) => total += q.message_count(),
-                Err(_) => return false,
-            }
-        }
-        total == 0
-    })
-    .await?;
+    notifications_drained(&channel).await?;
     assert_eq!(
         mails_to(&sink, "bob@example.com"),
         1,
@@ -525,14 +540,125 @@ async fn offline_unseen_recipients_get_one_summary() -> anyhow::Result<()> {
         0,
         "online recipients get no mail"
     );
-    let summary = sink
-        .messages()?
-        .into_iter()
-        .find(|m| m.contains("To: bob@example.com"))
-        .unwrap_or_default();
+    let summary = mail_to(&sink, "bob@example.com");
     assert!(summary.contains("new message"), "{summary}");
     // Nothing the sender chose reaches the inbox: not their name, not the text.
     for chosen in ["PayPal", "Security Team", "evil.example", "locked"] {
+        assert!(!summary.contains(chosen), "{chosen:?} in {summary}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn group_notifications_go_to_members_who_have_not_read_or_muted() -> anyhow::Result<()> {
+    let ns = Namespace::new().await?;
+    let sink = SmtpSink::start().await?;
+    let _mail = mail_service(&env(&ns, &sink, &[])).await?;
+    let (_conn, channel) = channel(&ns.amqp_url()).await?;
+    let db = ns.mongo().await?;
+    // Alice writes; Mona muted the group after the send, Rita read it,
+    // Oscar is offline and has not; Dave was removed from the group.
+    let (alice, mona, rita, oscar, dave) = (
+        ObjectId::new(),
+        ObjectId::new(),
+        ObjectId::new(),
+        ObjectId::new(),
+        ObjectId::new(),
+    );
+    add_users(
+        &db,
+        &[
+            (alice, "alice"),
+            (mona, "mona"),
+            (rita, "rita"),
+            (oscar, "oscar"),
+            (dave, "dave"),
+        ],
+    )
+    .await?;
+    let group = ObjectId::new();
+    let entry = |user: ObjectId, role: &str, joined: i64| {
+        doc! {"user": user, "role": role, "joinedSeq": joined, "joinedAt": DateTime::now()}
+    };
+    db.collection::<mongodb::bson::Document>("chats")
+        .insert_one(doc! {
+            "_id": group,
+            "kind": "group",
+            "name": "Design team",
+            "members": [alice, mona, rita, oscar],
+            "mutedBy": [mona],
+            // Who created it, wrote in it or accepted it: the group's name
+            // is shown only to them.
+            "acceptedBy": [alice, mona, oscar],
+            "roster": [
+                entry(alice, "owner", 0),
+                entry(mona, "admin", 0),
+                entry(rita, "member", 0),
+                entry(oscar, "member", 2),
+            ],
+            // Oscar read seq 1, before he joined at 2: what counts is 2.
+            "reads": {rita.to_hex(): 8_i64, oscar.to_hex(): 1_i64, alice.to_hex(): 8_i64},
+        })
+        .await?;
+    let mut last = ObjectId::new();
+    for (seq, sender, kind, deleted) in [
+        (1_i64, alice, "text", false),
+        (2, alice, "system", false), // Oscar joined
+        (3, oscar, "text", false),   // his own
+        (4, rita, "deleted", true),
+        (5, rita, "text", false), // new to Oscar
+        (6, alice, "system", false),
+        (7, alice, "image", false), // new to Oscar
+        (8, alice, "text", false),  // new to Oscar: the event's
+    ] {
+        last = ObjectId::new();
+        let mut message = doc! {"_id": last, "chatId": group, "seq": seq, "sender": sender, "messageType": kind, "text": "hi", "seen": false, "sentAt": DateTime::now()};
+        if deleted {
+            message.insert("deletedAt", DateTime::now());
+        }
+        db.collection::<mongodb::bson::Document>("messages")
+            .insert_one(message)
+            .await?;
+    }
+    let event = Envelope::new(MessageCreated {
+        message_id: last.to_hex(),
+        chat_id: group.to_hex(),
+        sender_id: alice.to_hex(),
+        sender_name: "alice".into(),
+        // As the chat service saw the group when the message was sent.
+        recipient_ids: [mona, rita, oscar, dave]
+            .into_iter()
+            .map(ObjectId::to_hex)
+            .collect(),
+        preview: "the secret plan".into(),
+        sent_at: chrono::Utc::now(),
+    });
+    publish(&channel, &event).await?;
+    wait_until("oscar's summary", T, || async {
+        mails_to(&sink, "oscar@example.com") >= 1
+    })
+    .await?;
+    notifications_drained(&channel).await?;
+    assert_eq!(mails_to(&sink, "oscar@example.com"), 1);
+    for (who, why) in [
+        ("mona@example.com", "muted"),
+        ("rita@example.com", "read it"),
+        ("dave@example.com", "removed"),
+        ("alice@example.com", "the sender"),
+    ] {
+        assert_eq!(mails_to(&sink, who), 0, "{who} {why}: no mail");
+    }
+    assert_eq!(sink.messages()?.len(), 1, "one mail in all");
+    let summary = mail_to(&sink, "oscar@example.com");
+    assert!(
+        summary.contains("Subject: You have 3 new messages in \"Design team\" on parley"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("You have 3 new messages in \"Design team\" on parley."),
+        "the text body names the group: {summary}"
+    );
+    for chosen in ["alice", "secret plan"] {
         assert!(!summary.contains(chosen), "{chosen:?} in {summary}");
     }
     Ok(())

@@ -55,12 +55,15 @@ pub async fn change(
     if matches!(change, Change::Edit(_) | Change::React { .. }) && !chat.blocked_by.is_empty() {
         return Err(blocked_error(&chat, &me));
     }
+    // A group member sees (and changes) only messages from after they joined.
+    let floor = chat.visible_after(&me);
+    let moderator = chat.role_of(&me).is_some_and(crate::model::Role::manages);
     for _ in 0..ATTEMPTS {
         let message = state
             .store
             .message(&message_id)
             .await?
-            .filter(|m| m.chat_id == chat_id)
+            .filter(|m| m.chat_id == chat_id && m.seq > floor)
             .ok_or(ChatError::NotFound("no such message"))?;
         if message.hidden_for.contains(&me) && change != Change::DeleteForMe {
             return Err(ChatError::NotFound("no such message"));
@@ -69,6 +72,7 @@ pub async fn change(
             &change,
             &message,
             &me,
+            moderator,
             DateTime::now(),
             state.config.edit_window,
         )?;
@@ -212,7 +216,8 @@ pub async fn since(
 ) -> Result<ChangePage, ChatError> {
     let me = caller(claims)?;
     let chat_id = domain::parse_id("chatId", chat_id)?;
-    member_chat(&state.store, &chat_id, &me).await?;
+    let chat = member_chat(&state.store, &chat_id, &me).await?;
+    let floor = chat.visible_after(&me);
     let mut found = state.store.changes(&chat_id, cursor, limit + 1).await?;
     let more = found.len() as i64 > limit;
     found.truncate(usize::try_from(limit).unwrap_or(0));
@@ -222,9 +227,12 @@ pub async fn since(
         .map(|m| m.id.to_hex())
         .or_else(|| cursor.after.map(|a| a.to_hex()));
     Ok(ChangePage {
+        // The cursor moves past a group's messages from before the caller
+        // joined; they are never shown.
         changes: found
             .iter()
-            .map(|m| MessageView::for_viewer(m, &me))
+            .filter(|m| m.seq > floor)
+            .map(|m| crate::watermarks::view(&chat, m, &me))
             .collect(),
         next_since,
         next_after,
@@ -257,7 +265,7 @@ pub async fn settle_quote(state: &AppState, reply: &MessageDoc) {
 }
 
 /// The quote for a reply to `reply_to` in `chat`: the message must be in
-/// that chat and visible to the sender.
+/// that chat and visible to the sender (a member, who joined before it).
 pub async fn quote_for(
     state: &AppState,
     chat: &ObjectId,
@@ -265,11 +273,14 @@ pub async fn quote_for(
     reply_to: &str,
 ) -> Result<crate::model::ReplyRef, ChatError> {
     let id = domain::parse_id("replyTo", reply_to)?;
+    let floor = member_chat(&state.store, chat, sender)
+        .await?
+        .visible_after(sender);
     let original = state
         .store
         .message(&id)
         .await?
-        .filter(|m| m.chat_id == *chat && !m.hidden_for.contains(sender))
+        .filter(|m| m.chat_id == *chat && m.seq > floor && !m.hidden_for.contains(sender))
         .ok_or_else(|| ChatError::invalid("replyTo names no message of this chat"))?;
     Ok(rules::quote(&original))
 }

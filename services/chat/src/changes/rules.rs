@@ -88,15 +88,20 @@ pub fn validate_emoji(raw: &str) -> Result<String, ChatError> {
 
 /// Decides what `change` by `actor` writes to `message` at `now`, or why
 /// it may not happen. `edit_window` bounds how long after sending the
-/// sender may edit.
+/// sender may edit; a `moderator` (a group's owner or admin) may delete
+/// anyone's message for everyone. A group's system messages only hide.
 pub fn decide(
     change: &Change,
     message: &MessageDoc,
     actor: &ObjectId,
+    moderator: bool,
     now: DateTime,
     edit_window: Duration,
 ) -> Result<Update, ChatError> {
     let deleted = message.deleted_at.is_some();
+    if message.system.is_some() && *change != Change::DeleteForMe {
+        return Err(ChatError::Forbidden("a group's notices cannot be changed"));
+    }
     match change {
         Change::Edit(raw) => {
             if message.sender != *actor {
@@ -122,9 +127,9 @@ pub fn decide(
             Ok(Update::Edit { text, at: now })
         }
         Change::DeleteForEveryone => {
-            if message.sender != *actor {
+            if message.sender != *actor && !moderator {
                 return Err(ChatError::Forbidden(
-                    "only the sender can delete a message for everyone",
+                    "only the sender (or a group's admin) can delete a message for everyone",
                 ));
             }
             Ok(if deleted {
@@ -264,6 +269,7 @@ mod tests {
             reactions: Vec::new(),
             reply_to: None,
             sender_deleted: false,
+            system: None,
         }
     }
 
@@ -277,18 +283,18 @@ mod tests {
         let m = message(alice, at(1_000_000));
         let edit = Change::Edit(" fixed ".to_owned());
         assert_eq!(
-            decide(&edit, &m, &alice, at(1_000_000 + 900_000), WINDOW),
+            decide(&edit, &m, &alice, false, at(1_000_000 + 900_000), WINDOW),
             Ok(Update::Edit {
                 text: "fixed".to_owned(),
                 at: at(1_900_000)
             })
         );
         assert!(matches!(
-            decide(&edit, &m, &bob, at(1_000_001), WINDOW),
+            decide(&edit, &m, &bob, false, at(1_000_001), WINDOW),
             Err(ChatError::Forbidden(_))
         ));
         assert!(matches!(
-            decide(&edit, &m, &alice, at(1_000_000 + 900_001), WINDOW),
+            decide(&edit, &m, &alice, false, at(1_000_000 + 900_001), WINDOW),
             Err(ChatError::Forbidden(_))
         ));
         assert!(matches!(
@@ -296,6 +302,7 @@ mod tests {
                 &Change::Edit("  ".into()),
                 &m,
                 &alice,
+                false,
                 at(1_000_001),
                 WINDOW
             ),
@@ -306,6 +313,7 @@ mod tests {
                 &Change::Edit("hello".into()),
                 &m,
                 &alice,
+                false,
                 at(1_000_001),
                 WINDOW
             ),
@@ -324,7 +332,14 @@ mod tests {
             size: 10,
         });
         assert_eq!(
-            decide(&Change::Edit(String::new()), &m, &alice, at(1), WINDOW),
+            decide(
+                &Change::Edit(String::new()),
+                &m,
+                &alice,
+                false,
+                at(1),
+                WINDOW
+            ),
             Ok(Update::Edit {
                 text: String::new(),
                 at: at(1)
@@ -341,22 +356,36 @@ mod tests {
             users: vec![bob],
         }];
         assert!(matches!(
-            decide(&Change::DeleteForEveryone, &m, &bob, at(1), WINDOW),
+            decide(&Change::DeleteForEveryone, &m, &bob, false, at(1), WINDOW),
             Err(ChatError::Forbidden(_))
         ));
-        let update = decide(&Change::DeleteForEveryone, &m, &alice, at(5), WINDOW).unwrap();
+        let update = decide(&Change::DeleteForEveryone, &m, &alice, false, at(5), WINDOW).unwrap();
         let gone = applied(m, &update, 12);
         assert_eq!(gone.text, "");
         assert_eq!(gone.message_type, "deleted");
         assert!(gone.reactions.is_empty());
         assert_eq!((gone.deleted_at, gone.change_seq), (Some(at(5)), 12));
         assert_eq!(
-            decide(&Change::DeleteForEveryone, &gone, &alice, at(6), WINDOW),
+            decide(
+                &Change::DeleteForEveryone,
+                &gone,
+                &alice,
+                false,
+                at(6),
+                WINDOW
+            ),
             Ok(Update::Nothing),
             "deleting twice is harmless"
         );
         assert!(matches!(
-            decide(&Change::Edit("x".into()), &gone, &alice, at(6), WINDOW),
+            decide(
+                &Change::Edit("x".into()),
+                &gone,
+                &alice,
+                false,
+                at(6),
+                WINDOW
+            ),
             Err(ChatError::Conflict(_))
         ));
         assert!(matches!(
@@ -367,6 +396,7 @@ mod tests {
                 },
                 &gone,
                 &bob,
+                false,
                 at(6),
                 WINDOW
             ),
@@ -381,11 +411,43 @@ mod tests {
     fn anyone_hides_a_message_for_themselves_once() {
         let (alice, bob) = (ObjectId::new(), ObjectId::new());
         let m = message(alice, at(0));
-        let update = decide(&Change::DeleteForMe, &m, &bob, at(1), WINDOW).unwrap();
+        let update = decide(&Change::DeleteForMe, &m, &bob, false, at(1), WINDOW).unwrap();
+        assert!(
+            decide(&Change::DeleteForEveryone, &m, &bob, true, at(1), WINDOW).is_ok(),
+            "a group's admin deletes anyone's message"
+        );
+        assert!(
+            decide(&Change::Edit("x".into()), &m, &bob, true, at(1), WINDOW).is_err(),
+            "but edits none"
+        );
+        let mut notice = m.clone();
+        notice.system = Some(crate::model::Notice {
+            action: "added".into(),
+            actor: alice,
+            users: vec![bob],
+            name: None,
+            role: None,
+        });
+        for change in [
+            Change::Edit("x".into()),
+            Change::DeleteForEveryone,
+            Change::React {
+                emoji: "👍".into(),
+                on: true,
+            },
+        ] {
+            assert_eq!(
+                decide(&change, &notice, &alice, true, at(1), WINDOW)
+                    .unwrap_err()
+                    .code(),
+                "forbidden"
+            );
+        }
+        assert!(decide(&Change::DeleteForMe, &notice, &bob, false, at(1), WINDOW).is_ok());
         assert_eq!(update, Update::Hide(bob));
         let hidden = applied(m, &update, 9);
         assert_eq!(
-            decide(&Change::DeleteForMe, &hidden, &bob, at(2), WINDOW),
+            decide(&Change::DeleteForMe, &hidden, &bob, false, at(2), WINDOW),
             Ok(Update::Nothing)
         );
     }
@@ -399,35 +461,35 @@ mod tests {
         };
         let mut m = message(alice, at(0));
         for (who, emoji) in [(alice, "👍"), (bob, "👍"), (bob, "🎉")] {
-            let update = decide(&react(emoji, true), &m, &who, at(1), WINDOW).unwrap();
+            let update = decide(&react(emoji, true), &m, &who, false, at(1), WINDOW).unwrap();
             m = applied(m, &update, 1);
         }
         assert_eq!(m.reactions.len(), 2);
         assert_eq!(m.reactions[0].users, vec![alice, bob]);
         assert_eq!(
-            decide(&react("👍", true), &m, &bob, at(1), WINDOW),
+            decide(&react("👍", true), &m, &bob, false, at(1), WINDOW),
             Ok(Update::Nothing),
             "the same reaction twice counts once"
         );
-        let update = decide(&react("🎉", false), &m, &bob, at(1), WINDOW).unwrap();
+        let update = decide(&react("🎉", false), &m, &bob, false, at(1), WINDOW).unwrap();
         m = applied(m, &update, 2);
         assert_eq!(m.reactions.len(), 1, "an emoji nobody uses any more goes");
         assert_eq!(
-            decide(&react("🎉", false), &m, &bob, at(1), WINDOW),
+            decide(&react("🎉", false), &m, &bob, false, at(1), WINDOW),
             Ok(Update::Nothing)
         );
         // Bounded per user.
         let many = ["😀", "😁", "😂", "🤣", "😃", "😄", "😅", "😆"];
         let mut busy = message(alice, at(0));
         for emoji in many {
-            let update = decide(&react(emoji, true), &busy, &bob, at(1), WINDOW).unwrap();
+            let update = decide(&react(emoji, true), &busy, &bob, false, at(1), WINDOW).unwrap();
             busy = applied(busy, &update, 1);
         }
         assert!(matches!(
-            decide(&react("😇", true), &busy, &bob, at(1), WINDOW),
+            decide(&react("😇", true), &busy, &bob, false, at(1), WINDOW),
             Err(ChatError::Invalid(_))
         ));
-        assert!(decide(&react("😇", true), &busy, &alice, at(1), WINDOW).is_ok());
+        assert!(decide(&react("😇", true), &busy, &alice, false, at(1), WINDOW).is_ok());
     }
 
     #[test]

@@ -55,24 +55,61 @@ pub fn channel_prefix(redis: &Redis) -> String {
     redis.key("socket.io")
 }
 
-/// The pub/sub channel block changes are announced on.
+/// The pub/sub channel block and membership changes are announced on.
 pub fn block_channel(redis: &Redis) -> String {
     redis.key("blocks")
 }
 
-/// Pure: a block change as published on [`block_channel`]: `"<a> <b>"`.
-pub fn block_message(a: &ObjectId, b: &ObjectId) -> String {
-    format!("{} {}", a.to_hex(), b.to_hex())
+/// What makes sockets forget chats they passed a membership check for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// A block between two users changed: their sockets forget the chats
+    /// they share.
+    Block(ObjectId, ObjectId),
+    /// A group's members changed: every socket forgets it, and the
+    /// sockets of those no longer in it leave its room.
+    Members {
+        /// The group.
+        chat: ObjectId,
+        /// Who is no longer a member.
+        removed: Vec<ObjectId>,
+    },
 }
 
-/// Pure: the two users of a published block change.
-pub fn parse_block_message(payload: &str) -> Option<(ObjectId, ObjectId)> {
-    let (a, b) = payload.split_once(' ')?;
-    Some((ObjectId::parse_str(a).ok()?, ObjectId::parse_str(b).ok()?))
+/// Pure: an invalidation as published on [`block_channel`]: `"<a> <b>"`
+/// for a block (the format older replicas read), `"members <chat>
+/// [<removed>…]"` for a group (which older replicas ignore).
+pub fn invalidation_message(change: &Invalidation) -> String {
+    match change {
+        Invalidation::Block(a, b) => format!("{} {}", a.to_hex(), b.to_hex()),
+        Invalidation::Members { chat, removed } => {
+            std::iter::once(format!("members {}", chat.to_hex()))
+                .chain(removed.iter().map(|u| u.to_hex()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    }
 }
 
-/// What this pod does at once when a block between two users changes.
-pub type BlockHook = Arc<dyn Fn(&ObjectId, &ObjectId) + Send + Sync>;
+/// Pure: the change a published message announces.
+pub fn parse_invalidation(payload: &str) -> Option<Invalidation> {
+    let mut words = payload.split(' ');
+    let first = words.next()?;
+    if first == "members" {
+        let chat = ObjectId::parse_str(words.next()?).ok()?;
+        let removed = words
+            .map(ObjectId::parse_str)
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        return Some(Invalidation::Members { chat, removed });
+    }
+    let a = ObjectId::parse_str(first).ok()?;
+    let b = ObjectId::parse_str(words.next()?).ok()?;
+    words.next().is_none().then_some(Invalidation::Block(a, b))
+}
+
+/// What this pod does at once on an invalidation.
+pub type InvalidationHook = Arc<dyn Fn(&Invalidation) + Send + Sync>;
 
 /// Pure: what the sender hears when a relay could not be handed over. A
 /// recipient whose bounded send buffer is full is not keeping up: the relay
@@ -106,7 +143,7 @@ pub struct Fanout {
     store: Store,
     presence: Presence,
     redis: Redis,
-    on_block: Arc<OnceLock<BlockHook>>,
+    on_invalidation: Arc<OnceLock<InvalidationHook>>,
 }
 
 impl Fanout {
@@ -119,7 +156,7 @@ impl Fanout {
             store,
             presence,
             redis,
-            on_block: Arc::default(),
+            on_invalidation: Arc::default(),
         }
     }
 
@@ -143,10 +180,10 @@ impl Fanout {
         );
     }
 
-    /// Installs what this pod does at once on a block change (the first
+    /// Installs what this pod does at once on an invalidation (the first
     /// hook wins; the socket edge installs it at start).
-    pub fn on_block_change(&self, hook: BlockHook) {
-        let _ = self.on_block.set(hook);
+    pub fn on_invalidation(&self, hook: InvalidationHook) {
+        let _ = self.on_invalidation.set(hook);
     }
 
     /// Sends `event` to every device of `users` on every replica; a failure
@@ -214,16 +251,30 @@ impl Fanout {
     /// A block between `a` and `b` changed: this pod acts at once (its
     /// hook), then the other replicas are told.
     pub async fn block_changed(&self, a: &ObjectId, b: &ObjectId) {
-        if let Some(hook) = self.on_block.get() {
-            hook(a, b);
+        self.invalidate(Invalidation::Block(*a, *b)).await;
+    }
+
+    /// A group's members changed (`removed` are out): this pod acts at
+    /// once, then the other replicas are told.
+    pub async fn members_changed(&self, chat: &ObjectId, removed: &[ObjectId]) {
+        self.invalidate(Invalidation::Members {
+            chat: *chat,
+            removed: removed.to_vec(),
+        })
+        .await;
+    }
+
+    async fn invalidate(&self, change: Invalidation) {
+        if let Some(hook) = self.on_invalidation.get() {
+            hook(&change);
         }
         let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
             .arg(block_channel(&self.redis))
-            .arg(block_message(a, b))
+            .arg(invalidation_message(&change))
             .query_async(&mut self.redis.conn())
             .await;
         if let Err(error) = published {
-            tracing::warn!(%error, "block not announced to other replicas");
+            tracing::warn!(%error, "invalidation not announced to other replicas");
         }
     }
 
@@ -311,11 +362,31 @@ mod tests {
     }
 
     #[test]
-    fn block_messages_round_trip() {
-        let (a, b) = (ObjectId::new(), ObjectId::new());
-        assert_eq!(parse_block_message(&block_message(&a, &b)), Some((a, b)));
-        assert_eq!(parse_block_message("nope"), None);
-        assert_eq!(parse_block_message("a b"), None);
+    fn invalidations_round_trip_and_blocks_keep_their_format() {
+        let (a, b, c) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
+        let block = Invalidation::Block(a, b);
+        assert_eq!(
+            invalidation_message(&block),
+            format!("{} {}", a.to_hex(), b.to_hex())
+        );
+        assert_eq!(
+            parse_invalidation(&invalidation_message(&block)),
+            Some(block)
+        );
+        for removed in [vec![], vec![b, c]] {
+            let members = Invalidation::Members { chat: a, removed };
+            assert_eq!(
+                parse_invalidation(&invalidation_message(&members)),
+                Some(members)
+            );
+        }
+        assert_eq!(parse_invalidation("nope"), None);
+        assert_eq!(parse_invalidation("a b"), None);
+        assert_eq!(parse_invalidation("members"), None);
+        assert_eq!(
+            parse_invalidation(&format!("members {} x", a.to_hex())),
+            None
+        );
     }
 
     #[test]

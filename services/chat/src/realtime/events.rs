@@ -17,7 +17,7 @@ use crate::error::ChatError;
 use crate::fanout::{Adapter, chat_room};
 use crate::membership::member_chat;
 use crate::realtime::admission::{self, Admission, Class, Refusal, Ticket};
-use crate::realtime::blocking;
+use crate::realtime::invalidation;
 use crate::realtime::socket::{AuthorisedChat, SocketSlot, SocketState, socket_user};
 use crate::receipts::Receipt;
 use crate::service::{self, SendInput};
@@ -365,7 +365,8 @@ impl Shared {
             && matches!(event, ClientEvent::Typing | ClientEvent::StopTyping)
             && (entry.blocked || self.state.fanout.alone())
         {
-            let result = blocking::usable(entry).and_then(|()| self.relay_now(&user, event, entry));
+            let result =
+                invalidation::usable(entry).and_then(|()| self.relay_now(&user, event, entry));
             reply(&socket, ack, name, result);
             return admission::record_handled(Class::Relay, started);
         }
@@ -432,7 +433,7 @@ impl Shared {
                 Some(entry) => Ok::<_, ChatError>(entry),
                 None => {
                     let doc = member_chat(&state.store, &chat, &user.id).await?;
-                    Ok(user.remember(chat, &doc.members, !doc.blocked_by.is_empty()))
+                    Ok(user.remember(&doc))
                 }
             }
         };
@@ -446,7 +447,7 @@ impl Shared {
             ClientEvent::Typing | ClientEvent::StopTyping => {
                 let chat = chat.ok_or_else(|| ChatError::invalid("chatId is required"))?;
                 let entry = authorised(chat, known).await?;
-                blocking::usable(&entry)?;
+                invalidation::usable(&entry)?;
                 let body = TypingBody {
                     chat_id: &entry.chat_hex,
                     user_id: &user.hex,
@@ -467,7 +468,13 @@ impl Shared {
                 };
                 let ids = service::receipt_ids(&p.message_ids)?;
                 let entry = authorised(chat, known).await?;
-                blocking::usable(&entry)?;
+                invalidation::usable(&entry)?;
+                if entry.group {
+                    let moved =
+                        crate::watermarks::delivered(state, &chat, &entry.others, &user.id, &ids)
+                            .await?;
+                    return Ok(json!({ "ok": true, "deliveredUpTo": moved }));
+                }
                 // Only what this receipt actually marked is told to anyone.
                 let marked = state
                     .receipts

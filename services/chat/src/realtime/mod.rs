@@ -12,15 +12,15 @@
 //! - [`socket`]: what a socket carries: ephemeral events (typing, receipts,
 //!   repeated joins) are authorised from the chats it passed one membership
 //!   check for.
-//! - [`blocking`] and [`session`]: blocks and logouts reach live sockets on
+//! - [`invalidation`] and [`session`]: blocks, group membership changes and logouts reach live sockets on
 //!   every replica.
 //!
 //! Emits go through [`crate::fanout`].
 
 pub mod admission;
-pub mod blocking;
 pub mod connect;
 pub mod events;
+pub mod invalidation;
 pub mod lifecycle;
 pub mod rate;
 pub mod request_head;

@@ -21,11 +21,10 @@ pub const MAX_AUTHORISED_CHATS: usize = 512;
 
 /// A chat a socket passed the membership check for.
 ///
-/// Chats are 1:1 pairs whose members never change (no route adds or removes
-/// members), so a passed check stays true for the life of the socket. Failed
-/// checks are never remembered. Whether a member blocked the other is read
-/// in the same check; a change of it makes the socket forget the chat (see
-/// the `blocking` module).
+/// A passed check stays true until a change of the chat's members (a
+/// group's) or of a block between them makes every replica's sockets
+/// forget it (see the `invalidation` module). Failed checks are never
+/// remembered. Whether a member blocked the other is read in the same check.
 #[derive(Debug)]
 pub struct AuthorisedChat {
     /// The chat id, hex.
@@ -34,6 +33,8 @@ pub struct AuthorisedChat {
     pub others: Vec<String>,
     /// A member blocked the other: no typing or receipts.
     pub blocked: bool,
+    /// A group: receipts move the members' watermarks.
+    pub group: bool,
 }
 
 /// Who a socket belongs to and what it may do, set by the handshake check.
@@ -80,25 +81,22 @@ impl SocketState {
     }
 
     /// Remembers a passed membership check (up to [`MAX_AUTHORISED_CHATS`]).
-    pub fn remember(
-        &self,
-        chat: ObjectId,
-        members: &[ObjectId],
-        blocked: bool,
-    ) -> Arc<AuthorisedChat> {
+    pub fn remember(&self, chat: &crate::model::ChatDoc) -> Arc<AuthorisedChat> {
+        let (id, members) = (chat.id, &chat.members);
         let entry = Arc::new(AuthorisedChat {
-            chat_hex: chat.to_hex(),
+            chat_hex: id.to_hex(),
             others: members
                 .iter()
                 .filter(|m| **m != self.id)
                 .map(user_room)
                 .collect(),
-            blocked,
+            blocked: !chat.blocked_by.is_empty(),
+            group: chat.is_group(),
         });
         if let Ok(mut chats) = self.chats.lock()
             && chats.len() < MAX_AUTHORISED_CHATS
         {
-            chats.insert(chat, entry.clone());
+            chats.insert(id, entry.clone());
         }
         entry
     }
@@ -108,6 +106,13 @@ impl SocketState {
     pub fn forget_peer(&self, room: &str) {
         if let Ok(mut chats) = self.chats.lock() {
             chats.retain(|_, entry| !entry.others.iter().any(|o| o == room));
+        }
+    }
+
+    /// Forgets one chat (its next use is checked again).
+    pub fn forget_chat(&self, chat: &ObjectId) {
+        if let Ok(mut chats) = self.chats.lock() {
+            chats.remove(chat);
         }
     }
 
@@ -176,18 +181,43 @@ mod tests {
         let me = ObjectId::new();
         let other = ObjectId::new();
         let state = SocketState::new(me, claims(&me), 10, 10);
-        let chat = ObjectId::new();
+        let doc = |members: Vec<ObjectId>| {
+            let now = mongodb::bson::DateTime::now();
+            crate::model::ChatDoc {
+                id: ObjectId::new(),
+                members,
+                pair_key: String::new(),
+                last_seq: 0,
+                last_change: 0,
+                latest_message: None,
+                created_at: now,
+                updated_at: now,
+                accepted_by: Vec::new(),
+                blocked_by: Vec::new(),
+                muted_by: Vec::new(),
+                kind: Default::default(),
+                name: None,
+                roster: Vec::new(),
+                reads: Default::default(),
+                delivered: Default::default(),
+            }
+        };
+        let pair = doc(vec![me, other]);
+        let chat = pair.id;
         assert!(state.authorised(&chat).is_none());
-        state.remember(chat, &[me, other], false);
+        state.remember(&pair);
         let entry = state.authorised(&chat).expect("remembered");
         assert_eq!(entry.others, vec![user_room(&other)]);
         assert_eq!(entry.chat_hex, chat.to_hex());
         for _ in 0..MAX_AUTHORISED_CHATS + 10 {
-            state.remember(ObjectId::new(), &[me, other], false);
+            state.remember(&doc(vec![me, other]));
         }
         assert_eq!(state.authorised_count(), MAX_AUTHORISED_CHATS);
+        state.forget_chat(&chat);
+        assert!(state.authorised(&chat).is_none());
+        assert_eq!(state.authorised_count(), MAX_AUTHORISED_CHATS - 1);
         state.forget_peer(&user_room(&ObjectId::new()));
-        assert_eq!(state.authorised_count(), MAX_AUTHORISED_CHATS);
+        assert_eq!(state.authorised_count(), MAX_AUTHORISED_CHATS - 1);
         state.forget_peer(&user_room(&other));
         assert_eq!(state.authorised_count(), 0);
     }
