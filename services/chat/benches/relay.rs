@@ -11,6 +11,11 @@
 //!
 //! - `typing`: paired sockets, every socket sends `typing` to its partner at
 //!   an open-loop rate; the partner's `userTyping` is timed.
+//!   PARLEY_BENCH_GROUP_SIZE [2]: chats of this many members instead of
+//!   pairs (groups made through `POST /api/v1/group`, members alternating
+//!   between pods); every typing event is then timed at each of the other
+//!   members, so one event is `size - 1` deliveries. Applies to `typing`,
+//!   `max`, `overload`, `messages` and `smoke`.
 //!   PARLEY_BENCH_SOCKETS [1000], PARLEY_BENCH_RATE [5000 events/s in total],
 //!   PARLEY_BENCH_SECONDS [10], PARLEY_BENCH_PODS [1] (2: partners on different pods),
 //!   PARLEY_BENCH_MESSAGE_RATE [0 messages/s sent alongside, over the socket].
@@ -46,7 +51,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use mongodb::bson::{DateTime, doc, oid::ObjectId};
 use parley_testkit::ServiceProcess;
@@ -58,6 +63,9 @@ use tokio_tungstenite::tungstenite::Message;
 /// Shared counters and histograms of one run.
 #[derive(Default)]
 struct Stats {
+    /// Recipients of each typing event and each message (a chat's other
+    /// members): every sent one is this many deliveries.
+    fanout: u64,
     typing_sent: AtomicU64,
     typing_delivered: AtomicU64,
     acked_ok: AtomicU64,
@@ -81,8 +89,11 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl Stats {
-    fn new() -> Arc<Self> {
-        let s = Self::default();
+    fn new(fanout: u64) -> Arc<Self> {
+        let s = Self {
+            fanout,
+            ..Self::default()
+        };
         for h in [&s.typing_latency, &s.ack_latency, &s.message_latency] {
             if let Ok(mut h) = h.lock() {
                 *h = Some(histogram());
@@ -165,15 +176,19 @@ impl Stats {
     }
 }
 
-/// Typing events one socket sent and its partner has not yet received.
+/// Typing events one socket sent that one recipient has not yet received.
 type Fifo = Arc<std::sync::Mutex<VecDeque<(u64, Instant)>>>;
+
+/// Acknowledgements a socket waits for, by ack id.
+type Acks = Arc<std::sync::Mutex<HashMap<u64, (Instant, AckKind)>>>;
 
 /// One connected benchmark socket.
 struct Client {
     out: mpsc::Sender<String>,
-    acks: Arc<std::sync::Mutex<HashMap<u64, (Instant, AckKind)>>>,
+    acks: Acks,
     next_ack: AtomicU64,
-    /// Flow-control permits for closed-loop mode (returned on delivery or refusal).
+    /// Flow-control permits for closed-loop mode, one per expected delivery
+    /// (returned on delivery or refusal).
     window: Arc<Semaphore>,
     /// The reader and writer tasks: aborted on drop, which closes the socket.
     tasks: Vec<tokio::task::AbortHandle>,
@@ -213,28 +228,65 @@ impl Client {
     }
 }
 
+/// What one socket expects from one other member of its chat.
+struct Inbound {
+    /// The sender's user id (hex), as `userTyping` names it.
+    from: String,
+    /// Typing the sender sent to this socket, not yet received.
+    fifo: Fifo,
+    /// The sender's window (closed loop), released when this socket
+    /// receives its typing.
+    window: Option<Arc<Semaphore>>,
+}
+
 /// What a socket does with what it receives.
 struct Wiring {
     stats: Arc<Stats>,
-    /// FIFO of typing sent *to* this socket (by its partner).
-    inbound: Fifo,
-    /// The partner's window, released when this socket receives its typing.
-    partner_window: Option<Arc<Semaphore>>,
+    /// One entry per other member of the socket's chat.
+    inbound: Vec<Inbound>,
     /// This socket's own window, released when one of its events is refused.
     own_window: Arc<Semaphore>,
-    /// FIFO of typing sent *by* this socket (a refused one is taken out).
-    outbound: Fifo,
-    /// Send a receipt for each `newMessage` from the partner (recipient side).
+    /// Typing sent *by* this socket, one FIFO per recipient (a refused
+    /// event is taken out of each).
+    outbound: Vec<Fifo>,
+    /// Send a receipt for each `newMessage` from this sender (chat id,
+    /// sender id), on the recipients' side.
     receipts: Option<(String, String)>,
     epoch: Instant,
 }
 
-async fn connect(port: u16, token: &str, wiring: Wiring) -> anyhow::Result<Client> {
+/// The member whose `userTyping` this is: the only other one in a pair
+/// (no parsing), else the one its `userId` names.
+fn sender_of<'a>(inbound: &'a [Inbound], text: &str) -> Option<&'a Inbound> {
+    if let [only] = inbound {
+        return Some(only);
+    }
+    let id = text.split("\"userId\":\"").nth(1)?.split('"').next()?;
+    inbound.iter().find(|i| i.from == id)
+}
+
+/// Takes a refused event (`id`) out of every recipient's FIFO.
+fn withdraw(fifos: &[Fifo], id: u64) {
+    for fifo in fifos {
+        if let Ok(mut f) = fifo.lock()
+            && let Some(pos) = f.iter().position(|(a, _)| *a == id)
+        {
+            f.remove(pos);
+        }
+    }
+}
+
+/// Opens the websocket and completes the Socket.IO connect with `token`.
+async fn handshake(
+    port: u16,
+    token: &str,
+) -> anyhow::Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+> {
     let url = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket");
     // TCP_NODELAY: small frames are not held back by Nagle's algorithm.
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
-    let (mut sink, mut stream) = ws.split();
-    let open = stream
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+    let open = ws
         .next()
         .await
         .ok_or_else(|| anyhow::anyhow!("no open packet"))??;
@@ -242,142 +294,223 @@ async fn connect(port: u16, token: &str, wiring: Wiring) -> anyhow::Result<Clien
         open.to_text().unwrap_or_default().starts_with('0'),
         "unexpected {open:?}"
     );
-    sink.send(Message::text(format!("40{}", json!({"token": token}))))
+    ws.send(Message::text(format!("40{}", json!({"token": token}))))
         .await?;
     loop {
-        let frame = stream
+        let frame = ws
             .next()
             .await
             .ok_or_else(|| anyhow::anyhow!("closed during connect"))??;
         let text = frame.to_text().unwrap_or_default().to_owned();
         if text.starts_with("40") {
-            break;
+            return Ok(ws);
         }
         anyhow::ensure!(!text.starts_with("44"), "refused: {text}");
     }
-    let (tx, mut rx) = mpsc::channel::<String>(4096);
-    let pong = tx.clone();
-    let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            if sink.feed(Message::text(out)).await.is_err() {
-                return;
-            }
-            // Batch what is already queued into one flush.
-            while let Ok(more) = rx.try_recv() {
-                if sink.feed(Message::text(more)).await.is_err() {
-                    return;
-                }
-            }
-            if sink.flush().await.is_err() {
-                return;
-            }
-        }
-    });
-    let acks: Arc<std::sync::Mutex<HashMap<u64, (Instant, AckKind)>>> = Arc::default();
-    let window = wiring.own_window.clone();
-    let mut client = Client {
-        out: tx.clone(),
-        acks: acks.clone(),
-        next_ack: AtomicU64::new(0),
-        window: window.clone(),
-        tasks: vec![writer.abort_handle()],
-    };
-    let receipt_out = tx;
-    let reader = tokio::spawn(async move {
-        let Wiring {
-            stats,
-            inbound,
-            partner_window,
-            receipts,
-            epoch,
-            outbound,
-            ..
-        } = wiring;
-        while let Some(Ok(frame)) = stream.next().await {
-            let Ok(text) = frame.to_text() else { continue };
-            if text == "2" {
-                let _ = pong.try_send("3".to_owned());
-            } else if let Some(rest) = text.strip_prefix("43") {
-                let split = rest.find('[').unwrap_or(rest.len());
-                let (id, body) = rest.split_at(split);
-                let Ok(id) = id.parse::<u64>() else { continue };
-                let entry = acks.lock().ok().and_then(|mut a| a.remove(&id));
-                let is_error = body.contains("\"error\"");
-                match entry {
-                    Some((at, AckKind::Typing)) => {
-                        if is_error {
-                            stats.acked_error.fetch_add(1, Ordering::Relaxed);
-                            stats.note_error(body);
-                            // Refused: it will never arrive; take it out of
-                            // the partner's FIFO and free the window.
-                            if let Ok(mut f) = outbound.lock()
-                                && let Some(pos) = f.iter().position(|(a, _)| *a == id)
-                            {
-                                f.remove(pos);
-                            }
-                            window.add_permits(1);
-                        } else {
-                            stats.acked_ok.fetch_add(1, Ordering::Relaxed);
-                            Stats::record(&stats.ack_latency, at.elapsed().as_micros() as u64);
-                        }
-                    }
-                    Some((at, AckKind::Message)) => {
-                        if is_error {
-                            stats.acked_error.fetch_add(1, Ordering::Relaxed);
-                            stats.note_error(body);
-                        } else {
-                            stats.messages_acked.fetch_add(1, Ordering::Relaxed);
-                            Stats::record(&stats.ack_latency, at.elapsed().as_micros() as u64);
-                        }
-                    }
-                    None => {}
-                }
-            } else if text.starts_with("42[\"userTyping\"") {
-                let sent = inbound.lock().ok().and_then(|mut f| f.pop_front());
-                if let Some((_, sent)) = sent {
-                    stats.typing_delivered.fetch_add(1, Ordering::Relaxed);
-                    Stats::record(&stats.typing_latency, sent.elapsed().as_micros() as u64);
-                    if let Some(w) = &partner_window {
-                        w.add_permits(1);
-                    }
-                }
-            } else if text.starts_with("42[\"chatError\"") {
-                stats.chat_errors.fetch_add(1, Ordering::Relaxed);
-            } else if let Some(rest) = text.strip_prefix("42[\"newMessage\",") {
-                let Some((chat, sender)) = &receipts else {
-                    continue;
-                };
-                let Ok(m) = serde_json::from_str::<Value>(rest.trim_end_matches(']')) else {
-                    continue;
-                };
-                if m["sender"].as_str() != Some(sender.as_str()) {
-                    continue;
-                }
-                if let Some(sent_us) = m["text"].as_str().and_then(|t| t.parse::<u64>().ok()) {
-                    let now = epoch.elapsed().as_micros() as u64;
-                    stats.messages_delivered.fetch_add(1, Ordering::Relaxed);
-                    Stats::record(&stats.message_latency, now.saturating_sub(sent_us));
-                }
-                let receipt = format!(
-                    "42{}",
-                    json!(["messageDelivered", {"chatId": chat, "messageIds": [m["_id"]]}])
-                );
-                let _ = receipt_out.try_send(receipt);
-            }
-        }
-    });
-    client.tasks.push(reader.abort_handle());
-    Ok(client)
 }
 
-/// Users, tokens and chats for `pairs` pairs, written straight to MongoDB.
+/// Writes what is queued for the socket, batching what is already there
+/// into one flush.
+async fn write_loop(mut sink: impl futures::Sink<Message> + Unpin, mut rx: mpsc::Receiver<String>) {
+    while let Some(out) = rx.recv().await {
+        if sink.feed(Message::text(out)).await.is_err() {
+            return;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if sink.feed(Message::text(more)).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn connect(port: u16, token: &str, wiring: Wiring) -> anyhow::Result<Client> {
+    let (sink, stream) = handshake(port, token).await?.split();
+    let (tx, rx) = mpsc::channel::<String>(4096);
+    let writer = tokio::spawn(write_loop(sink, rx));
+    let acks = Acks::default();
+    let window = wiring.own_window.clone();
+    let reader = Reader {
+        wiring,
+        acks: acks.clone(),
+        out: tx.clone(),
+    };
+    let reader = tokio::spawn(reader.run(stream));
+    Ok(Client {
+        out: tx,
+        acks,
+        next_ack: AtomicU64::new(0),
+        window,
+        tasks: vec![writer.abort_handle(), reader.abort_handle()],
+    })
+}
+
+/// A socket's read side: times and counts what arrives, answers pings
+/// and sends receipts.
+struct Reader {
+    wiring: Wiring,
+    acks: Acks,
+    /// The socket's outgoing queue (pongs and receipts).
+    out: mpsc::Sender<String>,
+}
+
+impl Reader {
+    async fn run(
+        self,
+        mut stream: impl futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+    ) {
+        while let Some(Ok(frame)) = stream.next().await {
+            if let Ok(text) = frame.to_text() {
+                self.on_frame(text);
+            }
+        }
+    }
+
+    fn on_frame(&self, text: &str) {
+        if text == "2" {
+            let _ = self.out.try_send("3".to_owned());
+        } else if let Some(rest) = text.strip_prefix("43") {
+            self.on_ack(rest);
+        } else if text.starts_with("42[\"userTyping\"") {
+            self.on_typing(text);
+        } else if text.starts_with("42[\"chatError\"") {
+            self.wiring
+                .stats
+                .chat_errors
+                .fetch_add(1, Ordering::Relaxed);
+        } else if let Some(rest) = text.strip_prefix("42[\"newMessage\",") {
+            self.on_message(rest);
+        }
+    }
+
+    fn on_ack(&self, rest: &str) {
+        let stats = &self.wiring.stats;
+        let split = rest.find('[').unwrap_or(rest.len());
+        let (id, body) = rest.split_at(split);
+        let Ok(id) = id.parse::<u64>() else { return };
+        let Some((at, kind)) = self.acks.lock().ok().and_then(|mut a| a.remove(&id)) else {
+            return;
+        };
+        if body.contains("\"error\"") {
+            stats.acked_error.fetch_add(1, Ordering::Relaxed);
+            stats.note_error(body);
+            if let AckKind::Typing = kind {
+                // Refused: it will never arrive; take it out of the
+                // recipients' FIFOs and free its share of the window.
+                withdraw(&self.wiring.outbound, id);
+                self.wiring
+                    .own_window
+                    .add_permits(self.wiring.outbound.len());
+            }
+            return;
+        }
+        match kind {
+            AckKind::Typing => stats.acked_ok.fetch_add(1, Ordering::Relaxed),
+            AckKind::Message => stats.messages_acked.fetch_add(1, Ordering::Relaxed),
+        };
+        Stats::record(&stats.ack_latency, at.elapsed().as_micros() as u64);
+    }
+
+    fn on_typing(&self, text: &str) {
+        let Some(from) = sender_of(&self.wiring.inbound, text) else {
+            return;
+        };
+        let sent = from.fifo.lock().ok().and_then(|mut f| f.pop_front());
+        if let Some((_, sent)) = sent {
+            let stats = &self.wiring.stats;
+            stats.typing_delivered.fetch_add(1, Ordering::Relaxed);
+            Stats::record(&stats.typing_latency, sent.elapsed().as_micros() as u64);
+            if let Some(w) = &from.window {
+                w.add_permits(1);
+            }
+        }
+    }
+
+    fn on_message(&self, rest: &str) {
+        let Some((chat, sender)) = &self.wiring.receipts else {
+            return;
+        };
+        let Ok(m) = serde_json::from_str::<Value>(rest.trim_end_matches(']')) else {
+            return;
+        };
+        if m["sender"].as_str() != Some(sender.as_str()) {
+            return;
+        }
+        if let Some(sent_us) = m["text"].as_str().and_then(|t| t.parse::<u64>().ok()) {
+            let stats = &self.wiring.stats;
+            let now = self.wiring.epoch.elapsed().as_micros() as u64;
+            stats.messages_delivered.fetch_add(1, Ordering::Relaxed);
+            Stats::record(&stats.message_latency, now.saturating_sub(sent_us));
+        }
+        let receipt = format!(
+            "42{}",
+            json!(["messageDelivered", {"chatId": chat, "messageIds": [m["_id"]]}])
+        );
+        let _ = self.out.try_send(receipt);
+    }
+}
+
+/// Users and their tokens, and the chats of consecutive sockets: socket
+/// `i` is a member of chat `i / group`.
 struct World {
     ids: Vec<ObjectId>,
     tokens: Vec<String>,
     chats: Vec<String>,
+    /// Members per chat.
+    group: usize,
 }
 
-async fn world(stack: &support::Stack, sockets: usize, with_chats: bool) -> anyhow::Result<World> {
+/// Members per chat: `PARLEY_BENCH_GROUP_SIZE` [2, a 1:1 pair], at most
+/// the owner and 256 others.
+fn group_size() -> usize {
+    knob("PARLEY_BENCH_GROUP_SIZE", 2).clamp(2, 257) as usize
+}
+
+/// How a title names the chats: nothing for pairs.
+fn in_groups(group: usize) -> String {
+    if group == 2 {
+        String::new()
+    } else {
+        format!(" in groups of {group}")
+    }
+}
+
+/// `sockets` rounded down to whole chats of `group` (at least one).
+fn whole_chats(sockets: usize, group: usize) -> usize {
+    sockets.max(group) / group * group
+}
+
+/// The users (and, with `group`, their chats) of a run: pairs are written
+/// straight to MongoDB, groups are made through the REST API.
+async fn world(
+    stack: &support::Stack,
+    pods: &Pods,
+    sockets: usize,
+    group: Option<usize>,
+) -> anyhow::Result<World> {
+    let (ids, tokens) = users(stack, sockets).await?;
+    let chats = match group {
+        None => Vec::new(),
+        Some(2) => pair_chats(stack, &ids).await?,
+        Some(size) => group_chats(pods, &ids, &tokens, size).await?,
+    };
+    Ok(World {
+        ids,
+        tokens,
+        chats,
+        group: group.unwrap_or(2),
+    })
+}
+
+/// `sockets` users written straight to MongoDB, with their tokens.
+async fn users(
+    stack: &support::Stack,
+    sockets: usize,
+) -> anyhow::Result<(Vec<ObjectId>, Vec<String>)> {
     let now = DateTime::now();
     let ids: Vec<ObjectId> = (0..sockets).map(|_| ObjectId::new()).collect();
     let users: Vec<_> = ids
@@ -404,26 +537,82 @@ async fn world(stack: &support::Stack, sockets: usize, with_chats: bool) -> anyh
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    Ok((ids, tokens))
+}
+
+/// A 1:1 chat for each two consecutive users, written straight to MongoDB.
+async fn pair_chats(stack: &support::Stack, ids: &[ObjectId]) -> anyhow::Result<Vec<String>> {
+    let now = DateTime::now();
     let mut chats = Vec::new();
-    if with_chats {
-        let docs: Vec<_> = ids
-            .chunks(2)
-            .filter(|p| p.len() == 2)
-            .map(|p| {
-                let id = ObjectId::new();
-                chats.push(id.to_hex());
-                doc! {"_id": id, "members": [p[0], p[1]], "pairKey": parley_chat::domain::pair_key(&p[0], &p[1]), "lastSeq": 0_i64, "createdAt": now, "updatedAt": now}
-            })
-            .collect();
-        for chunk in docs.chunks(1000) {
-            stack
-                .db
-                .collection("chats")
-                .insert_many(chunk.to_vec())
-                .await?;
-        }
+    let docs: Vec<_> = ids
+        .chunks_exact(2)
+        .map(|p| {
+            let id = ObjectId::new();
+            chats.push(id.to_hex());
+            doc! {"_id": id, "members": [p[0], p[1]], "pairKey": parley_chat::domain::pair_key(&p[0], &p[1]), "lastSeq": 0_i64, "createdAt": now, "updatedAt": now}
+        })
+        .collect();
+    for chunk in docs.chunks(1000) {
+        stack
+            .db
+            .collection("chats")
+            .insert_many(chunk.to_vec())
+            .await?;
     }
-    Ok(World { ids, tokens, chats })
+    Ok(chats)
+}
+
+/// A group of each `size` consecutive users, made by its first one through
+/// `POST /api/v1/group` on the first pod (8 requests at a time, before any
+/// socket connects); the chat ids in order.
+async fn group_chats(
+    pods: &Pods,
+    ids: &[ObjectId],
+    tokens: &[String],
+    size: usize,
+) -> anyhow::Result<Vec<String>> {
+    let pod = pods
+        .replicas
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no pod to make groups on"))?;
+    let requests = ids
+        .chunks_exact(size)
+        .zip(tokens.chunks_exact(size))
+        .enumerate()
+        .map(|(k, (members, tokens))| create_group(pod, k, members, tokens));
+    futures::stream::iter(requests)
+        .buffered(8)
+        .try_collect()
+        .await
+}
+
+/// `POST /api/v1/group` by the first of `members` with the others; the chat id.
+async fn create_group(
+    pod: &ServiceProcess,
+    k: usize,
+    members: &[ObjectId],
+    tokens: &[String],
+) -> anyhow::Result<String> {
+    let (Some((_, others)), Some(owner)) = (members.split_first(), tokens.first()) else {
+        anyhow::bail!("group {k} has no members");
+    };
+    let body = json!({
+        "name": format!("bench group {k}"),
+        "memberIds": others.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+    });
+    let (status, answer) = pod
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/group",
+            Some(owner),
+            Some(body),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "create group {k}: {status} {answer}");
+    answer["chatId"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("create group {k}: no chatId in {answer}"))
 }
 
 /// The pods of a run and their process ids.
@@ -543,42 +732,88 @@ async fn stack(pods: usize, admission_defaults: bool) -> anyhow::Result<(support
     Ok((stack, Pods { replicas }))
 }
 
-/// Connected pairs: socket 2k and 2k+1 share chat k.
-struct Pairs {
+/// Connected sockets: socket `i` is a member of chat `i / group` with the
+/// other sockets of its block of `group` (a pair: `2k` and `2k + 1`).
+struct Sockets {
     clients: Vec<Arc<Client>>,
-    /// Per socket: the FIFO its partner reads from (typing sent by this socket).
-    outbound: Vec<Fifo>,
+    /// Per socket: the typing it sent, one FIFO per other member of its
+    /// chat (in the order of [`others`]), which that member reads from.
+    outbound: Vec<Vec<Fifo>>,
     chats: Vec<String>,
+    group: usize,
     connect_secs: f64,
 }
 
-async fn connect_pairs(
+impl Sockets {
+    /// The chat of socket `i`.
+    fn chat(&self, i: usize) -> &str {
+        self.chats.get(i / self.group).map_or("", String::as_str)
+    }
+
+    /// Recipients of each typing event (and each message).
+    fn fanout(&self) -> usize {
+        self.group - 1
+    }
+}
+
+/// The other members of socket `i`'s chat, in member order.
+fn others(i: usize, group: usize) -> impl Iterator<Item = usize> {
+    let first = i / group * group;
+    (first..first + group).filter(move |&j| j != i)
+}
+
+/// What socket `i` expects from each other member of its chat.
+fn inbound_of(
+    i: usize,
+    world: &World,
+    outbound: &[Vec<Fifo>],
+    windows: &[Arc<Semaphore>],
+    closed_loop: bool,
+) -> Vec<Inbound> {
+    others(i, world.group)
+        .map(|s| Inbound {
+            from: world.ids[s].to_hex(),
+            fifo: others(s, world.group)
+                .zip(&outbound[s])
+                .find(|(r, _)| *r == i)
+                .map(|(_, f)| f.clone())
+                .unwrap_or_default(),
+            window: closed_loop.then(|| windows[s].clone()),
+        })
+        .collect()
+}
+
+async fn connect_sockets(
     world: &World,
     pods: &Pods,
     stats: &Arc<Stats>,
     epoch: Instant,
     closed_loop: bool,
-) -> anyhow::Result<Pairs> {
-    let n = world.ids.len();
-    let fifos: Vec<Fifo> = (0..n).map(|_| Fifo::default()).collect();
+) -> anyhow::Result<Sockets> {
+    let (n, group) = (world.ids.len(), world.group);
+    let outbound: Vec<Vec<Fifo>> = (0..n)
+        .map(|i| others(i, group).map(|_| Fifo::default()).collect())
+        .collect();
     let windows: Vec<Arc<Semaphore>> = (0..n).map(|_| Arc::new(Semaphore::new(0))).collect();
     let ports: Vec<u16> = pods.replicas.iter().map(ServiceProcess::port).collect();
     let started = Instant::now();
     let mut pending = futures::stream::iter((0..n).map(|i| {
-        let partner = i ^ 1;
-        // With two pods, partners always sit on different pods.
+        // With two pods, members alternate (partners always sit on
+        // different pods).
         let port = ports[i % ports.len()];
         let token = world.tokens[i].clone();
+        let sender = i / group * group;
         let wiring = Wiring {
             stats: stats.clone(),
-            inbound: fifos[partner].clone(),
-            partner_window: closed_loop.then(|| windows[partner].clone()),
+            inbound: inbound_of(i, world, &outbound, &windows, closed_loop),
             own_window: windows[i].clone(),
-            outbound: fifos[i].clone(),
+            outbound: outbound[i].clone(),
+            // Messages come from each chat's first member.
             receipts: world
                 .chats
-                .get(i / 2)
-                .map(|c| (c.clone(), world.ids[partner].to_hex())),
+                .get(i / group)
+                .filter(|_| i != sender)
+                .map(|c| (c.clone(), world.ids[sender].to_hex())),
             epoch,
         };
         async move { connect(port, &token, wiring).await }
@@ -589,50 +824,68 @@ async fn connect_pairs(
         clients.push(Arc::new(client?));
     }
     drop(pending);
-    Ok(Pairs {
+    Ok(Sockets {
         clients,
-        outbound: fifos,
+        outbound,
         chats: world.chats.clone(),
+        group,
         connect_secs: started.elapsed().as_secs_f64(),
     })
 }
 
-/// A typing packet with an ack id, recorded in the sender's FIFO first.
-/// Without an ack (`PARLEY_BENCH_ACK=0`, as the original's load test), a
-/// refusal comes back as `chatError` and cannot be matched to its event.
-fn typing_packet(client: &Client, fifo: &Fifo, chat: &str) -> String {
+/// A typing packet with an ack id, recorded in the FIFO of each recipient
+/// first. Without an ack (`PARLEY_BENCH_ACK=0`, as the original's load
+/// test), a refusal comes back as `chatError` and cannot be matched to its
+/// event.
+fn typing_packet(client: &Client, fifos: &[Fifo], chat: &str) -> String {
     static WITH_ACK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !*WITH_ACK.get_or_init(|| knob("PARLEY_BENCH_ACK", 1) != 0) {
+    let with_ack = *WITH_ACK.get_or_init(|| knob("PARLEY_BENCH_ACK", 1) != 0);
+    let id = if with_ack {
+        client.ack_id(AckKind::Typing)
+    } else {
+        u64::MAX
+    };
+    let now = Instant::now();
+    for fifo in fifos {
         if let Ok(mut f) = fifo.lock() {
-            f.push_back((u64::MAX, Instant::now()));
+            f.push_back((id, now));
         }
-        return format!("42[\"typing\",{{\"chatId\":\"{chat}\"}}]");
     }
-    let id = client.ack_id(AckKind::Typing);
-    if let Ok(mut f) = fifo.lock() {
-        f.push_back((id, Instant::now()));
+    if with_ack {
+        format!("42{id}[\"typing\",{{\"chatId\":\"{chat}\"}}]")
+    } else {
+        format!("42[\"typing\",{{\"chatId\":\"{chat}\"}}]")
     }
-    format!("42{id}[\"typing\",{{\"chatId\":\"{chat}\"}}]")
+}
+
+/// Takes back the last event recorded for every recipient (it could not
+/// be handed to the socket).
+fn unsend(fifos: &[Fifo]) {
+    for fifo in fifos {
+        if let Ok(mut f) = fifo.lock() {
+            f.pop_back();
+        }
+    }
 }
 
 /// Open-loop typing from every socket at `rate` events/s in total until `stop`.
 fn drive_typing(
-    pairs: &Pairs,
+    sockets: &Sockets,
     stats: &Arc<Stats>,
     rate: f64,
     stop: Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut handles = Vec::new();
-    let n = pairs.clients.len();
+    let n = sockets.clients.len();
     let per_socket = rate / n as f64;
     // Each socket ticks at most 1,000 times a second and sends a share per tick.
     let ticks = per_socket.clamp(0.1, 1000.0);
     let per_tick = per_socket / ticks;
     let period = Duration::from_secs_f64(1.0 / ticks);
     for i in 0..n {
-        let client = pairs.clients[i].clone();
-        let fifo = pairs.outbound[i].clone();
-        let chat = pairs.chats[i / 2].clone();
+        let client = sockets.clients[i].clone();
+        let fifos = sockets.outbound[i].clone();
+        let chat = sockets.chat(i).to_owned();
         let stats = stats.clone();
         let stop = stop.clone();
         let offset = period.mul_f64(i as f64 / n as f64);
@@ -646,11 +899,11 @@ fn drive_typing(
                 owed += per_tick;
                 while owed >= 1.0 {
                     owed -= 1.0;
-                    let packet = typing_packet(&client, &fifo, &chat);
+                    let packet = typing_packet(&client, &fifos, &chat);
                     if client.send(&stats, packet) {
                         stats.typing_sent.fetch_add(1, Ordering::Relaxed);
-                    } else if let Ok(mut f) = fifo.lock() {
-                        f.pop_back();
+                    } else {
+                        unsend(&fifos);
                     }
                 }
             }
@@ -659,39 +912,43 @@ fn drive_typing(
     handles
 }
 
-/// Closed-loop typing: each socket keeps `window` events in flight.
+/// Closed-loop typing: each socket keeps `window` events in flight (its
+/// window counts deliveries: an event takes one permit per recipient).
 fn drive_closed(
-    pairs: &Pairs,
+    sockets: &Sockets,
     stats: &Arc<Stats>,
     window: usize,
     stop: Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut handles = Vec::new();
-    for (i, client) in pairs.clients.iter().enumerate() {
+    let fanout = sockets.fanout();
+    let per_event = u32::try_from(fanout).unwrap_or(u32::MAX);
+    for (i, client) in sockets.clients.iter().enumerate() {
         let client = client.clone();
-        client.window.add_permits(window);
-        let fifo = pairs.outbound[i].clone();
-        let chat = pairs.chats[i / 2].clone();
+        client.window.add_permits(window * fanout);
+        let fifos = sockets.outbound[i].clone();
+        let chat = sockets.chat(i).to_owned();
         let stats = stats.clone();
         let stop = stop.clone();
         handles.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let Ok(Ok(permit)) =
-                    tokio::time::timeout(Duration::from_secs(2), client.window.acquire()).await
+                let Ok(Ok(permit)) = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.window.acquire_many(per_event),
+                )
+                .await
                 else {
                     // Nothing came back for 2 s: give the window back and go on.
-                    client.window.add_permits(1);
+                    client.window.add_permits(fanout);
                     continue;
                 };
                 permit.forget();
-                let packet = typing_packet(&client, &fifo, &chat);
+                let packet = typing_packet(&client, &fifos, &chat);
                 if client.send(&stats, packet) {
                     stats.typing_sent.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    if let Ok(mut f) = fifo.lock() {
-                        f.pop_back();
-                    }
-                    client.window.add_permits(1);
+                    unsend(&fifos);
+                    client.window.add_permits(fanout);
                     tokio::task::yield_now().await;
                 }
             }
@@ -700,9 +957,10 @@ fn drive_closed(
     handles
 }
 
-/// Open-loop `sendMessage` from the first `senders` pairs' even sockets.
+/// Open-loop `sendMessage` from the first member of each of the first
+/// `senders` chats.
 fn drive_messages(
-    pairs: &Pairs,
+    sockets: &Sockets,
     stats: &Arc<Stats>,
     senders: usize,
     rate: f64,
@@ -710,14 +968,16 @@ fn drive_messages(
     stop: Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut handles = Vec::new();
-    let senders = senders.min(pairs.chats.len()).max(1);
+    let senders = senders.min(sockets.chats.len()).max(1);
     let period = Duration::from_secs_f64(senders as f64 / rate.max(0.001));
-    for pair in 0..senders {
-        let client = pairs.clients[2 * pair].clone();
-        let chat = pairs.chats[pair].clone();
+    for (k, chat) in sockets.chats.iter().take(senders).enumerate() {
+        let Some(client) = sockets.clients.get(k * sockets.group).cloned() else {
+            continue;
+        };
+        let chat = chat.clone();
         let stats = stats.clone();
         let stop = stop.clone();
-        let offset = period.mul_f64(pair as f64 / senders as f64);
+        let offset = period.mul_f64(k as f64 / senders as f64);
         handles.push(tokio::spawn(async move {
             tokio::time::sleep(offset).await;
             let mut tick = tokio::time::interval(period);
@@ -769,8 +1029,10 @@ async fn drain(stats: &Stats, limit: Duration) {
             stats.messages_delivered.load(Ordering::Relaxed),
             stats.acked_error.load(Ordering::Relaxed),
         );
-        let typing_done = now.0 + now.2 >= stats.typing_sent.load(Ordering::Relaxed);
-        let messages_done = now.1 >= stats.messages_acked.load(Ordering::Relaxed)
+        let fanout = stats.fanout;
+        let typing_done =
+            now.0 + now.2 * fanout >= stats.typing_sent.load(Ordering::Relaxed) * fanout;
+        let messages_done = now.1 >= stats.messages_acked.load(Ordering::Relaxed) * fanout
             && stats.messages_acked.load(Ordering::Relaxed) + now.2
                 >= stats.messages_sent.load(Ordering::Relaxed);
         if typing_done && messages_done {
@@ -835,39 +1097,117 @@ struct Outcome {
     errors: u64,
 }
 
-async fn typing(scenario: &str) -> anyhow::Result<Outcome> {
-    let smoke = scenario == "smoke";
-    let closed = scenario == "max";
-    let sockets =
-        knob("PARLEY_BENCH_SOCKETS", if smoke { 200 } else { 1000 }).max(2) as usize / 2 * 2;
-    let rate = knob("PARLEY_BENCH_RATE", if smoke { 500 } else { 5000 }) as f64;
-    let seconds = knob("PARLEY_BENCH_SECONDS", if smoke { 3 } else { 10 });
-    let pods = knob("PARLEY_BENCH_PODS", if smoke { 2 } else { 1 }).clamp(1, 2) as usize;
-    let message_rate = knob("PARLEY_BENCH_MESSAGE_RATE", if smoke { 10 } else { 0 }) as f64;
-    let window = knob("PARLEY_BENCH_WINDOW", 8) as usize;
-    let (stack, pods_) = stack(pods, false).await?;
-    let world = world(&stack, sockets, true).await?;
-    let stats = Stats::new();
-    let epoch = Instant::now();
-    let rss0 = pods_.rss_kib();
-    let pairs = connect_pairs(&world, &pods_, &stats, epoch, closed).await?;
-    // Warm-up: one typing per socket (its one membership check), 128 sockets
-    // at a time, so first-use work is neither refused nor in the figures.
-    for chunk in (0..pairs.clients.len()).collect::<Vec<_>>().chunks(128) {
+/// The knobs of a `typing`, `max` or `smoke` run.
+struct TypingRun {
+    scenario: String,
+    closed: bool,
+    sockets: usize,
+    group: usize,
+    rate: f64,
+    seconds: u64,
+    pods: usize,
+    message_rate: f64,
+    window: usize,
+}
+
+impl TypingRun {
+    fn from_env(scenario: &str) -> Self {
+        let smoke = scenario == "smoke";
+        let group = group_size();
+        let sockets = knob("PARLEY_BENCH_SOCKETS", if smoke { 200 } else { 1000 }) as usize;
+        Self {
+            scenario: scenario.to_owned(),
+            closed: scenario == "max",
+            sockets: whole_chats(sockets, group),
+            group,
+            rate: knob("PARLEY_BENCH_RATE", if smoke { 500 } else { 5000 }) as f64,
+            seconds: knob("PARLEY_BENCH_SECONDS", if smoke { 3 } else { 10 }),
+            pods: knob("PARLEY_BENCH_PODS", if smoke { 2 } else { 1 }).clamp(1, 2) as usize,
+            message_rate: knob("PARLEY_BENCH_MESSAGE_RATE", if smoke { 10 } else { 0 }) as f64,
+            window: knob("PARLEY_BENCH_WINDOW", 8) as usize,
+        }
+    }
+
+    fn title(&self) -> String {
+        let chats = in_groups(self.group);
+        let load = if self.closed {
+            format!("closed loop, window {}", self.window)
+        } else {
+            format!("{:.0} typing/s offered", self.rate)
+        };
+        format!(
+            "relay `{}`: {} sockets{chats}, {} pod(s), {load}",
+            self.scenario, self.sockets, self.pods
+        )
+    }
+}
+
+/// Pure: the deliveries of `sent` events to `fanout` recipients each that
+/// neither arrived nor belong to one of the `refused` events.
+fn lost_deliveries(sent: u64, delivered: u64, refused: u64, fanout: u64) -> u64 {
+    (sent * fanout).saturating_sub(delivered + refused * fanout)
+}
+
+/// The counts of a window: typing events and messages sent, and what
+/// arrived (deliveries: each event or message is `fanout` of them).
+struct Tally {
+    sent: u64,
+    delivered: u64,
+    refused: u64,
+    lost: u64,
+    m_sent: u64,
+    m_acked: u64,
+    m_delivered: u64,
+    m_lost: u64,
+}
+
+impl Tally {
+    fn read(stats: &Stats) -> Self {
+        let sent = stats.typing_sent.load(Ordering::Relaxed);
+        let delivered = stats.typing_delivered.load(Ordering::Relaxed);
+        let refused =
+            stats.acked_error.load(Ordering::Relaxed) + stats.chat_errors.load(Ordering::Relaxed);
+        let m_acked = stats.messages_acked.load(Ordering::Relaxed);
+        let m_delivered = stats.messages_delivered.load(Ordering::Relaxed);
+        Self {
+            sent,
+            delivered,
+            refused,
+            lost: lost_deliveries(sent, delivered, refused, stats.fanout),
+            m_sent: stats.messages_sent.load(Ordering::Relaxed),
+            m_acked,
+            m_delivered,
+            m_lost: lost_deliveries(m_acked, m_delivered, 0, stats.fanout),
+        }
+    }
+}
+
+/// Warm-up: one typing per socket (its one membership check), 128 sockets
+/// at a time, so first-use work is neither refused nor in the figures.
+/// Returns the deliveries lost and the events refused.
+async fn warm_up(sockets: &Sockets, stats: &Stats) -> (u64, u64) {
+    for chunk in (0..sockets.clients.len()).collect::<Vec<_>>().chunks(128) {
         for &i in chunk {
-            let c = &pairs.clients[i];
-            let packet = typing_packet(c, &pairs.outbound[i], &pairs.chats[i / 2]);
-            c.send(&stats, packet);
+            let c = &sockets.clients[i];
+            let packet = typing_packet(c, &sockets.outbound[i], sockets.chat(i));
+            c.send(stats, packet);
             stats.typing_sent.fetch_add(1, Ordering::Relaxed);
         }
-        drain(&stats, Duration::from_secs(30)).await;
+        drain(stats, Duration::from_secs(30)).await;
     }
-    let warm_refused = stats.acked_error.load(Ordering::Relaxed);
-    let warm_lost = stats.typing_sent.load(Ordering::Relaxed)
-        - stats.typing_delivered.load(Ordering::Relaxed)
-        - stats.acked_error.load(Ordering::Relaxed);
-    // Start the window from clean counters.
-    for f in &pairs.outbound {
+    let refused = stats.acked_error.load(Ordering::Relaxed);
+    let lost = lost_deliveries(
+        stats.typing_sent.load(Ordering::Relaxed),
+        stats.typing_delivered.load(Ordering::Relaxed),
+        refused,
+        stats.fanout,
+    );
+    (lost, refused)
+}
+
+/// Starts the window from clean counters and empty FIFOs.
+fn reset_typing(sockets: &Sockets, stats: &Stats) {
+    for f in sockets.outbound.iter().flatten() {
         if let Ok(mut f) = f.lock() {
             f.clear();
         }
@@ -885,94 +1225,177 @@ async fn typing(scenario: &str) -> anyhow::Result<Outcome> {
         c.store(0, Ordering::Relaxed);
     }
     stats.reset_latency();
-    let rss_loaded0 = pods_.rss_kib();
-    let cpu0 = pods_.cpu();
-    let served0 = pods_
+}
+
+/// What the pods did over a measured window.
+struct Measured {
+    secs: f64,
+    cpu: f64,
+    rss_before: u64,
+    rss_warm: u64,
+    rss_peak: u64,
+    served: String,
+}
+
+/// Drives typing (and messages) for the run's window, then waits for what
+/// is still on its way.
+async fn measure(
+    run: &TypingRun,
+    sockets: &Sockets,
+    pods: &Pods,
+    stats: &Arc<Stats>,
+    epoch: Instant,
+    rss_before: u64,
+) -> Measured {
+    let rss_warm = pods.rss_kib();
+    let cpu0 = pods.cpu();
+    let served0 = pods
         .buckets("chat_socket_event_seconds", "class=\"relay\"")
         .await;
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
-    let mut drivers = if closed {
-        drive_closed(&pairs, &stats, window, stop.clone())
+    let mut drivers = if run.closed {
+        drive_closed(sockets, stats, run.window, stop.clone())
     } else {
-        drive_typing(&pairs, &stats, rate, stop.clone())
+        drive_typing(sockets, stats, run.rate, stop.clone())
     };
-    if message_rate > 0.0 {
+    if run.message_rate > 0.0 {
         let senders = knob("PARLEY_BENCH_SENDERS", 16) as usize;
         drivers.extend(drive_messages(
-            &pairs,
-            &stats,
+            sockets,
+            stats,
             senders,
-            message_rate,
+            run.message_rate,
             epoch,
             stop.clone(),
         ));
     }
     let mut rss_peak = 0;
-    while t0.elapsed() < Duration::from_secs(seconds) {
+    while t0.elapsed() < Duration::from_secs(run.seconds) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        rss_peak = rss_peak.max(pods_.rss_kib());
+        rss_peak = rss_peak.max(pods.rss_kib());
     }
     stop.store(true, Ordering::Relaxed);
-    let window_secs = t0.elapsed().as_secs_f64();
-    let cpu_window = pods_.cpu() - cpu0;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = pods.cpu() - cpu0;
     finish(drivers).await;
-    drain(&stats, Duration::from_secs(10)).await;
-    let served = pods_
+    drain(stats, Duration::from_secs(10)).await;
+    let served = pods
         .buckets("chat_socket_event_seconds", "class=\"relay\"")
         .await;
-    let sent = stats.typing_sent.load(Ordering::Relaxed);
-    let delivered = stats.typing_delivered.load(Ordering::Relaxed);
-    let refused =
-        stats.acked_error.load(Ordering::Relaxed) + stats.chat_errors.load(Ordering::Relaxed);
-    let lost = sent.saturating_sub(delivered + refused);
-    let m_sent = stats.messages_sent.load(Ordering::Relaxed);
-    let m_acked = stats.messages_acked.load(Ordering::Relaxed);
-    let m_delivered = stats.messages_delivered.load(Ordering::Relaxed);
-    let deliveries = delivered + m_delivered;
-    let diagnosis = if lost > 0 || m_acked > m_delivered {
-        Some(diagnose(&pairs, &pods_).await)
+    Measured {
+        secs,
+        cpu,
+        rss_before,
+        rss_warm,
+        rss_peak,
+        served: server_latency(&served0, &served),
+    }
+}
+
+async fn typing(scenario: &str) -> anyhow::Result<Outcome> {
+    let run = TypingRun::from_env(scenario);
+    let (stack, pods) = stack(run.pods, false).await?;
+    let world = world(&stack, &pods, run.sockets, Some(run.group)).await?;
+    let stats = Stats::new(run.group as u64 - 1);
+    let epoch = Instant::now();
+    let rss_before = pods.rss_kib();
+    let sockets = connect_sockets(&world, &pods, &stats, epoch, run.closed).await?;
+    let warm = warm_up(&sockets, &stats).await;
+    reset_typing(&sockets, &stats);
+    let measured = measure(&run, &sockets, &pods, &stats, epoch, rss_before).await;
+    let tally = Tally::read(&stats);
+    let diagnosis = if tally.lost > 0 || tally.m_lost > 0 {
+        Some(diagnose(&sockets, &pods).await)
     } else {
         None
     };
+    report(&run, &sockets, &stats, &measured, &tally, warm);
+    if let Some(diagnosis) = diagnosis {
+        println!("\n{diagnosis}");
+    }
+    drop(sockets);
+    drop(stack);
+    Ok(Outcome {
+        lost_typing: tally.lost + warm.0,
+        lost_messages: tally.m_lost,
+        errors: tally.refused + tally.m_sent.saturating_sub(tally.m_acked),
+    })
+}
 
-    header(&format!(
-        "relay `{scenario}`: {sockets} sockets, {pods} pod(s){}",
-        if closed {
-            format!(", closed loop, window {window}")
-        } else {
-            format!(", {rate:.0} typing/s offered")
-        }
-    ));
+/// The typing counts: as events for pairs (one delivery each, the rows of
+/// earlier sessions), as events and deliveries for groups.
+fn typing_rows(run: &TypingRun, tally: &Tally, warm: (u64, u64), secs: f64) {
+    if run.group == 2 {
+        row(
+            "warm-up typing lost / refused",
+            format!("{} / {}", warm.0, warm.1),
+        );
+        row(
+            "typing sent / delivered / refused / lost",
+            format!(
+                "{} / {} / {} / {}",
+                tally.sent, tally.delivered, tally.refused, tally.lost
+            ),
+        );
+    } else {
+        let fanout = run.group - 1;
+        row(
+            "warm-up deliveries lost / typing refused",
+            format!("{} / {}", warm.0, warm.1),
+        );
+        row(
+            "typing events sent / refused (per second sent)",
+            format!(
+                "{} / {} ({:.0}/s)",
+                tally.sent,
+                tally.refused,
+                tally.sent as f64 / secs
+            ),
+        );
+        row(
+            &format!("deliveries expected ({fanout} per event) / delivered / lost"),
+            format!(
+                "{} / {} / {}",
+                tally.sent.saturating_sub(tally.refused) * fanout as u64,
+                tally.delivered,
+                tally.lost
+            ),
+        );
+    }
+    row(
+        "typing delivered per second",
+        format!("{:.0}", tally.delivered as f64 / secs),
+    );
+}
+
+fn report(
+    run: &TypingRun,
+    sockets: &Sockets,
+    stats: &Stats,
+    measured: &Measured,
+    tally: &Tally,
+    warm: (u64, u64),
+) {
+    header(&run.title());
     row(
         "connect all sockets",
         format!(
             "{:.1} s ({:.0}/s)",
-            pairs.connect_secs,
-            sockets as f64 / pairs.connect_secs
+            sockets.connect_secs,
+            run.sockets as f64 / sockets.connect_secs
         ),
     );
     row(
         "RSS before sockets / connected and warm / peak in window",
         format!(
             "{} / {} / {} MiB",
-            rss0 / 1024,
-            rss_loaded0 / 1024,
-            rss_peak / 1024
+            measured.rss_before / 1024,
+            measured.rss_warm / 1024,
+            measured.rss_peak / 1024
         ),
     );
-    row(
-        "warm-up typing lost / refused",
-        format!("{warm_lost} / {warm_refused}"),
-    );
-    row(
-        "typing sent / delivered / refused / lost",
-        format!("{sent} / {delivered} / {refused} / {lost}"),
-    );
-    row(
-        "typing delivered per second",
-        format!("{:.0}", delivered as f64 / window_secs),
-    );
+    typing_rows(run, tally, warm, measured.secs);
     row(
         "typing latency p50 / p99 / p99.9 / max",
         Stats::quantiles(&stats.typing_latency),
@@ -981,14 +1404,14 @@ async fn typing(scenario: &str) -> anyhow::Result<Outcome> {
         "ack latency p50 / p99 / p99.9 / max",
         Stats::quantiles(&stats.ack_latency),
     );
-    row(
-        "typing, read to answer in the service",
-        server_latency(&served0, &served),
-    );
-    if message_rate > 0.0 {
+    row("typing, read to answer in the service", &measured.served);
+    if run.message_rate > 0.0 {
         row(
             "messages sent / acked / delivered",
-            format!("{m_sent} / {m_acked} / {m_delivered}"),
+            format!(
+                "{} / {} / {}",
+                tally.m_sent, tally.m_acked, tally.m_delivered
+            ),
         );
         row(
             "message latency p50 / p99 / p99.9 / max",
@@ -1004,37 +1427,28 @@ async fn typing(scenario: &str) -> anyhow::Result<Outcome> {
         "generator overflow (client side)",
         stats.generator_overflow.load(Ordering::Relaxed),
     );
+    let deliveries = tally.delivered + tally.m_delivered;
     row(
         "chat CPU in window / per delivery",
         format!(
             "{:.2} s / {:.1} µs",
-            cpu_window,
-            cpu_window * 1e6 / deliveries.max(1) as f64
+            measured.cpu,
+            measured.cpu * 1e6 / deliveries.max(1) as f64
         ),
     );
     row(
         "chat CPU share of the window",
-        format!("{:.0} %", cpu_window * 100.0 / window_secs),
+        format!("{:.0} %", measured.cpu * 100.0 / measured.secs),
     );
-    if let Some(diagnosis) = diagnosis {
-        println!("\n{diagnosis}");
-    }
-    drop(pairs);
-    drop(stack);
-    Ok(Outcome {
-        lost_typing: lost + warm_lost,
-        lost_messages: m_acked.saturating_sub(m_delivered),
-        errors: refused + m_sent.saturating_sub(m_acked),
-    })
 }
 
 /// Where undelivered events may have gone: the generator's unanswered
 /// acknowledgements, the partners still waiting, the pods' drop counters and
 /// their warnings. Printed only when something was lost.
-async fn diagnose(pairs: &Pairs, pods: &Pods) -> String {
+async fn diagnose(sockets: &Sockets, pods: &Pods) -> String {
     let mut out = String::from("### Loss diagnosis\n\n");
     let (mut typing_unacked, mut messages_unacked) = (0, 0);
-    for client in &pairs.clients {
+    for client in &sockets.clients {
         if let Ok(acks) = client.acks.lock() {
             for (_, kind) in acks.values() {
                 match kind {
@@ -1047,27 +1461,29 @@ async fn diagnose(pairs: &Pairs, pods: &Pods) -> String {
     out.push_str(&format!(
         "- acknowledgements never received: {typing_unacked} typing, {messages_unacked} messages\n"
     ));
-    for (i, fifo) in pairs.outbound.iter().enumerate() {
-        let Ok(f) = fifo.lock() else { continue };
-        if f.is_empty() {
-            continue;
+    let pod_count = pods.replicas.len();
+    for (i, fifos) in sockets.outbound.iter().enumerate() {
+        for (to, fifo) in others(i, sockets.group).zip(fifos) {
+            let Ok(f) = fifo.lock() else { continue };
+            if f.is_empty() {
+                continue;
+            }
+            let acked = sockets.clients[i]
+                .acks
+                .lock()
+                .map(|a| f.iter().filter(|(id, _)| !a.contains_key(id)).count())
+                .unwrap_or(0);
+            let oldest = f
+                .front()
+                .map(|(_, at)| at.elapsed().as_millis())
+                .unwrap_or(0);
+            out.push_str(&format!(
+                "- socket {i} (pod {}) → socket {to} (pod {}): {} undelivered ({acked} of them acknowledged), the oldest sent {oldest} ms ago\n",
+                i % pod_count,
+                to % pod_count,
+                f.len(),
+            ));
         }
-        let acked = pairs.clients[i]
-            .acks
-            .lock()
-            .map(|a| f.iter().filter(|(id, _)| !a.contains_key(id)).count())
-            .unwrap_or(0);
-        let oldest = f
-            .front()
-            .map(|(_, at)| at.elapsed().as_millis())
-            .unwrap_or(0);
-        out.push_str(&format!(
-            "- socket {i} (pod {}) → socket {} (pod {}): {} undelivered ({acked} of them acknowledged), the oldest sent {oldest} ms ago\n",
-            i % pods.replicas.len(),
-            i ^ 1,
-            (i ^ 1) % pods.replicas.len(),
-            f.len(),
-        ));
     }
     for name in [
         "chat_socket_relays_dropped_total",
@@ -1093,21 +1509,20 @@ async fn diagnose(pairs: &Pairs, pods: &Pods) -> String {
 async fn idle() -> anyhow::Result<()> {
     let sockets = knob("PARLEY_BENCH_SOCKETS", 10_000) as usize;
     let (stack, pods) = stack(1, false).await?;
-    let world = world(&stack, sockets, false).await?;
+    let world = world(&stack, &pods, sockets, None).await?;
     // Let the fresh process settle (index creation, first connections).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss0 = pods.rss_kib();
-    let stats = Stats::new();
+    let stats = Stats::new(1);
     let epoch = Instant::now();
     let ports: Vec<u16> = pods.replicas.iter().map(ServiceProcess::port).collect();
     let started = Instant::now();
     let mut pending = futures::stream::iter((0..sockets).map(|i| {
         let wiring = Wiring {
             stats: stats.clone(),
-            inbound: Fifo::default(),
-            partner_window: None,
+            inbound: Vec::new(),
             own_window: Arc::new(Semaphore::new(0)),
-            outbound: Fifo::default(),
+            outbound: Vec::new(),
             receipts: None,
             epoch,
         };
@@ -1184,19 +1599,20 @@ async fn idle() -> anyhow::Result<()> {
 }
 
 async fn overload() -> anyhow::Result<()> {
-    let sockets = knob("PARLEY_BENCH_SOCKETS", 1000) as usize / 2 * 2;
+    let group = group_size();
+    let sockets = whole_chats(knob("PARLEY_BENCH_SOCKETS", 1000) as usize, group);
     let warm_rate = knob("PARLEY_BENCH_WARM_RATE", 5000) as f64;
     let rate = knob("PARLEY_BENCH_RATE", 200_000) as f64;
     let seconds = knob("PARLEY_BENCH_SECONDS", 30);
     let (stack, pods) = stack(1, true).await?;
-    let world = world(&stack, sockets, true).await?;
-    let stats = Stats::new();
+    let world = world(&stack, &pods, sockets, Some(group)).await?;
+    let stats = Stats::new(group as u64 - 1);
     let epoch = Instant::now();
-    let pairs = connect_pairs(&world, &pods, &stats, epoch, false).await?;
+    let connected = connect_sockets(&world, &pods, &stats, epoch, false).await?;
     let rss0 = pods.rss_kib();
     // Loaded level: the normal load for 5 s.
     let stop = Arc::new(AtomicBool::new(false));
-    let drivers = drive_typing(&pairs, &stats, warm_rate, stop.clone());
+    let drivers = drive_typing(&connected, &stats, warm_rate, stop.clone());
     tokio::time::sleep(Duration::from_secs(5)).await;
     stop.store(true, Ordering::Relaxed);
     finish(drivers).await;
@@ -1221,7 +1637,7 @@ async fn overload() -> anyhow::Result<()> {
         .await;
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
-    let drivers = drive_typing(&pairs, &stats, rate, stop.clone());
+    let drivers = drive_typing(&connected, &stats, rate, stop.clone());
     let mut rss_peak = 0;
     while t0.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1250,10 +1666,11 @@ async fn overload() -> anyhow::Result<()> {
     let chat_errors = stats.chat_errors.load(Ordering::Relaxed) - base.3;
     let acked = stats.acked_ok.load(Ordering::Relaxed) - base.4;
     header(&format!(
-        "overload: {sockets} sockets, {rate:.0} typing/s offered for {seconds} s, default admission limits"
+        "overload: {sockets} sockets{}, {rate:.0} typing/s offered for {seconds} s, default admission limits",
+        in_groups(group)
     ));
     row(
-        "warm-up at normal load (sent / delivered)",
+        "warm-up at normal load (sent / deliveries)",
         format!("{} / {} at {warm_rate:.0}/s", warm.0, warm.1),
     );
     row(
@@ -1305,7 +1722,7 @@ async fn overload() -> anyhow::Result<()> {
         "admitted p99 ≤ 100 ms",
         Stats::p99_ms(&stats.ack_latency) <= 100.0,
     );
-    drop(pairs);
+    drop(connected);
     drop(stack);
     Ok(())
 }
@@ -1315,16 +1732,17 @@ async fn messages() -> anyhow::Result<Outcome> {
     let rate = knob("PARLEY_BENCH_RATE", 300) as f64;
     let seconds = knob("PARLEY_BENCH_SECONDS", 15);
     let pods_n = knob("PARLEY_BENCH_PODS", 1).clamp(1, 2) as usize;
+    let group = group_size();
     let (stack, pods) = stack(pods_n, false).await?;
-    let world = world(&stack, senders * 2, true).await?;
-    let stats = Stats::new();
+    let world = world(&stack, &pods, senders * group, Some(group)).await?;
+    let stats = Stats::new(group as u64 - 1);
     let epoch = Instant::now();
-    let pairs = connect_pairs(&world, &pods, &stats, epoch, false).await?;
+    let connected = connect_sockets(&world, &pods, &stats, epoch, false).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu0 = pods.cpu();
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
-    let drivers = drive_messages(&pairs, &stats, senders, rate, epoch, stop.clone());
+    let drivers = drive_messages(&connected, &stats, senders, rate, epoch, stop.clone());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let window = t0.elapsed().as_secs_f64();
@@ -1345,10 +1763,11 @@ async fn messages() -> anyhow::Result<Outcome> {
     let delivered = stats.messages_delivered.load(Ordering::Relaxed);
     let errors = stats.acked_error.load(Ordering::Relaxed);
     header(&format!(
-        "messages: {senders} senders, {rate:.0} sendMessage/s offered for {seconds} s, {pods_n} pod(s)"
+        "messages: {senders} senders{}, {rate:.0} sendMessage/s offered for {seconds} s, {pods_n} pod(s)",
+        in_groups(group)
     ));
     row(
-        "sent / acked (stored) / delivered / errors",
+        "sent / acked (stored) / delivered (to each recipient) / errors",
         format!("{sent} / {acked} / {delivered} / {errors}"),
     );
     row(
@@ -1372,11 +1791,11 @@ async fn messages() -> anyhow::Result<Outcome> {
         "chat CPU per stored message (receipt included)",
         format!("{:.2} ms", cpu * 1000.0 / acked.max(1) as f64),
     );
-    drop(pairs);
+    drop(connected);
     drop(stack);
     Ok(Outcome {
         lost_typing: 0,
-        lost_messages: acked.saturating_sub(delivered),
+        lost_messages: lost_deliveries(acked, delivered, 0, stats.fanout),
         errors: errors + sent.saturating_sub(acked + errors),
     })
 }

@@ -600,3 +600,81 @@ async fn roles_ownership_and_system_messages() -> anyhow::Result<()> {
     assert_eq!(status, 400, "{body}");
     Ok(())
 }
+
+fn lists(list: &Value, user: &User) -> bool {
+    list.as_array()
+        .is_some_and(|l| l.contains(&json!(user.id.to_hex())))
+}
+
+/// Presence flows between members who accepted the group, never to one
+/// who did not; unread counts follow each member's read watermark, and a
+/// read clears the badge on the reader's other devices.
+#[tokio::test]
+async fn presence_and_unread_counts_in_a_group() -> anyhow::Result<()> {
+    let stack = Stack::new().await?;
+    let a = stack.replica().await?;
+    let owner = stack.user("owner").await?;
+    let m1 = stack.user("m1").await?;
+    let lurker = stack.user("lurker").await?;
+    let chat = create_group(&a, &owner, &[&m1, &lurker], "Crew").await?;
+    let mut o = client(&a, &owner).await?;
+    assert_eq!(o.event("getOnlineUser", T).await?, json!([]));
+    let (status, body) = rest(
+        &a,
+        &m1,
+        Method::POST,
+        &format!("/api/v1/chat/{chat}/accept"),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let mut c1 = client(&a, &m1).await?;
+    let mut c1_phone = client(&a, &m1).await?;
+    c1.event_where("getOnlineUser", T, |l| lists(l, &owner))
+        .await?;
+    o.event_where("getOnlineUser", T, |l| lists(l, &m1)).await?;
+    // The lurker never accepted: nobody sees them, they see nobody.
+    let mut l = client(&a, &lurker).await?;
+    assert_eq!(l.event("getOnlineUser", T).await?, json!([]));
+    let barrier = c1.emit_ack("typing", json!({"chatId": chat}), T).await?;
+    assert_eq!(barrier["ok"], true);
+    o.event_where("userTyping", T, is_chat(&chat)).await?;
+    while let Ok(presence) = o.event("presence", DRAIN).await {
+        assert_ne!(
+            presence["userId"],
+            lurker.id.to_hex(),
+            "the owner heard of the lurker"
+        );
+    }
+
+    for text in ["one", "two"] {
+        let (status, body) = rest(
+            &a,
+            &owner,
+            Method::POST,
+            "/api/v1/message",
+            Some(json!({"chatId": chat, "text": text})),
+        )
+        .await?;
+        assert_eq!(status, 201, "{body}");
+    }
+    let unseen = |list: &Value| list["chats"][0]["chat"]["unseenCount"].clone();
+    let (_, list) = rest(&a, &m1, Method::GET, "/api/v1/chat/all", None).await?;
+    assert_eq!(unseen(&list), 2, "{list}");
+    let (_, list) = rest(&a, &owner, Method::GET, "/api/v1/chat/all", None).await?;
+    assert_eq!(unseen(&list), 0, "own messages and notices: {list}");
+    let (status, _) = history(&a, &m1, &chat, "").await?;
+    assert_eq!(status, 200);
+    let read = c1_phone.event_where("chatRead", T, is_chat(&chat)).await?;
+    assert_eq!(
+        (read["unseenCount"].clone(), read["readUpTo"].clone()),
+        (json!(0), json!(3))
+    );
+    let (_, list) = rest(&a, &m1, Method::GET, "/api/v1/chat/all", None).await?;
+    assert_eq!(unseen(&list), 0, "{list}");
+    let (_, list) = rest(&a, &lurker, Method::GET, "/api/v1/chat/all", None).await?;
+    assert_eq!(unseen(&list), 2, "the lurker still has both: {list}");
+    let seen = o.event_where("memberRead", T, is_chat(&chat)).await?;
+    assert_eq!(seen["userId"], m1.id.to_hex());
+    Ok(())
+}

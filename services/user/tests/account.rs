@@ -301,3 +301,88 @@ async fn an_export_holds_exactly_the_users_data_and_a_deleted_account_leaves_tom
     assert_eq!(status, 401);
     Ok(())
 }
+
+/// A deleted account leaves its groups: the oldest member inherits the
+/// group it owned, the others hear it, and the group keeps working.
+#[tokio::test]
+async fn a_deleted_owner_leaves_the_group_to_the_oldest_member() -> anyhow::Result<()> {
+    let stack = Stack::new().await?;
+    let user = stack.service().await?;
+    let mut keys = tempfile::NamedTempFile::new()?;
+    keys.write_all(stack.public_pem.as_bytes())?;
+    let chat_service = chat_replica(&stack, &user, keys.path()).await?;
+    let mut mailbox = stack.mailbox().await?;
+    let (_, alice_token) = login(&user, &mut mailbox, "alice@example.com").await?;
+    let (bob, bob_token) = login(&user, &mut mailbox, "bob@example.com").await?;
+    let (carol, _) = login(&user, &mut mailbox, "carol@example.com").await?;
+    let (status, body) = call(
+        &chat_service,
+        Method::POST,
+        "/api/v1/group",
+        Some(&alice_token),
+        Some(json!({"name": "Book club", "memberIds": [bob["_id"], carol["_id"]]})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    let group = body["chatId"].as_str().unwrap_or_default().to_owned();
+    let hers = send(&chat_service, &alice_token, &group, "welcome!").await?;
+    let mut bobs_socket = socket(&chat_service, &bob_token).await?;
+
+    let (status, _) = call(
+        &user,
+        Method::DELETE,
+        "/api/v1/me",
+        Some(&alice_token),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200);
+    let left = bobs_socket
+        .event_where("groupUpdated", T, |d| d["action"] == "left")
+        .await?;
+    assert_eq!(left["users"], json!([bob["_id"]]), "bob inherits: {left}");
+    let (status, shown) = call(
+        &chat_service,
+        Method::GET,
+        &format!("/api/v1/group/{group}"),
+        Some(&bob_token),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{shown}");
+    let roles: Vec<(Value, Value)> = shown["group"]["members"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|m| (m["userId"].clone(), m["role"].clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        roles,
+        vec![
+            (bob["_id"].clone(), json!("owner")),
+            (carol["_id"].clone(), json!("member")),
+        ]
+    );
+    send(&chat_service, &bob_token, &group, "carry on").await?;
+    let (_, history) = call(
+        &chat_service,
+        Method::GET,
+        &format!("/api/v1/message/{group}"),
+        Some(&bob_token),
+        None,
+    )
+    .await?;
+    let welcome = history["messages"]
+        .as_array()
+        .and_then(|l| l.iter().find(|m| m["_id"] == hers["_id"]))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (welcome["text"].clone(), welcome["senderDeleted"].clone()),
+        (json!(""), json!(true)),
+        "{history}"
+    );
+    Ok(())
+}
