@@ -367,29 +367,17 @@ mod tests {
     }
 
     fn chat(members: &[ObjectId], accepted: &[ObjectId], group: bool) -> crate::model::ChatDoc {
-        let now = DateTime::now();
-        crate::model::ChatDoc {
-            id: ObjectId::new(),
-            members: members.to_vec(),
-            pair_key: String::new(),
-            last_seq: 0,
-            last_change: 0,
-            latest_message: None,
-            created_at: now,
-            updated_at: now,
-            accepted_by: accepted.to_vec(),
-            blocked_by: Vec::new(),
-            muted_by: Vec::new(),
-            kind: if group {
-                crate::model::ChatKind::Group
-            } else {
-                crate::model::ChatKind::Direct
-            },
-            name: None,
-            roster: Vec::new(),
-            reads: Default::default(),
-            delivered: Default::default(),
+        let mut chat = crate::model::ChatDoc::empty(
+            ObjectId::new(),
+            members.to_vec(),
+            String::new(),
+            DateTime::now(),
+        );
+        chat.accepted_by = accepted.to_vec();
+        if group {
+            chat.kind = crate::model::ChatKind::Group;
         }
+        chat
     }
 
     #[test]

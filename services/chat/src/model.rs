@@ -132,6 +132,29 @@ pub struct ChatDoc {
 }
 
 impl ChatDoc {
+    /// A 1:1 chat of `members` under `pair_key`, with nothing in it yet
+    /// (a group sets its kind, name and roster on top).
+    pub fn empty(id: ObjectId, members: Vec<ObjectId>, pair_key: String, now: DateTime) -> Self {
+        Self {
+            id,
+            members,
+            pair_key,
+            last_seq: 0,
+            last_change: 0,
+            latest_message: None,
+            created_at: now,
+            updated_at: now,
+            accepted_by: Vec::new(),
+            blocked_by: Vec::new(),
+            muted_by: Vec::new(),
+            kind: ChatKind::Direct,
+            name: None,
+            roster: Vec::new(),
+            reads: BTreeMap::new(),
+            delivered: BTreeMap::new(),
+        }
+    }
+
     /// True when `user` is a member.
     pub fn has_member(&self, user: &ObjectId) -> bool {
         self.members.contains(user)
@@ -279,6 +302,41 @@ pub struct Notice {
     /// The role given (`roleChanged`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+}
+
+impl MessageDoc {
+    /// An empty text message by `sender` at `seq` and change number
+    /// `change_seq` of `chat_id` (callers fill in what it holds).
+    pub fn new(
+        chat_id: ObjectId,
+        seq: i64,
+        change_seq: i64,
+        sender: ObjectId,
+        sent_at: DateTime,
+    ) -> Self {
+        Self {
+            id: ObjectId::new(),
+            chat_id,
+            seq,
+            sender,
+            text: String::new(),
+            image: None,
+            message_type: "text".to_owned(),
+            client_message_id: None,
+            sent_at,
+            delivered_at: None,
+            seen: false,
+            seen_at: None,
+            change_seq,
+            edited_at: None,
+            deleted_at: None,
+            hidden_for: Vec::new(),
+            reactions: Vec::new(),
+            reply_to: None,
+            sender_deleted: false,
+            system: None,
+        }
+    }
 }
 
 /// One emoji on a message and who reacted with it.

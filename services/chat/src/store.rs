@@ -321,25 +321,10 @@ impl Store {
     ) -> Result<(ChatDoc, bool), ChatError> {
         let key = pair_key(a, b);
         let found = find_or_insert(&self.chats, doc! {"pairKey": &key}, || {
-            let now = DateTime::now();
             ChatDoc {
-                id: ObjectId::new(),
-                members: vec![*a, *b],
-                pair_key: key.clone(),
-                last_seq: 0,
-                last_change: 0,
-                latest_message: None,
-                created_at: now,
-                updated_at: now,
                 // Opening a chat accepts it for its opener only.
                 accepted_by: vec![*a],
-                blocked_by: Vec::new(),
-                muted_by: Vec::new(),
-                kind: crate::model::ChatKind::Direct,
-                name: None,
-                roster: Vec::new(),
-                reads: Default::default(),
-                delivered: Default::default(),
+                ..ChatDoc::empty(ObjectId::new(), vec![*a, *b], key.clone(), DateTime::now())
             }
         })
         .await?;
@@ -492,26 +477,18 @@ impl Store {
             return Ok(Appended::NotMember);
         };
         let message = MessageDoc {
-            id: ObjectId::new(),
-            chat_id: new.chat_id,
-            seq: chat.last_seq,
-            sender: new.sender,
             text: new.text,
             message_type: if new.image.is_some() { "image" } else { "text" }.to_owned(),
             image: new.image,
             client_message_id: new.client_message_id.clone(),
-            sent_at: now,
-            delivered_at: None,
-            seen: false,
-            seen_at: None,
-            change_seq: chat.last_change,
-            edited_at: None,
-            deleted_at: None,
-            hidden_for: Vec::new(),
-            reactions: Vec::new(),
             reply_to: new.reply_to,
-            sender_deleted: false,
-            system: None,
+            ..MessageDoc::new(
+                new.chat_id,
+                chat.last_seq,
+                chat.last_change,
+                new.sender,
+                now,
+            )
         };
         if let Err(e) = self.messages.insert_one(&message).await {
             if is_duplicate_key(&e)

@@ -164,26 +164,8 @@ mod tests {
 
     fn message(sender: ObjectId, seq: i64) -> MessageDoc {
         MessageDoc {
-            id: ObjectId::new(),
-            chat_id: ObjectId::new(),
-            seq,
-            sender,
             text: "hi".into(),
-            image: None,
-            message_type: "text".into(),
-            client_message_id: None,
-            sent_at: DateTime::now(),
-            delivered_at: None,
-            seen: false,
-            seen_at: None,
-            change_seq: seq,
-            edited_at: None,
-            deleted_at: None,
-            hidden_for: Vec::new(),
-            reactions: Vec::new(),
-            reply_to: None,
-            sender_deleted: false,
-            system: None,
+            ..MessageDoc::new(ObjectId::new(), seq, seq, sender, DateTime::now())
         }
     }
 
@@ -192,24 +174,16 @@ mod tests {
         reads: &[(ObjectId, i64)],
         delivered: &[(ObjectId, i64)],
     ) -> ChatDoc {
-        let now = DateTime::now();
+        let members = roster.iter().map(|e| e.user).collect();
         ChatDoc {
-            id: ObjectId::new(),
-            members: roster.iter().map(|e| e.user).collect(),
-            pair_key: "group:x".into(),
             last_seq: 10,
             last_change: 10,
-            latest_message: None,
-            created_at: now,
-            updated_at: now,
-            accepted_by: Vec::new(),
-            blocked_by: Vec::new(),
-            muted_by: Vec::new(),
             kind: ChatKind::Group,
             name: Some("g".into()),
             roster,
             reads: reads.iter().map(|(u, s)| (u.to_hex(), *s)).collect(),
             delivered: delivered.iter().map(|(u, s)| (u.to_hex(), *s)).collect(),
+            ..ChatDoc::empty(ObjectId::new(), members, "group:x".into(), DateTime::now())
         }
     }
 

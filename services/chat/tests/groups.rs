@@ -9,26 +9,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use parley_testkit::ServiceProcess;
-use parley_testkit::socketio::{JsClient, Transport};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Stack, T, User, call, socket_url};
+use support::{Stack, T, User, call, connect};
 
 /// How long a "nothing more arrived" check listens once a later event
 /// (the barrier) has already arrived: anything sent before it is queued.
 const DRAIN: Duration = Duration::from_millis(200);
-
-async fn client(replica: &ServiceProcess, user: &User) -> anyhow::Result<JsClient> {
-    let mut c = JsClient::start(
-        &socket_url(replica),
-        Some(&user.token),
-        &[],
-        Transport::WebSocket,
-    )
-    .await?;
-    c.connected(T).await?;
-    Ok(c)
-}
 
 async fn rest(
     replica: &ServiceProcess,
@@ -91,12 +78,12 @@ async fn a_group_of_five_across_two_replicas_reaches_exactly_its_members() -> an
         futures::future::try_join_all(["m1", "m2", "m3", "m4"].map(|n| stack.user(n))).await?;
     let stranger = stack.user("stranger").await?;
     // Owner, m2 and m4 on replica A; m1, m3 and the stranger on B.
-    let mut o = client(&a, &owner).await?;
-    let mut c1 = client(&b, &m[0]).await?;
-    let mut c2 = client(&a, &m[1]).await?;
-    let mut c3 = client(&b, &m[2]).await?;
-    let mut c4 = client(&a, &m[3]).await?;
-    let mut x = client(&b, &stranger).await?;
+    let mut o = connect(&a, &owner).await?;
+    let mut c1 = connect(&b, &m[0]).await?;
+    let mut c2 = connect(&a, &m[1]).await?;
+    let mut c3 = connect(&b, &m[2]).await?;
+    let mut c4 = connect(&a, &m[3]).await?;
+    let mut x = connect(&b, &stranger).await?;
     let members: Vec<&User> = m.iter().collect();
     let chat = create_group(&a, &owner, &members, "Launch crew").await?;
     for c in [&mut o, &mut c1, &mut c2, &mut c3, &mut c4] {
@@ -260,8 +247,8 @@ async fn a_removed_member_receives_nothing_new_and_gets_403() -> anyhow::Result<
     let stay = stack.user("stay").await?;
     let gone = stack.user("gone").await?;
     let chat = create_group(&a, &owner, &[&stay, &gone], "Crew").await?;
-    let mut s = client(&a, &stay).await?;
-    let mut g = client(&b, &gone).await?;
+    let mut s = connect(&a, &stay).await?;
+    let mut g = connect(&b, &gone).await?;
     // Gone's socket on B passed its membership check (and remembers it).
     let ack = g.emit_ack("typing", json!({"chatId": chat}), T).await?;
     assert_eq!(ack["ok"], true, "{ack}");
@@ -343,9 +330,9 @@ async fn a_member_added_on_one_replica_types_at_once_on_the_other() -> anyhow::R
     )
     .await?;
     assert_eq!(status, 201, "{body}");
-    let mut o = client(&a, &owner).await?;
-    let mut c1 = client(&b, &m1).await?;
-    let mut n = client(&b, &new).await?;
+    let mut o = connect(&a, &owner).await?;
+    let mut c1 = connect(&b, &m1).await?;
+    let mut n = connect(&b, &new).await?;
     // m1's socket on B remembers the group as it was (without "new").
     c1.emit_ack("typing", json!({"chatId": chat}), T).await?;
     o.event_where("userTyping", T, is_chat(&chat)).await?;
@@ -617,7 +604,7 @@ async fn presence_and_unread_counts_in_a_group() -> anyhow::Result<()> {
     let m1 = stack.user("m1").await?;
     let lurker = stack.user("lurker").await?;
     let chat = create_group(&a, &owner, &[&m1, &lurker], "Crew").await?;
-    let mut o = client(&a, &owner).await?;
+    let mut o = connect(&a, &owner).await?;
     assert_eq!(o.event("getOnlineUser", T).await?, json!([]));
     let (status, body) = rest(
         &a,
@@ -628,13 +615,13 @@ async fn presence_and_unread_counts_in_a_group() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(status, 200, "{body}");
-    let mut c1 = client(&a, &m1).await?;
-    let mut c1_phone = client(&a, &m1).await?;
+    let mut c1 = connect(&a, &m1).await?;
+    let mut c1_phone = connect(&a, &m1).await?;
     c1.event_where("getOnlineUser", T, |l| lists(l, &owner))
         .await?;
     o.event_where("getOnlineUser", T, |l| lists(l, &m1)).await?;
     // The lurker never accepted: nobody sees them, they see nobody.
-    let mut l = client(&a, &lurker).await?;
+    let mut l = connect(&a, &lurker).await?;
     assert_eq!(l.event("getOnlineUser", T).await?, json!([]));
     let barrier = c1.emit_ack("typing", json!({"chatId": chat}), T).await?;
     assert_eq!(barrier["ok"], true);

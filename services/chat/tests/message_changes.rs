@@ -8,22 +8,9 @@ mod support;
 use std::time::Duration;
 
 use parley_testkit::ServiceProcess;
-use parley_testkit::socketio::{JsClient, Transport};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Stack, T, User, call, socket_url};
-
-async fn client(replica: &ServiceProcess, user: &User) -> anyhow::Result<JsClient> {
-    let mut c = JsClient::start(
-        &socket_url(replica),
-        Some(&user.token),
-        &[],
-        Transport::WebSocket,
-    )
-    .await?;
-    c.connected(T).await?;
-    Ok(c)
-}
+use support::{Stack, T, User, call, connect};
 
 /// The change feed of `chat` after `since`, as `user` sees it.
 async fn changes(
@@ -71,8 +58,8 @@ async fn edits_reactions_replies_and_deletions_reach_both_members_across_replica
     let (a, b) = (stack.replica().await?, stack.replica().await?);
     let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
     let carol = stack.user("carol").await?;
-    let mut al = client(&a, &alice).await?;
-    let mut bo = client(&b, &bob).await?;
+    let mut al = connect(&a, &alice).await?;
+    let mut bo = connect(&b, &bob).await?;
 
     let sent = al
         .emit_ack("sendMessage", json!({"chatId": chat, "text": "helo"}), T)
@@ -306,7 +293,7 @@ async fn edits_reactions_replies_and_deletions_reach_both_members_across_replica
 
     // Bob deletes his reply for himself: his other device is told, Alice
     // still has it, his history no longer does.
-    let mut bo2 = client(&a, &bob).await?;
+    let mut bo2 = connect(&a, &bob).await?;
     let hidden = bo
         .emit_ack(
             "deleteMessage",

@@ -6,23 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use parley_testkit::ServiceProcess;
-use parley_testkit::socketio::{JsClient, Transport};
 use reqwest::Method;
 use serde_json::json;
-use support::{Stack, T, User, call, socket_url};
-
-async fn client(replica: &ServiceProcess, user: &User) -> anyhow::Result<JsClient> {
-    let mut c = JsClient::start(
-        &socket_url(replica),
-        Some(&user.token),
-        &[],
-        Transport::WebSocket,
-    )
-    .await?;
-    c.connected(T).await?;
-    Ok(c)
-}
+use support::{Stack, T, call, connect};
 
 #[tokio::test]
 async fn reading_on_one_device_clears_the_unread_count_on_the_others() -> anyhow::Result<()> {
@@ -30,9 +16,9 @@ async fn reading_on_one_device_clears_the_unread_count_on_the_others() -> anyhow
     let (a, b) = (stack.replica().await?, stack.replica().await?);
     let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
     // Alice's phone on A, her laptop on B; Bob on A.
-    let mut phone = client(&a, &alice).await?;
-    let mut laptop = client(&b, &alice).await?;
-    let mut bo = client(&a, &bob).await?;
+    let mut phone = connect(&a, &alice).await?;
+    let mut laptop = connect(&b, &alice).await?;
+    let mut bo = connect(&a, &bob).await?;
 
     for text in ["one", "two"] {
         let (status, body) = call(

@@ -250,26 +250,8 @@ mod tests {
 
     fn message(sender: ObjectId, sent_at: DateTime) -> MessageDoc {
         MessageDoc {
-            id: ObjectId::new(),
-            chat_id: ObjectId::new(),
-            seq: 7,
-            sender,
             text: "hello".to_owned(),
-            image: None,
-            message_type: "text".to_owned(),
-            client_message_id: None,
-            sent_at,
-            delivered_at: None,
-            seen: false,
-            seen_at: None,
-            change_seq: 7,
-            edited_at: None,
-            deleted_at: None,
-            hidden_for: Vec::new(),
-            reactions: Vec::new(),
-            reply_to: None,
-            sender_deleted: false,
-            system: None,
+            ..MessageDoc::new(ObjectId::new(), 7, 7, sender, sent_at)
         }
     }
 

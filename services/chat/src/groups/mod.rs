@@ -149,10 +149,8 @@ pub async fn create(
     let text = rules::preview(&notice);
     let id = ObjectId::new();
     let roster = rules::first_roster(&me, &others, now);
+    let members = roster.iter().map(|e| e.user).collect();
     let chat = ChatDoc {
-        id,
-        members: roster.iter().map(|e| e.user).collect(),
-        pair_key: format!("group:{}", id.to_hex()),
         last_seq: 1,
         last_change: 1,
         latest_message: Some(LatestMessage {
@@ -161,16 +159,11 @@ pub async fn create(
             sent_at: now,
             seq: 1,
         }),
-        created_at: now,
-        updated_at: now,
         accepted_by: vec![me],
-        blocked_by: Vec::new(),
-        muted_by: Vec::new(),
         kind: ChatKind::Group,
         name: Some(name),
         roster,
-        reads: Default::default(),
-        delivered: Default::default(),
+        ..ChatDoc::empty(id, members, format!("group:{}", id.to_hex()), now)
     };
     let first = system_message(&chat, &text, &notice, now);
     state.store.create_group(&chat, &first).await?;

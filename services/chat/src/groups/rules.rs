@@ -319,18 +319,10 @@ mod tests {
 
     fn group(roles: &[(ObjectId, Role)]) -> ChatDoc {
         let now = DateTime::now();
+        let members = roles.iter().map(|(u, _)| *u).collect();
         ChatDoc {
-            id: ObjectId::new(),
-            members: roles.iter().map(|(u, _)| *u).collect(),
-            pair_key: "group:x".into(),
             last_seq: 7,
             last_change: 7,
-            latest_message: None,
-            created_at: now,
-            updated_at: now,
-            accepted_by: Vec::new(),
-            blocked_by: Vec::new(),
-            muted_by: Vec::new(),
             kind: ChatKind::Group,
             name: Some("Team".into()),
             roster: roles
@@ -342,8 +334,7 @@ mod tests {
                     joined_at: now,
                 })
                 .collect(),
-            reads: Default::default(),
-            delivered: Default::default(),
+            ..ChatDoc::empty(ObjectId::new(), members, "group:x".into(), now)
         }
     }
 

@@ -182,25 +182,12 @@ mod tests {
         let other = ObjectId::new();
         let state = SocketState::new(me, claims(&me), 10, 10);
         let doc = |members: Vec<ObjectId>| {
-            let now = mongodb::bson::DateTime::now();
-            crate::model::ChatDoc {
-                id: ObjectId::new(),
+            crate::model::ChatDoc::empty(
+                ObjectId::new(),
                 members,
-                pair_key: String::new(),
-                last_seq: 0,
-                last_change: 0,
-                latest_message: None,
-                created_at: now,
-                updated_at: now,
-                accepted_by: Vec::new(),
-                blocked_by: Vec::new(),
-                muted_by: Vec::new(),
-                kind: Default::default(),
-                name: None,
-                roster: Vec::new(),
-                reads: Default::default(),
-                delivered: Default::default(),
-            }
+                String::new(),
+                mongodb::bson::DateTime::now(),
+            )
         };
         let pair = doc(vec![me, other]);
         let chat = pair.id;

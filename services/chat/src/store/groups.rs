@@ -182,29 +182,25 @@ impl Store {
         users: &[ObjectId],
         actor: &ObjectId,
     ) -> Result<Vec<ObjectId>, ChatError> {
-        let found: Vec<Document> = self
-            .blocks
-            .find(doc! {"blocker": {"$in": users}, "blocked": actor})
-            .projection(doc! {"blocker": 1, "_id": 0})
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
-        Ok(found
-            .iter()
-            .filter_map(|d| d.get_object_id("blocker").ok())
-            .collect())
+        let pairs = self
+            .block_pairs(doc! {"blocker": {"$in": users}, "blocked": actor})
+            .await?;
+        Ok(pairs.into_iter().map(|(blocker, _)| blocker).collect())
     }
 
-    /// Everyone `user` blocked or was blocked by.
+    /// Every block (blocker, blocked) by or of any of `users`.
     pub async fn block_peers(
         &self,
         users: &[ObjectId],
     ) -> Result<Vec<(ObjectId, ObjectId)>, ChatError> {
+        self.block_pairs(doc! {"$or": [{"blocker": {"$in": users}}, {"blocked": {"$in": users}}]})
+            .await
+    }
+
+    async fn block_pairs(&self, filter: Document) -> Result<Vec<(ObjectId, ObjectId)>, ChatError> {
         let found: Vec<Document> = self
             .blocks
-            .find(doc! {"$or": [{"blocker": {"$in": users}}, {"blocked": {"$in": users}}]})
+            .find(filter)
             .projection(doc! {"blocker": 1, "blocked": 1, "_id": 0})
             .await
             .map_err(db_error)?
@@ -221,17 +217,6 @@ impl Store {
             })
             .collect())
     }
-
-    /// The groups `user` is a member of.
-    pub async fn groups_of(&self, user: &ObjectId) -> Result<Vec<ChatDoc>, ChatError> {
-        self.chats
-            .find(doc! {"members": user, "kind": "group"})
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)
-    }
 }
 
 /// Pure: the system message recording a group change, as the chat's
@@ -243,25 +228,9 @@ pub fn system_message(
     now: DateTime,
 ) -> MessageDoc {
     MessageDoc {
-        id: ObjectId::new(),
-        chat_id: chat.id,
-        seq: chat.last_seq,
-        sender: notice.actor,
         text: text.to_owned(),
-        image: None,
         message_type: "system".to_owned(),
-        client_message_id: None,
-        sent_at: now,
-        delivered_at: None,
-        seen: false,
-        seen_at: None,
-        change_seq: chat.last_change,
-        edited_at: None,
-        deleted_at: None,
-        hidden_for: Vec::new(),
-        reactions: Vec::new(),
-        reply_to: None,
-        sender_deleted: false,
         system: Some(notice.clone()),
+        ..MessageDoc::new(chat.id, chat.last_seq, chat.last_change, notice.actor, now)
     }
 }

@@ -164,3 +164,20 @@ impl Stack {
 pub fn socket_url(service: &ServiceProcess) -> String {
     service.url("")
 }
+
+/// `user`'s Socket.IO client (the official one) on `replica`, connected
+/// over websocket.
+pub async fn connect(
+    replica: &ServiceProcess,
+    user: &User,
+) -> anyhow::Result<parley_testkit::socketio::JsClient> {
+    let mut c = parley_testkit::socketio::JsClient::start(
+        &socket_url(replica),
+        Some(&user.token),
+        &[],
+        parley_testkit::socketio::Transport::WebSocket,
+    )
+    .await?;
+    c.connected(T).await?;
+    Ok(c)
+}
