@@ -120,11 +120,22 @@ pub async fn open(state: &AppState, me: &ObjectId, media_id: &str) -> Result<Dow
         .media_file(&id)
         .await?
         .ok_or_else(no_such_media)?;
-    match member_chat(&state.store, &file.chat, me).await {
-        Ok(_) => {}
+    let chat = match member_chat(&state.store, &file.chat, me).await {
+        Ok(chat) => chat,
         // Not a member, or the chat is gone: the answer for a missing id.
         Err(error) if !error.is_server_side() => return Err(no_such_media()),
         Err(error) => return Err(error),
+    };
+    // A group member who joined late sees no image from before.
+    let floor = chat.visible_after(me);
+    if floor > 0
+        && state
+            .store
+            .media_seq(&file.chat, &id)
+            .await?
+            .is_none_or(|seq| seq <= floor)
+    {
+        return Err(no_such_media());
     }
     let chunks = state.store.media_chunks(&file).await?;
     metrics::counter!("chat_media_downloads_total").increment(1);

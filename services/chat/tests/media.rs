@@ -440,3 +440,49 @@ async fn an_image_deleted_for_everyone_is_removed_and_its_bytes_given_back() -> 
     assert_eq!(usage_of(&stack, &alice).await?, 0);
     Ok(())
 }
+
+/// A group member added late gets no image sent before they joined (the
+/// same 404 as for a stranger), and every image sent after.
+#[tokio::test]
+async fn a_late_group_member_gets_no_image_from_before_they_joined() -> anyhow::Result<()> {
+    let stack = Stack::new().await?;
+    let a = stack.replica().await?;
+    let owner = stack.user("owner").await?;
+    let m1 = stack.user("m1").await?;
+    let m2 = stack.user("m2").await?;
+    let late = stack.user("late").await?;
+    let (status, body) = call(
+        &a,
+        Method::POST,
+        "/api/v1/group",
+        Some(&owner.token),
+        Some(json!({"name": "Photos", "memberIds": [m1.id.to_hex(), m2.id.to_hex()]})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    let group = body["chatId"].as_str().unwrap_or_default().to_owned();
+    let (status, before) = upload(&a, &m1, &group, image(4096, 3)).await?;
+    assert_eq!(status, 201, "{before}");
+    let (status, body) = call(
+        &a,
+        Method::POST,
+        &format!("/api/v1/group/{group}/members"),
+        Some(&owner.token),
+        Some(json!({"userIds": [late.id.to_hex()]})),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, after) = upload(&a, &m1, &group, image(4096, 4)).await?;
+    assert_eq!(status, 201, "{after}");
+    let fetch = |user: &User, sent: &Value| {
+        let request = a
+            .http()
+            .get(a.url(&media_url(sent)))
+            .bearer_auth(&user.token);
+        async move { anyhow::Ok(request.send().await?.status().as_u16()) }
+    };
+    assert_eq!(fetch(&m2, &before).await?, 200);
+    assert_eq!(fetch(&late, &before).await?, 404, "from before they joined");
+    assert_eq!(fetch(&late, &after).await?, 200);
+    Ok(())
+}

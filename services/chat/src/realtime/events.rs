@@ -432,8 +432,9 @@ impl Shared {
             match known {
                 Some(entry) => Ok::<_, ChatError>(entry),
                 None => {
+                    let checkpoint = user.checkpoint();
                     let doc = member_chat(&state.store, &chat, &user.id).await?;
-                    Ok(user.remember(&doc))
+                    Ok(user.remember(&doc, checkpoint))
                 }
             }
         };

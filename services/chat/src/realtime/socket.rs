@@ -37,6 +37,14 @@ pub struct AuthorisedChat {
     pub group: bool,
 }
 
+/// The chats a socket passed its check for, and how many times it was
+/// told to forget some (a check read before a forget is not remembered).
+#[derive(Default)]
+struct Remembered {
+    chats: HashMap<ObjectId, Arc<AuthorisedChat>>,
+    forgets: u64,
+}
+
 /// Who a socket belongs to and what it may do, set by the handshake check.
 pub struct SocketState {
     /// The user.
@@ -46,7 +54,7 @@ pub struct SocketState {
     /// Verified token claims.
     pub claims: Claims,
     bucket: Mutex<TokenBucket>,
-    chats: Mutex<HashMap<ObjectId, Arc<AuthorisedChat>>>,
+    chats: Mutex<Remembered>,
     /// Events in flight, per class (relays do not wait behind sends).
     in_flight: [AtomicU32; 2],
     /// Presence registration, whichever of connect and disconnect runs first.
@@ -61,7 +69,7 @@ impl SocketState {
             hex: id.to_hex(),
             claims,
             bucket: Mutex::new(TokenBucket::new(rate, burst, Instant::now())),
-            chats: Mutex::new(HashMap::new()),
+            chats: Mutex::new(Remembered::default()),
             in_flight: [AtomicU32::new(0), AtomicU32::new(0)],
             lifecycle: Lifecycle::default(),
         }
@@ -77,11 +85,20 @@ impl SocketState {
 
     /// The chat, when this socket already passed its membership check.
     pub fn authorised(&self, chat: &ObjectId) -> Option<Arc<AuthorisedChat>> {
-        self.chats.lock().ok()?.get(chat).cloned()
+        self.chats.lock().ok()?.chats.get(chat).cloned()
     }
 
-    /// Remembers a passed membership check (up to [`MAX_AUTHORISED_CHATS`]).
-    pub fn remember(&self, chat: &crate::model::ChatDoc) -> Arc<AuthorisedChat> {
+    /// Where the socket stands before a membership check reads the chat:
+    /// [`SocketState::remember`] keeps the check only if nothing was
+    /// forgotten since (else a change announced while the check read the
+    /// old members would be undone).
+    pub fn checkpoint(&self) -> u64 {
+        self.chats.lock().map(|r| r.forgets).unwrap_or(u64::MAX)
+    }
+
+    /// Remembers a passed membership check, read after `checkpoint` (up to
+    /// [`MAX_AUTHORISED_CHATS`], and only if nothing was forgotten since).
+    pub fn remember(&self, chat: &crate::model::ChatDoc, checkpoint: u64) -> Arc<AuthorisedChat> {
         let (id, members) = (chat.id, &chat.members);
         let entry = Arc::new(AuthorisedChat {
             chat_hex: id.to_hex(),
@@ -93,10 +110,11 @@ impl SocketState {
             blocked: !chat.blocked_by.is_empty(),
             group: chat.is_group(),
         });
-        if let Ok(mut chats) = self.chats.lock()
-            && chats.len() < MAX_AUTHORISED_CHATS
+        if let Ok(mut remembered) = self.chats.lock()
+            && remembered.forgets == checkpoint
+            && remembered.chats.len() < MAX_AUTHORISED_CHATS
         {
-            chats.insert(id, entry.clone());
+            remembered.chats.insert(id, entry.clone());
         }
         entry
     }
@@ -104,28 +122,33 @@ impl SocketState {
     /// Forgets the chats shared with the user of `room` (their next use is
     /// checked again).
     pub fn forget_peer(&self, room: &str) {
-        if let Ok(mut chats) = self.chats.lock() {
-            chats.retain(|_, entry| !entry.others.iter().any(|o| o == room));
+        if let Ok(mut remembered) = self.chats.lock() {
+            remembered.forgets += 1;
+            remembered
+                .chats
+                .retain(|_, entry| !entry.others.iter().any(|o| o == room));
         }
     }
 
     /// Forgets one chat (its next use is checked again).
     pub fn forget_chat(&self, chat: &ObjectId) {
-        if let Ok(mut chats) = self.chats.lock() {
-            chats.remove(chat);
+        if let Ok(mut remembered) = self.chats.lock() {
+            remembered.forgets += 1;
+            remembered.chats.remove(chat);
         }
     }
 
     /// Forgets every chat.
     pub fn forget_all(&self) {
-        if let Ok(mut chats) = self.chats.lock() {
-            chats.clear();
+        if let Ok(mut remembered) = self.chats.lock() {
+            remembered.forgets += 1;
+            remembered.chats.clear();
         }
     }
 
     /// How many chats this socket remembers.
     pub fn authorised_count(&self) -> usize {
-        self.chats.lock().map(|c| c.len()).unwrap_or(0)
+        self.chats.lock().map(|r| r.chats.len()).unwrap_or(0)
     }
 }
 
@@ -192,12 +215,12 @@ mod tests {
         let pair = doc(vec![me, other]);
         let chat = pair.id;
         assert!(state.authorised(&chat).is_none());
-        state.remember(&pair);
+        state.remember(&pair, state.checkpoint());
         let entry = state.authorised(&chat).expect("remembered");
         assert_eq!(entry.others, vec![user_room(&other)]);
         assert_eq!(entry.chat_hex, chat.to_hex());
         for _ in 0..MAX_AUTHORISED_CHATS + 10 {
-            state.remember(&doc(vec![me, other]));
+            state.remember(&doc(vec![me, other]), state.checkpoint());
         }
         assert_eq!(state.authorised_count(), MAX_AUTHORISED_CHATS);
         state.forget_chat(&chat);
@@ -207,6 +230,29 @@ mod tests {
         assert_eq!(state.authorised_count(), MAX_AUTHORISED_CHATS - 1);
         state.forget_peer(&user_room(&other));
         assert_eq!(state.authorised_count(), 0);
+    }
+
+    #[test]
+    fn a_check_read_before_a_forget_is_not_remembered() {
+        let me = ObjectId::new();
+        let state = SocketState::new(me, claims(&me), 10, 10);
+        let group = crate::model::ChatDoc::empty(
+            ObjectId::new(),
+            vec![me, ObjectId::new()],
+            String::new(),
+            mongodb::bson::DateTime::now(),
+        );
+        let before = state.checkpoint();
+        // The members change while the check reads the old ones.
+        state.forget_chat(&group.id);
+        let entry = state.remember(&group, before);
+        assert_eq!(entry.chat_hex, group.id.to_hex(), "this event may proceed");
+        assert!(
+            state.authorised(&group.id).is_none(),
+            "but the next one checks again"
+        );
+        state.remember(&group, state.checkpoint());
+        assert!(state.authorised(&group.id).is_some());
     }
 
     #[test]

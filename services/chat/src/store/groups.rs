@@ -146,11 +146,23 @@ impl Store {
             .projection(doc! {"seq": 1, "_id": 0})
             .await
             .map_err(db_error)?;
-        Ok(found.and_then(|d| match d.get("seq") {
-            Some(Bson::Int64(n)) => Some(*n),
-            Some(Bson::Int32(n)) => Some(i64::from(*n)),
-            _ => None,
-        }))
+        Ok(found.as_ref().and_then(seq_of))
+    }
+
+    /// The seq of the message of `chat` carrying image `media`.
+    pub async fn media_seq(
+        &self,
+        chat: &ObjectId,
+        media: &ObjectId,
+    ) -> Result<Option<i64>, ChatError> {
+        let found = self
+            .messages
+            .clone_with_type::<Document>()
+            .find_one(doc! {"chatId": chat, "image.mediaId": media})
+            .projection(doc! {"seq": 1, "_id": 0})
+            .await
+            .map_err(db_error)?;
+        Ok(found.as_ref().and_then(seq_of))
     }
 
     /// Which of `ids` are no user at all.
@@ -216,6 +228,15 @@ impl Store {
                 ))
             })
             .collect())
+    }
+}
+
+/// Pure: a projected document's `seq`.
+fn seq_of(found: &Document) -> Option<i64> {
+    match found.get("seq") {
+        Some(Bson::Int64(n)) => Some(*n),
+        Some(Bson::Int32(n)) => Some(i64::from(*n)),
+        _ => None,
     }
 }
 
