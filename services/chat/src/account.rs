@@ -73,7 +73,7 @@ pub async fn forget(state: &AppState, user: &ObjectId) -> Result<Forgotten, Chat
         if !chat.blocked_by.is_empty() {
             blocked_partners.extend(others.iter().copied());
         }
-        let Some(seq) = state.store.next_change_any(&chat_id).await? else {
+        let Some(seq) = state.store.next_change(&chat_id, None).await? else {
             continue;
         };
         let erased = state.store.erase_author(&chat_id, user, seq).await?;

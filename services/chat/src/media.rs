@@ -68,14 +68,23 @@ pub async fn release(state: &AppState, uploader: &ObjectId, size: u64) {
 /// Removes a stored image that no message holds (any more), and gives its
 /// bytes back.
 pub async fn discard(state: &AppState, uploader: &ObjectId, image: &ImageRef) {
-    match state.store.delete_media(&image.media_id).await {
-        // Only the one that removed the file gives its bytes back.
-        Ok(true) => release(state, uploader, u64::try_from(image.size).unwrap_or(0)).await,
-        Ok(false) => {}
-        Err(error) => {
-            tracing::warn!(%error, media_id = %image.media_id, "unused image not removed; its bytes stay counted");
-        }
+    if let Err(error) = remove(state, uploader, image).await {
+        tracing::warn!(%error, media_id = %image.media_id, "unused image not removed; its bytes stay counted");
     }
+}
+
+/// Removes a stored image and gives its bytes back to `uploader`'s quota
+/// (only the caller that removed the file does: a file already gone gives
+/// nothing back twice).
+pub async fn remove(
+    state: &AppState,
+    uploader: &ObjectId,
+    image: &ImageRef,
+) -> Result<(), ChatError> {
+    if state.store.delete_media(&image.media_id).await? {
+        release(state, uploader, u64::try_from(image.size).unwrap_or(0)).await;
+    }
+    Ok(())
 }
 
 /// Called after a message carrying a freshly stored `image` was appended:

@@ -101,22 +101,11 @@ async fn sweep(
         // Images first: a message is only deleted once its image is.
         let mut done = Vec::with_capacity(batch.len());
         for message in &batch {
-            if let Some(image) = &message.image {
-                match state.store.delete_media(&image.media_id).await {
-                    Ok(true) => {
-                        crate::media::release(
-                            state,
-                            &message.sender,
-                            u64::try_from(image.size).unwrap_or(0),
-                        )
-                        .await;
-                    }
-                    Ok(false) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, message_id = %message.id, "expired image not removed; the next sweep retries");
-                        continue;
-                    }
-                }
+            if let Some(image) = &message.image
+                && let Err(error) = crate::media::remove(state, &message.sender, image).await
+            {
+                tracing::warn!(%error, message_id = %message.id, "expired image not removed; the next sweep retries");
+                continue;
             }
             done.push(message.id);
         }

@@ -27,6 +27,22 @@ pub fn db_error(error: mongodb::error::Error) -> ChatError {
 use parley_common::mongo::{Found, find_or_insert, is_duplicate_key};
 use parley_common::storage::collections;
 
+/// Pure: the write that turns a message into a tombstone at `at`, as
+/// change number `seq` (`sender_deleted`: its sender's account is gone).
+fn tombstone(at: DateTime, seq: i64, sender_deleted: bool) -> Document {
+    let mut set = doc! {
+        "text": "",
+        "messageType": "deleted",
+        "deletedAt": at,
+        "reactions": [],
+        "changeSeq": seq,
+    };
+    if sender_deleted {
+        set.insert("senderDeleted", true);
+    }
+    doc! {"$set": set, "$unset": {"image": "", "replyTo": ""}}
+}
+
 /// A new message before it is stored.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -602,19 +618,22 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Takes the chat's next change number, for a member only (`None`
-    /// when there is no such chat or `member` is not one).
+    /// Takes the chat's next change number: for a member only when one is
+    /// named (`None` when there is no such chat or they are not one), or
+    /// for the service's own changes (such as a deleted account's
+    /// tombstones) with `None`.
     pub async fn next_change(
         &self,
         chat: &ObjectId,
-        member: &ObjectId,
+        member: Option<&ObjectId>,
     ) -> Result<Option<i64>, ChatError> {
+        let mut filter = doc! {"_id": chat};
+        if let Some(member) = member {
+            filter.insert("members", member);
+        }
         Ok(self
             .chats
-            .find_one_and_update(
-                doc! {"_id": chat, "members": member},
-                doc! {"$inc": {"lastChange": 1_i64}},
-            )
+            .find_one_and_update(filter, doc! {"$inc": {"lastChange": 1_i64}})
             .return_document(ReturnDocument::After)
             .await
             .map_err(db_error)?
@@ -647,16 +666,7 @@ impl Store {
             Update::Edit { text, at } => {
                 doc! {"$set": {"text": text, "editedAt": at, "changeSeq": seq}}
             }
-            Update::Tombstone { at } => doc! {
-                "$set": {
-                    "text": "",
-                    "messageType": "deleted",
-                    "deletedAt": at,
-                    "reactions": [],
-                    "changeSeq": seq,
-                },
-                "$unset": {"image": "", "replyTo": ""},
-            },
+            Update::Tombstone { at } => tombstone(*at, seq, false),
             Update::Hide(user) => doc! {
                 "$addToSet": {"hiddenFor": user},
                 "$set": {"changeSeq": seq},
@@ -806,18 +816,6 @@ impl Store {
             .collect())
     }
 
-    /// Takes a chat's next change number whoever asks (for the service's
-    /// own changes, such as a deleted account's tombstones).
-    pub async fn next_change_any(&self, chat: &ObjectId) -> Result<Option<i64>, ChatError> {
-        Ok(self
-            .chats
-            .find_one_and_update(doc! {"_id": chat}, doc! {"$inc": {"lastChange": 1_i64}})
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(db_error)?
-            .map(|c| c.last_change))
-    }
-
     /// Turns every message `author` sent in `chat` into a tombstone of a
     /// deleted account, as change number `seq`; empties the quotes of
     /// them and the chat list's preview. Idempotent.
@@ -832,17 +830,7 @@ impl Store {
             .messages
             .update_many(
                 doc! {"chatId": chat, "sender": author, "deletedAt": {"$exists": false}},
-                doc! {
-                    "$set": {
-                        "text": "",
-                        "messageType": "deleted",
-                        "deletedAt": now,
-                        "senderDeleted": true,
-                        "reactions": [],
-                        "changeSeq": seq,
-                    },
-                    "$unset": {"image": "", "replyTo": ""},
-                },
+                tombstone(now, seq, true),
             )
             .await
             .map_err(db_error)?

@@ -81,7 +81,7 @@ pub async fn change(
         }
         let seq = state
             .store
-            .next_change(&chat_id, &me)
+            .next_change(&chat_id, Some(&me))
             .await?
             .ok_or(ChatError::Forbidden("you are not a member of this chat"))?;
         if !state.store.apply_change(&message, &update, seq).await? {
