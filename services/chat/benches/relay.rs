@@ -1406,8 +1406,13 @@ fn report(
     );
     row("typing, read to answer in the service", &measured.served);
     if run.message_rate > 0.0 {
+        let delivered = if run.group == 2 {
+            "delivered"
+        } else {
+            "delivered (to each recipient)"
+        };
         row(
-            "messages sent / acked / delivered",
+            &format!("messages sent / acked / {delivered}"),
             format!(
                 "{} / {} / {}",
                 tally.m_sent, tally.m_acked, tally.m_delivered
