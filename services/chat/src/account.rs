@@ -25,6 +25,10 @@ pub struct Forgotten {
     pub images: u64,
 }
 
+/// Rounds of erasure per chat and pass (each after a message changed
+/// concurrently); what is left, the second pass takes.
+const ERASE_ROUNDS: usize = 4;
+
 /// How long a failed erasure waits before its event is handed back for
 /// another try (so a store outage is not retried in a tight loop).
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -73,13 +77,24 @@ pub async fn forget(state: &AppState, user: &ObjectId) -> Result<Forgotten, Chat
         if !chat.blocked_by.is_empty() {
             blocked_partners.extend(others.iter().copied());
         }
-        let Some(seq) = state.store.next_change(&chat_id, None).await? else {
-            continue;
-        };
-        let erased = state.store.erase_author(&chat_id, user, seq).await?;
+        // Counted first: a chat without their words takes no change number.
+        // A message changed under a later number meanwhile waits for
+        // another round, with a number above it.
+        let mut erased = 0;
+        let mut last = None;
+        for _ in 0..ERASE_ROUNDS {
+            if !state.store.has_words_of(&chat_id, user).await? {
+                break;
+            }
+            let Some(seq) = state.store.next_change(&chat_id, None).await? else {
+                break;
+            };
+            erased += state.store.erase_author(&chat_id, user, seq).await?;
+            last = Some(seq);
+        }
         done.messages += erased;
         done.chats += 1;
-        if erased > 0 {
+        if let Some(seq) = last {
             let hint = serde_json::json!({ "chatId": chat_id.to_hex(), "changeSeq": seq });
             state.fanout.to_users(&others, "chatChanged", &hint).await;
         }

@@ -816,9 +816,32 @@ impl Store {
             .collect())
     }
 
-    /// Turns every message `author` sent in `chat` into a tombstone of a
+    /// Whether `author` has a message in `chat` that is not a tombstone,
+    /// or a quote of theirs that still shows their words.
+    pub async fn has_words_of(
+        &self,
+        chat: &ObjectId,
+        author: &ObjectId,
+    ) -> Result<bool, ChatError> {
+        let found = self
+            .messages
+            .clone_with_type::<Document>()
+            .find_one(doc! {"chatId": chat, "$or": [
+                {"sender": author, "deletedAt": {"$exists": false}},
+                {"replyTo.sender": author, "replyTo.deleted": false},
+            ]})
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(db_error)?;
+        Ok(found.is_some())
+    }
+
+    /// Turns the messages `author` sent in `chat` into tombstones of a
     /// deleted account, as change number `seq`; empties the quotes of
-    /// them and the chat list's preview. Idempotent.
+    /// them and the chat list's preview. A message changed meanwhile under
+    /// a later change number is left for the next pass (its number must
+    /// never go down: a client past it would miss the tombstone), which
+    /// [`Store::has_words_of`] tells of. Idempotent.
     pub async fn erase_author(
         &self,
         chat: &ObjectId,
@@ -829,7 +852,12 @@ impl Store {
         let erased = self
             .messages
             .update_many(
-                doc! {"chatId": chat, "sender": author, "deletedAt": {"$exists": false}},
+                doc! {
+                    "chatId": chat,
+                    "sender": author,
+                    "deletedAt": {"$exists": false},
+                    "$or": [{"changeSeq": {"$lt": seq}}, {"changeSeq": {"$exists": false}}],
+                },
                 tombstone(now, seq, true),
             )
             .await
