@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::error::ChatError;
 use crate::model::{ChatDoc, GroupReceipts, MessageDoc, MessageView};
+use crate::realtime::socket::AuthorisedChat;
 use crate::state::AppState;
 use crate::store::Mark;
 
@@ -107,24 +108,21 @@ pub async fn read(state: &AppState, chat: &ChatDoc, reader: &ObjectId) -> Result
     Ok(())
 }
 
-/// A delivered receipt in a group: the recipient's delivery watermark
-/// moves to the highest of `ids` sent there by others after they joined
-/// (one query, one write) and the other members hear `memberDelivered`.
+/// A delivered receipt in a group, from a socket that passed its
+/// membership check (`entry`): the recipient's delivery watermark moves to
+/// the highest of `ids` sent there by others after they joined (one
+/// query, one write) and the other members hear `memberDelivered`.
 /// Returns the seq it moved to, `None` when it did not move.
 pub async fn delivered(
     state: &AppState,
     chat: &ObjectId,
-    others: &[String],
+    entry: &AuthorisedChat,
     recipient: &ObjectId,
     ids: &[ObjectId],
 ) -> Result<Option<i64>, ChatError> {
-    let Some(doc) = state.store.chat(chat).await? else {
-        return Err(ChatError::NotFound("no such chat"));
-    };
-    let floor = doc.visible_after(recipient);
     let Some(seq) = state
         .store
-        .highest_seq_of(chat, ids, recipient, floor)
+        .highest_seq_of(chat, ids, recipient, entry.floor)
         .await?
     else {
         return Ok(None);
@@ -143,7 +141,10 @@ pub async fn delivered(
         "deliveredUpTo": seq,
         "deliveredAt": now(),
     });
-    state.fanout.relay(others, "memberDelivered", &body).await?;
+    state
+        .fanout
+        .relay(&entry.others, "memberDelivered", &body)
+        .await?;
     Ok(Some(seq))
 }
 

@@ -472,8 +472,7 @@ impl Shared {
                 invalidation::usable(&entry)?;
                 if entry.group {
                     let moved =
-                        crate::watermarks::delivered(state, &chat, &entry.others, &user.id, &ids)
-                            .await?;
+                        crate::watermarks::delivered(state, &chat, &entry, &user.id, &ids).await?;
                     return Ok(json!({ "ok": true, "deliveredUpTo": moved }));
                 }
                 // Only what this receipt actually marked is told to anyone.

@@ -35,6 +35,9 @@ pub struct AuthorisedChat {
     pub blocked: bool,
     /// A group: receipts move the members' watermarks.
     pub group: bool,
+    /// The seq after which this socket's user sees the chat's messages
+    /// (where they joined a group; 0 otherwise).
+    pub floor: i64,
 }
 
 /// The chats a socket passed its check for, and how many times it was
@@ -109,6 +112,7 @@ impl SocketState {
                 .collect(),
             blocked: !chat.blocked_by.is_empty(),
             group: chat.is_group(),
+            floor: chat.visible_after(&self.id),
         });
         if let Ok(mut remembered) = self.chats.lock()
             && remembered.forgets == checkpoint
