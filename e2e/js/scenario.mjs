@@ -211,7 +211,10 @@ class Client {
 
 const alice = { label: "A", email: `alice-${RUN_ID}@${DOMAIN}`.toLowerCase(), name: `Alice ${RUN_ID}`, chatUrl: CHAT_URLS[0] };
 const bob = { label: "B", email: `bob-${RUN_ID}@${DOMAIN}`.toLowerCase(), name: `Bob ${RUN_ID}`, chatUrl: CHAT_URLS[CHAT_URLS.length - 1] };
+// Carol joins A and B in a group (on A's replica: the group spans both).
+const carol = { label: "C", email: `carol-${RUN_ID}@${DOMAIN}`.toLowerCase(), name: `Carol ${RUN_ID}`, chatUrl: CHAT_URLS[0] };
 const users = [alice, bob];
+const everyone = [alice, bob, carol];
 const api = (base, path) => `${base}/api/v1${path}`;
 let chatId;
 
@@ -228,20 +231,20 @@ await step("services.ready", async () => {
 });
 
 await step("login.request", async () => {
-  for (const u of users) {
+  for (const u of everyone) {
     const answer = await expectStatus("POST", api(USER_URL, "/login"), 200, { body: { email: u.email } });
     check(typeof answer.json?.message === "string", `login for ${u.email}: no message in ${answer.text}`);
   }
 });
 
 await step("login.code_mailed", async () => {
-  for (const u of users) {
+  for (const u of everyone) {
     u.code = await poll(`a login-code mail to ${u.email} in ${CODES_FROM}`, () => readCode(u.email));
   }
 });
 
 await step("login.verify", async () => {
-  for (const u of users) {
+  for (const u of everyone) {
     const answer = await expectStatus("POST", api(USER_URL, "/verify"), 200, {
       body: { email: u.email, otp: u.code },
     });
@@ -254,7 +257,7 @@ await step("login.verify", async () => {
 });
 
 await step("profile.update", async () => {
-  for (const u of users) {
+  for (const u of everyone) {
     const answer = await expectStatus("POST", api(USER_URL, "/update/user"), 200, {
       token: u.token,
       body: { name: u.name },
@@ -396,6 +399,81 @@ await step("receipt.seen", async () => {
     (d) => d?.chatId === chatId && (d.messageIds ?? []).includes(reply._id),
   );
   check(back.seenBy === alice.id, `messagesSeen to B names ${back.seenBy}, not A`);
+});
+
+// ---------------------------------------------------------------- a group
+
+let groupId;
+await step("group.create", async () => {
+  carol.socket = new Client("C", carol.chatUrl, carol.token);
+  await carol.socket.connected();
+  const created = await expectStatus("POST", api(alice.chatUrl, "/group"), 201, {
+    token: alice.token,
+    body: { name: `Crew ${RUN_ID}`, memberIds: [bob.id, carol.id] },
+  });
+  groupId = created.json?.chatId;
+  check(typeof groupId === "string" && groupId.length > 0, `group: no chatId in ${created.text}`);
+  for (const u of everyone) {
+    const told = await u.socket.waitFor("groupUpdated", (d) => d?.chatId === groupId && d.action === "created");
+    check(told.group?.members?.length === 3, `${u.label}'s groupUpdated: ${JSON.stringify(told).slice(0, 300)}`);
+  }
+  return { groupId };
+});
+
+await step("group.message", async () => {
+  const text = `hello crew (${RUN_ID})`;
+  const answer = await bob.socket.ack("sendMessage", { chatId: groupId, text });
+  for (const u of [alice, carol]) {
+    const live = await u.socket.waitFor("newMessage", (m) => m?._id === answer.message._id);
+    check(live.text === text && live.sender === bob.id, `${u.label} got ${JSON.stringify(live)}`);
+  }
+});
+
+await step("group.typing", async () => {
+  const since = [alice.socket.mark(), bob.socket.mark()];
+  await carol.socket.ack("typing", { chatId: groupId });
+  for (const [i, u] of [alice, bob].entries()) {
+    const typing = await u.socket.waitFor("userTyping", (d) => d?.chatId === groupId, since[i]);
+    check(typing.userId === carol.id, `${u.label}: userTyping names ${typing.userId}, not C`);
+  }
+});
+
+await step("group.receipts", async () => {
+  const opened = await expectStatus("GET", api(carol.chatUrl, `/message/${groupId}`), 200, { token: carol.token });
+  check((opened.json?.messages ?? []).length >= 2, `C's group history: ${opened.text.slice(0, 300)}`);
+  const read = await bob.socket.waitFor("memberRead", (d) => d?.chatId === groupId && d.userId === carol.id);
+  check(read.readUpTo >= 2, `memberRead: ${JSON.stringify(read)}`);
+  const mine = await expectStatus("GET", api(bob.chatUrl, `/message/${groupId}`), 200, { token: bob.token });
+  const sent = (mine.json?.messages ?? []).find((m) => m.sender === bob.id);
+  check(sent?.receipts?.of === 2 && sent.receipts.seen === 1, `B's message: ${JSON.stringify(sent)}`);
+});
+
+await step("group.remove", async () => {
+  await expectStatus("DELETE", api(alice.chatUrl, `/group/${groupId}/members/${carol.id}`), 200, { token: alice.token });
+  await carol.socket.waitFor("groupUpdated", (d) => d?.chatId === groupId && d.action === "removed");
+  await expectStatus("GET", api(carol.chatUrl, `/message/${groupId}`), 403, { token: carol.token });
+  // Every replica's sockets learn it: C's typing is refused from now on.
+  await poll("C's typing in the group to be refused", async () => {
+    const answer = await carol.socket.socket.timeout(STEP_TIMEOUT_MS).emitWithAck("typing", { chatId: groupId });
+    return answer?.error?.code === "forbidden" ? true : undefined;
+  });
+});
+
+await step("group.add", async () => {
+  await expectStatus("POST", api(bob.chatUrl, `/group/${groupId}/members`), 403, {
+    token: bob.token,
+    body: { userIds: [carol.id] },
+  });
+  await expectStatus("POST", api(alice.chatUrl, `/group/${groupId}/members`), 200, {
+    token: alice.token,
+    body: { userIds: [carol.id] },
+  });
+  // At once, from her socket on the other replica than B's.
+  const since = bob.socket.mark();
+  await carol.socket.ack("typing", { chatId: groupId });
+  const typing = await bob.socket.waitFor("userTyping", (d) => d?.chatId === groupId && d.userId === carol.id, since);
+  check(typing.userId === carol.id, `userTyping: ${JSON.stringify(typing)}`);
+  carol.socket.close();
 });
 
 await step("presence.offline", async () => {

@@ -39,6 +39,12 @@ const STEPS: &[&str] = &[
     "message.reply",
     "receipt.delivered",
     "receipt.seen",
+    "group.create",
+    "group.message",
+    "group.typing",
+    "group.receipts",
+    "group.remove",
+    "group.add",
     "presence.offline",
 ];
 
