@@ -410,13 +410,17 @@ async fn deleting_the_cluster_collects_children_and_honours_the_volume_policy() 
     .await?;
     // The StatefulSet controller makes each set's claim on its own
     // schedule: under load the MongoDB one can come after Redis's.
-    wait_for("mongodb volume created", Duration::from_secs(60), || async {
-        pvcs.get_opt("data-gone-mongodb-0")
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-    })
+    wait_for(
+        "mongodb volume created",
+        Duration::from_secs(60),
+        || async {
+            pvcs.get_opt("data-gone-mongodb-0")
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        },
+    )
     .await?;
     let mongo_pvc = pvcs.get("data-gone-mongodb-0").await?;
     assert!(
