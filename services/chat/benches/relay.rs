@@ -14,8 +14,10 @@
 //!   PARLEY_BENCH_GROUP_SIZE [2]: chats of this many members instead of
 //!   pairs (groups made through `POST /api/v1/group`, members alternating
 //!   between pods); every typing event is then timed at each of the other
-//!   members, so one event is `size - 1` deliveries. Applies to `typing`,
-//!   `max`, `overload`, `messages` and `smoke`.
+//!   members, so one event is `size - 1` deliveries; a refused event counts
+//!   as refused for the members it had not reached when the refusal came
+//!   (a relay dropped for one member's full buffer still reached the
+//!   others). Applies to `typing`, `max`, `overload`, `messages` and `smoke`.
 //!   PARLEY_BENCH_SOCKETS [1000], PARLEY_BENCH_RATE [5000 events/s in total],
 //!   PARLEY_BENCH_SECONDS [10], PARLEY_BENCH_PODS [1] (2: partners on different pods),
 //!   PARLEY_BENCH_MESSAGE_RATE [0 messages/s sent alongside, over the socket].
@@ -68,6 +70,10 @@ struct Stats {
     fanout: u64,
     typing_sent: AtomicU64,
     typing_delivered: AtomicU64,
+    /// Deliveries of refused typing events still awaited when the refusal
+    /// came (taken out of the recipients' FIFOs). In a group a refusal can
+    /// be partial: the relay reached some members, not all.
+    typing_withdrawn: AtomicU64,
     acked_ok: AtomicU64,
     acked_error: AtomicU64,
     chat_errors: AtomicU64,
@@ -265,15 +271,19 @@ fn sender_of<'a>(inbound: &'a [Inbound], text: &str) -> Option<&'a Inbound> {
     inbound.iter().find(|i| i.from == id)
 }
 
-/// Takes a refused event (`id`) out of every recipient's FIFO.
-fn withdraw(fifos: &[Fifo], id: u64) {
+/// Takes a refused event (`id`) out of the FIFO of every recipient still
+/// waiting for it; returns how many were.
+fn withdraw(fifos: &[Fifo], id: u64) -> usize {
+    let mut withdrawn = 0;
     for fifo in fifos {
         if let Ok(mut f) = fifo.lock()
             && let Some(pos) = f.iter().position(|(a, _)| *a == id)
         {
             f.remove(pos);
+            withdrawn += 1;
         }
     }
+    withdrawn
 }
 
 /// Opens the websocket and completes the Socket.IO connect with `token`.
@@ -399,12 +409,14 @@ impl Reader {
             stats.acked_error.fetch_add(1, Ordering::Relaxed);
             stats.note_error(body);
             if let AckKind::Typing = kind {
-                // Refused: it will never arrive; take it out of the
-                // recipients' FIFOs and free its share of the window.
-                withdraw(&self.wiring.outbound, id);
-                self.wiring
-                    .own_window
-                    .add_permits(self.wiring.outbound.len());
+                // Refused: it will not arrive where it has not yet; take
+                // it out of those recipients' FIFOs and free their share
+                // of the window.
+                let withdrawn = withdraw(&self.wiring.outbound, id);
+                stats
+                    .typing_withdrawn
+                    .fetch_add(withdrawn as u64, Ordering::Relaxed);
+                self.wiring.own_window.add_permits(withdrawn);
             }
             return;
         }
@@ -833,13 +845,18 @@ async fn connect_sockets(
     })
 }
 
+/// Typing asks for acknowledgements (`PARLEY_BENCH_ACK`, on unless 0).
+fn with_ack() -> bool {
+    static WITH_ACK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WITH_ACK.get_or_init(|| knob("PARLEY_BENCH_ACK", 1) != 0)
+}
+
 /// A typing packet with an ack id, recorded in the FIFO of each recipient
 /// first. Without an ack (`PARLEY_BENCH_ACK=0`, as the original's load
 /// test), a refusal comes back as `chatError` and cannot be matched to its
 /// event.
 fn typing_packet(client: &Client, fifos: &[Fifo], chat: &str) -> String {
-    static WITH_ACK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let with_ack = *WITH_ACK.get_or_init(|| knob("PARLEY_BENCH_ACK", 1) != 0);
+    let with_ack = with_ack();
     let id = if with_ack {
         client.ack_id(AckKind::Typing)
     } else {
@@ -1030,8 +1047,8 @@ async fn drain(stats: &Stats, limit: Duration) {
             stats.acked_error.load(Ordering::Relaxed),
         );
         let fanout = stats.fanout;
-        let typing_done =
-            now.0 + now.2 * fanout >= stats.typing_sent.load(Ordering::Relaxed) * fanout;
+        let typing_done = now.0 + stats.typing_withdrawn.load(Ordering::Relaxed)
+            >= stats.typing_sent.load(Ordering::Relaxed) * fanout;
         let messages_done = now.1 >= stats.messages_acked.load(Ordering::Relaxed) * fanout
             && stats.messages_acked.load(Ordering::Relaxed) + now.2
                 >= stats.messages_sent.load(Ordering::Relaxed);
@@ -1142,10 +1159,33 @@ impl TypingRun {
     }
 }
 
-/// Pure: the deliveries of `sent` events to `fanout` recipients each that
-/// neither arrived nor belong to one of the `refused` events.
-fn lost_deliveries(sent: u64, delivered: u64, refused: u64, fanout: u64) -> u64 {
-    (sent * fanout).saturating_sub(delivered + refused * fanout)
+/// Pure: the `expected` deliveries that neither arrived nor were refused
+/// (the sender told).
+fn lost_deliveries(expected: u64, delivered: u64, refused: u64) -> u64 {
+    expected.saturating_sub(delivered + refused)
+}
+
+/// Typing events refused, the sender told: by their acknowledgement, or
+/// without acks by `chatError` (with acks, the service sends a
+/// `chatError` beside some refusing acknowledgements, not instead).
+fn refused_events(stats: &Stats) -> u64 {
+    if with_ack() {
+        stats.acked_error.load(Ordering::Relaxed)
+    } else {
+        stats.chat_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Typing deliveries refused, the sender told: those still awaited when
+/// an acknowledgement refused their event, or without acks every
+/// recipient's of an event refused through `chatError` (it cannot be
+/// matched to its event).
+fn refused_deliveries(stats: &Stats) -> u64 {
+    if with_ack() {
+        stats.typing_withdrawn.load(Ordering::Relaxed)
+    } else {
+        stats.chat_errors.load(Ordering::Relaxed) * stats.fanout
+    }
 }
 
 /// The counts of a window: typing events and messages sent, and what
@@ -1153,7 +1193,10 @@ fn lost_deliveries(sent: u64, delivered: u64, refused: u64, fanout: u64) -> u64 
 struct Tally {
     sent: u64,
     delivered: u64,
+    /// Events refused.
     refused: u64,
+    /// Deliveries refused.
+    refused_deliveries: u64,
     lost: u64,
     m_sent: u64,
     m_acked: u64,
@@ -1165,19 +1208,20 @@ impl Tally {
     fn read(stats: &Stats) -> Self {
         let sent = stats.typing_sent.load(Ordering::Relaxed);
         let delivered = stats.typing_delivered.load(Ordering::Relaxed);
-        let refused =
-            stats.acked_error.load(Ordering::Relaxed) + stats.chat_errors.load(Ordering::Relaxed);
+        let refused = refused_events(stats);
+        let refused_deliveries = refused_deliveries(stats);
         let m_acked = stats.messages_acked.load(Ordering::Relaxed);
         let m_delivered = stats.messages_delivered.load(Ordering::Relaxed);
         Self {
             sent,
             delivered,
             refused,
-            lost: lost_deliveries(sent, delivered, refused, stats.fanout),
+            refused_deliveries,
+            lost: lost_deliveries(sent * stats.fanout, delivered, refused_deliveries),
             m_sent: stats.messages_sent.load(Ordering::Relaxed),
             m_acked,
             m_delivered,
-            m_lost: lost_deliveries(m_acked, m_delivered, 0, stats.fanout),
+            m_lost: lost_deliveries(m_acked * stats.fanout, m_delivered, 0),
         }
     }
 }
@@ -1195,14 +1239,12 @@ async fn warm_up(sockets: &Sockets, stats: &Stats) -> (u64, u64) {
         }
         drain(stats, Duration::from_secs(30)).await;
     }
-    let refused = stats.acked_error.load(Ordering::Relaxed);
     let lost = lost_deliveries(
-        stats.typing_sent.load(Ordering::Relaxed),
+        stats.typing_sent.load(Ordering::Relaxed) * stats.fanout,
         stats.typing_delivered.load(Ordering::Relaxed),
-        refused,
-        stats.fanout,
+        refused_deliveries(stats),
     );
-    (lost, refused)
+    (lost, refused_events(stats))
 }
 
 /// Starts the window from clean counters and empty FIFOs.
@@ -1218,6 +1260,7 @@ fn reset_typing(sockets: &Sockets, stats: &Stats) {
     for c in [
         &stats.typing_sent,
         &stats.typing_delivered,
+        &stats.typing_withdrawn,
         &stats.acked_ok,
         &stats.acked_error,
         &stats.chat_errors,
@@ -1354,11 +1397,12 @@ fn typing_rows(run: &TypingRun, tally: &Tally, warm: (u64, u64), secs: f64) {
             ),
         );
         row(
-            &format!("deliveries expected ({fanout} per event) / delivered / lost"),
+            &format!("deliveries expected ({fanout} per event) / delivered / refused / lost"),
             format!(
-                "{} / {} / {}",
-                tally.sent.saturating_sub(tally.refused) * fanout as u64,
+                "{} / {} / {} / {}",
+                tally.sent * fanout as u64,
                 tally.delivered,
+                tally.refused_deliveries,
                 tally.lost
             ),
         );
@@ -1800,7 +1844,7 @@ async fn messages() -> anyhow::Result<Outcome> {
     drop(stack);
     Ok(Outcome {
         lost_typing: 0,
-        lost_messages: lost_deliveries(acked, delivered, 0, stats.fanout),
+        lost_messages: lost_deliveries(acked * stats.fanout, delivered, 0),
         errors: errors + sent.saturating_sub(acked + errors),
     })
 }
