@@ -108,6 +108,23 @@ async fn metrics() -> Response {
     }
 }
 
+/// `listener`, with every accepted connection writing at once
+/// (`TCP_NODELAY`): a Socket.IO frame is small and often follows another
+/// within the peer's delayed-ACK time, and Nagle's algorithm would hold it
+/// back for that long (tens of milliseconds).
+pub fn without_delay(
+    listener: TcpListener,
+) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(no_delay)
+}
+
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::warn!(%error, "TCP_NODELAY not set on a connection");
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets
 /// in-flight requests finish for at most `grace`.
 pub async fn serve(
@@ -121,8 +138,8 @@ pub async fn serve(
     let stop = shutdown.clone();
     // Peer addresses reach handlers (`ConnectInfo`) for per-client limits.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+    let server = axum::serve(without_delay(listener), app)
+        .with_graceful_shutdown(async move { stop.cancelled().await });
     let server = std::pin::pin!(server.into_future());
     tokio::select! {
         result = server => result,
@@ -143,6 +160,17 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_write_without_delay() {
+        use axum::serve::Listener;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = without_delay(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().unwrap(), "Nagle's algorithm is on");
+    }
 
     #[tokio::test]
     async fn every_answer_gets_the_headers_and_handlers_may_set_their_own() {
