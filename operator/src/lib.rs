@@ -11,6 +11,7 @@ pub mod apply;
 pub mod build;
 pub mod client;
 pub mod crd;
+pub mod deletion;
 pub mod dereference;
 pub mod leader;
 pub mod reconcile;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ChatCluster;
 pub use crate::api::{Guarded, readable};
+use crate::deletion::{self, Step};
 use crate::dereference::{DiscoveryCache, dereference};
 use crate::registry::AllowedRegistries;
 use crate::status::{Observed, compute, observe_workloads};
@@ -171,6 +172,9 @@ fn now() -> String {
 pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let work = async {
+        if obj.meta().deletion_timestamp.is_some() {
+            return finalize(&obj, &ctx).await;
+        }
         match &obj.0 {
             Ok(cc) => reconcile_inner(cc, &ctx).await,
             Err(invalid) => report_unreadable(&obj, invalid, &ctx).await,
@@ -189,6 +193,29 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
         f.remove(&obj.uid().unwrap_or_default());
     }
     result
+}
+
+/// A ChatCluster being deleted (readable or not): one step of
+/// [`deletion::finalize`], told as an Event when it deletes something.
+async fn finalize(obj: &Guarded, ctx: &Context) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_else(|| "default".into());
+    let (step, action) = deletion::finalize(&ctx.client, obj, &ns).await?;
+    let note = match &step {
+        Step::StatefulSets(names) if !names.is_empty() => Some(format!(
+            "deleting the store StatefulSets before their volumes: {}",
+            names.join(", ")
+        )),
+        Step::Claims(names) if !names.is_empty() => Some(format!(
+            "deleting the volumes of stores with volumeReclaim Delete: {}",
+            names.join(", ")
+        )),
+        _ => None,
+    };
+    if let Some(note) = note {
+        tracing::info!(name = %obj.name_any(), namespace = %ns, "{note}");
+        ctx.event(obj, false, "Deleting", note).await;
+    }
+    Ok(action)
 }
 
 /// A stored ChatCluster the operator cannot read (stored through an older
@@ -229,9 +256,6 @@ async fn report_unreadable(
 async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Error> {
     let client = &ctx.client;
     let ns = cc.namespace().unwrap_or_else(|| "default".into());
-    if cc.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
     tracing::debug!(name = %cc.name_any(), namespace = %ns, "reconciling");
     if cc.spec.paused {
         let observed = Observed {
@@ -302,6 +326,8 @@ async fn reconcile_inner(cc: &ChatCluster, ctx: &Context) -> Result<Action, Erro
             apis: deref.apis,
         },
     );
+    // before any volume is made, so that none can outlive a deletion
+    deletion::set_finalizer(client, cc, &ns, deletion::wants_finalizer(cc)).await?;
     let mut applied = apply::apply_desired(client, cc, &ns, &desired, deref.apis).await;
     let result = applied.result();
     let apply_error = result.as_ref().err().map(ToString::to_string);

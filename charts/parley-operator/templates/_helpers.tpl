@@ -115,9 +115,10 @@ included. Keep equal to operator/rbac/clusterrole.yaml without its last rule
 (operator/tests/chart.rs compares them).
 */}}
 {{- define "parley-operator.namespacedRules" -}}
+# patch: only the finalizer parley.dev/delete-volumes (volumeReclaim: Delete)
 - apiGroups: ["parley.dev"]
   resources: ["chatclusters"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["parley.dev"]
   resources: ["chatclusters/status"]
   verbs: ["get", "patch", "update"]
