@@ -34,7 +34,8 @@
 #   fault.rabbitmq        the RabbitMQ pod dies during logins: every /login got
 #                         its code mailed or answered 503
 #   scale                 chat 3 -> 1, the scenario on the one left
-#   delete                the ChatCluster goes, its Deployments with it
+#   delete                the ChatCluster goes, its Deployments and its Delete
+#                         volume with it, its Retain volume kept
 #
 # On failure: the cluster's state, events and logs. Settings (environment):
 #   KEEP_CLUSTER=1   leave the cluster up at the end (local: e2e/node/node.sh down removes it)
@@ -388,7 +389,8 @@ wait_until "the sink's HTTP API at ${SINK_URL}" 60 curl -fsS "${SINK_URL}/health
 step ready
 # Only what differs in a test cluster: the local images, the sink as SMTP
 # server, SecantusDB as external MongoDB, two chat pods, and login limits
-# that let one client address (this host) log in the scenario's users.
+# that let one client address (this host) log in the scenario's users, and
+# Redis's volume deleted with the cluster (the step delete checks it).
 # The example as a user starts from it, with the changes applied before it
 # reaches the cluster (a first apply with images that cannot be pulled would
 # leave a StatefulSet waiting on a pod that never becomes ready).
@@ -399,7 +401,7 @@ kubectl patch --local -f "${ROOT}/examples/minimal.yaml" --type merge -o yaml -p
   "smtp": {"host": "${SINK}", "port": 1025, "tls": "none"},
   "chat": {"replicas": 2},
   "user": {"env": [{"name": "PARLEY_LOGIN_PER_IP_PER_HOUR", "value": "100000"}]},
-  "redis": {"managed": {"image": "localhost/parley-redis:7"}},
+  "redis": {"managed": {"image": "localhost/parley-redis:7", "volumeReclaim": "Delete"}},
   "rabbitmq": {"managed": {"image": "localhost/parley-rabbitmq:3"}},
   "mongodb": {"managed": null, "external": {"urlSecret": {"name": "${MONGO}-url", "key": "url"}}}
 }}
@@ -604,4 +606,12 @@ step delete
 kc delete chatcluster "${CC}" --wait=true --timeout="${STEP_TIMEOUT}s" >/dev/null
 deployments_gone() { [ -z "$(kc get deployment "${CC}-user" "${CC}-chat" "${CC}-mail" --ignore-not-found -o name)" ]; }
 wait_until "the Deployments of ${CC} deleted" "${STEP_TIMEOUT}" deployments_gone
+# The ChatCluster went only after the volumes of its Delete stores did
+# (finalizer parley.dev/delete-volumes): no wait here.
+if [ -n "$(kc get pvc "data-${CC}-redis-0" --ignore-not-found -o name)" ]; then
+    kc get pvc -o wide >&2
+    die "the claim data-${CC}-redis-0 (volumeReclaim Delete) outlived its ChatCluster"
+fi
+[ -n "$(kc get pvc "data-${CC}-rabbitmq-0" --ignore-not-found -o name)" ] ||
+    die "the claim data-${CC}-rabbitmq-0 (volumeReclaim Retain) was deleted"
 end_step
