@@ -352,7 +352,10 @@ pub struct ManagedStore {
     /// Retain (default) or Delete. While any store retains its volume, the
     /// store passwords in `<name>-generated` are kept as well, so a
     /// ChatCluster re-created under the same name opens the kept data; delete
-    /// the volumes and that Secret together to start afresh.
+    /// the volumes and that Secret together to start afresh. While any store
+    /// says Delete, the ChatCluster carries the finalizer
+    /// `parley.dev/delete-volumes`: on deletion the operator deletes the store
+    /// StatefulSets, then those volumes, and only then lets it go.
     pub volume_reclaim: VolumeReclaim,
     /// A patch merged onto the store's pod template, as for the services'
     /// `podOverrides` (the store's own password variables cannot be set here).
