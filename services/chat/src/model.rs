@@ -203,10 +203,21 @@ impl ChatDoc {
             .map_or(0, |e| e.joined_seq)
     }
 
-    /// The seq `user` read up to in a group.
+    /// The seq `user` read up to in a group (0 before any read).
     pub fn read_up_to(&self, user: &ObjectId) -> i64 {
-        self.reads.get(&user.to_hex()).copied().unwrap_or(0)
+        mark(&self.reads, user)
     }
+
+    /// The seq up to which a device of `user` received a group's messages
+    /// (0 before any delivered receipt).
+    pub fn delivered_up_to(&self, user: &ObjectId) -> i64 {
+        mark(&self.delivered, user)
+    }
+}
+
+/// A member's watermark in a map keyed by hex user id; 0 when absent.
+fn mark(marks: &BTreeMap<String, i64>, user: &ObjectId) -> i64 {
+    marks.get(&user.to_hex()).copied().unwrap_or(0)
 }
 
 /// An image stored in GridFS.

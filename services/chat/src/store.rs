@@ -124,6 +124,27 @@ pub struct Store {
     blocks: Collection<mongodb::bson::Document>,
 }
 
+/// The id in `field` of every document of `collection` that `filter`
+/// finds (only that field is read).
+async fn ids_of(
+    collection: &Collection<Document>,
+    filter: Document,
+    field: &str,
+) -> Result<Vec<ObjectId>, ChatError> {
+    let found: Vec<Document> = collection
+        .find(filter)
+        .projection(doc! {field: 1})
+        .await
+        .map_err(db_error)?
+        .try_collect()
+        .await
+        .map_err(db_error)?;
+    Ok(found
+        .iter()
+        .filter_map(|d| d.get_object_id(field).ok())
+        .collect())
+}
+
 /// A block as its author sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Block {
@@ -230,22 +251,15 @@ impl Store {
         a: &ObjectId,
         b: &ObjectId,
     ) -> Result<Vec<ObjectId>, ChatError> {
-        let found: Vec<mongodb::bson::Document> = self
-            .blocks
-            .find(doc! {"$or": [
+        ids_of(
+            &self.blocks,
+            doc! {"$or": [
                 {"blocker": a, "blocked": b},
                 {"blocker": b, "blocked": a},
-            ]})
-            .projection(doc! {"blocker": 1, "_id": 0})
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
-        Ok(found
-            .iter()
-            .filter_map(|d| d.get_object_id("blocker").ok())
-            .collect())
+            ]},
+            "blocker",
+        )
+        .await
     }
 
     /// The users `blocker` blocked, newest first (at most 1,000).
@@ -800,20 +814,12 @@ impl Store {
 
     /// Ids of every chat `member` is in.
     pub async fn chat_ids_of(&self, member: &ObjectId) -> Result<Vec<ObjectId>, ChatError> {
-        let docs: Vec<Document> = self
-            .chats
-            .clone_with_type::<Document>()
-            .find(doc! {"members": member})
-            .projection(doc! {"_id": 1})
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
-        Ok(docs
-            .iter()
-            .filter_map(|d| d.get_object_id("_id").ok())
-            .collect())
+        ids_of(
+            &self.chats.clone_with_type(),
+            doc! {"members": member},
+            "_id",
+        )
+        .await
     }
 
     /// Whether `author` has a message in `chat` that is not a tombstone,

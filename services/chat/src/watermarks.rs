@@ -28,17 +28,14 @@ pub fn receipts_of(chat: &ChatDoc, message: &MessageDoc) -> GroupReceipts {
         .filter(|e| e.user != message.sender && e.joined_seq < message.seq)
         .map(|e| &e.user)
         .collect();
-    let mark = |map: &std::collections::BTreeMap<String, i64>, user: &ObjectId| {
-        map.get(&user.to_hex()).copied().unwrap_or(0)
-    };
     let seen: Vec<&ObjectId> = recipients
         .iter()
-        .filter(|u| mark(&chat.reads, u) >= message.seq)
+        .filter(|u| chat.read_up_to(u) >= message.seq)
         .copied()
         .collect();
     let delivered: Vec<&ObjectId> = recipients
         .iter()
-        .filter(|u| mark(&chat.reads, u).max(mark(&chat.delivered, u)) >= message.seq)
+        .filter(|u| chat.read_up_to(u).max(chat.delivered_up_to(u)) >= message.seq)
         .copied()
         .collect();
     let listed = chat.roster.len() <= LISTED_UP_TO;
@@ -79,9 +76,13 @@ fn now() -> String {
 
 /// `reader` read a group up to its latest message: their watermark moves
 /// (one write), their other devices hear `chatRead` and the other members
-/// `memberRead`. Nothing is told when it was there already.
+/// `memberRead`. Nothing is written or told when `chat` (just read) shows
+/// them there already.
 pub async fn read(state: &AppState, chat: &ChatDoc, reader: &ObjectId) -> Result<(), ChatError> {
     let up_to = chat.last_seq;
+    if chat.read_up_to(reader) >= up_to {
+        return Ok(());
+    }
     let Some(after) = state
         .store
         .advance(&chat.id, reader, Mark::Read, up_to)

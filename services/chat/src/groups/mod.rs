@@ -59,9 +59,6 @@ pub struct GroupView {
 
 impl From<&ChatDoc> for GroupView {
     fn from(chat: &ChatDoc) -> Self {
-        let mark = |map: &std::collections::BTreeMap<String, i64>, user: &ObjectId| {
-            map.get(&user.to_hex()).copied().unwrap_or(0)
-        };
         Self {
             id: chat.id.to_hex(),
             name: chat.name.clone().unwrap_or_default(),
@@ -72,8 +69,8 @@ impl From<&ChatDoc> for GroupView {
                     user_id: e.user.to_hex(),
                     role: e.role,
                     joined_at: e.joined_at.try_to_rfc3339_string().unwrap_or_default(),
-                    read_up_to: mark(&chat.reads, &e.user),
-                    delivered_up_to: mark(&chat.delivered, &e.user),
+                    read_up_to: chat.read_up_to(&e.user),
+                    delivered_up_to: chat.delivered_up_to(&e.user),
                 })
                 .collect(),
             last_seq: chat.last_seq,

@@ -167,20 +167,8 @@ impl Store {
 
     /// Which of `ids` are no user at all.
     pub async fn unknown_users(&self, ids: &[ObjectId]) -> Result<Vec<ObjectId>, ChatError> {
-        let found: Vec<Document> = self
-            .db
-            .collection::<Document>(collections::USERS)
-            .find(doc! {"_id": {"$in": ids}})
-            .projection(doc! {"_id": 1})
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
-        let known: Vec<ObjectId> = found
-            .iter()
-            .filter_map(|d| d.get_object_id("_id").ok())
-            .collect();
+        let users = self.db.collection::<Document>(collections::USERS);
+        let known = super::ids_of(&users, doc! {"_id": {"$in": ids}}, "_id").await?;
         Ok(ids
             .iter()
             .filter(|id| !known.contains(id))
