@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use parley_testkit::socketio::{JsClient, Transport};
 use reqwest::Method;
-use serde_json::{Value, json};
-use support::{Stack, T, User, call, open_chat, open_chat_one_sided, socket_url};
+use serde_json::json;
+use support::{Stack, T, call, lists, open_chat, open_chat_one_sided, send_text, socket_url};
 
 async fn client(url: &str, token: &str) -> anyhow::Result<JsClient> {
     let mut c = JsClient::start(url, Some(token), &[], Transport::WebSocket).await?;
@@ -17,30 +17,9 @@ async fn client(url: &str, token: &str) -> anyhow::Result<JsClient> {
     Ok(c)
 }
 
-fn lists(list: &Value, user: &User) -> bool {
-    list.as_array()
-        .is_some_and(|l| l.contains(&json!(user.id.to_hex())))
-}
-
 /// How long a "nothing more arrived" check listens once a later event
 /// (the barrier) has already arrived: anything sent before it is queued.
 const DRAIN: Duration = Duration::from_millis(200);
-
-async fn rest_send(
-    service: &parley_testkit::ServiceProcess,
-    user: &User,
-    chat: &str,
-    text: &str,
-) -> anyhow::Result<(u16, Value)> {
-    call(
-        service,
-        Method::POST,
-        "/api/v1/message",
-        Some(&user.token),
-        Some(json!({"chatId": chat, "text": text})),
-    )
-    .await
-}
 
 /// A stranger who opens a chat learns nothing of the other's presence, nor
 /// the other of theirs, until the other replies (or accepts).
@@ -52,7 +31,7 @@ async fn strangers_see_no_presence_until_the_chat_is_answered() -> anyhow::Resul
     let bob = stack.user("bob").await?;
     let chat = open_chat_one_sided(&a, &eve, &bob).await?;
     // Eve may even write: that accepts it for her, not for Bob.
-    let (status, body) = rest_send(&a, &eve, &chat, "hi, it's the bank").await?;
+    let (status, body) = send_text(&a, &eve, &chat, "hi, it's the bank").await?;
     assert_eq!(status, 201, "{body}");
 
     let mut bo = client(&socket_url(&a), &bob.token).await?;
@@ -69,7 +48,7 @@ async fn strangers_see_no_presence_until_the_chat_is_answered() -> anyhow::Resul
     );
 
     // Bob answers: now both see each other, at once.
-    let (status, body) = rest_send(&a, &bob, &chat, "who is this?").await?;
+    let (status, body) = send_text(&a, &bob, &chat, "who is this?").await?;
     assert_eq!(status, 201, "{body}");
     ev.event_where("getOnlineUser", T, |l| lists(l, &bob))
         .await?;
@@ -133,7 +112,7 @@ async fn blocked_users_cannot_open_write_type_or_see_presence() -> anyhow::Resul
     let ok = bo.emit_ack("typing", json!({"chatId": chat}), T).await?;
     assert_eq!(ok["ok"], true, "{ok}");
     al.event("userTyping", T).await?;
-    let (status, body) = rest_send(&b, &bob, &chat, "before").await?;
+    let (status, body) = send_text(&b, &bob, &chat, "before").await?;
     assert_eq!(status, 201, "{body}");
 
     let block = format!("/api/v1/block/{}", bob.id.to_hex());
@@ -162,7 +141,7 @@ async fn blocked_users_cannot_open_write_type_or_see_presence() -> anyhow::Resul
     .await?;
     assert_eq!((status, &body["message"]), (404, &json!("no such user")));
     // Sends, REST and socket.
-    let (status, body) = rest_send(&b, &bob, &chat, "let me in").await?;
+    let (status, body) = send_text(&b, &bob, &chat, "let me in").await?;
     assert_eq!(status, 403, "{body}");
     assert!(body["message"].is_string(), "{body}");
     let sent = bo
@@ -224,7 +203,7 @@ async fn blocked_users_cannot_open_write_type_or_see_presence() -> anyhow::Resul
     let (status, body) = call(&a, Method::DELETE, &block, Some(&alice.token), None).await?;
     assert_eq!(status, 200, "{body}");
     // (Through Alice's replica, as her read was: one ordered relay to his.)
-    let (status, body) = rest_send(&a, &bob, &chat, "thanks").await?;
+    let (status, body) = send_text(&a, &bob, &chat, "thanks").await?;
     assert_eq!(status, 201, "{body}");
     bo.event_where("newMessage", T, |m| m["text"] == "thanks")
         .await?;

@@ -13,7 +13,7 @@ use parley_testkit::tcp_proxy::TcpProxy;
 use parley_testkit::{MongoServer, RedisServer, wait_until};
 use reqwest::Method;
 use serde_json::json;
-use support::{Stack, T, call, open_chat, socket_url};
+use support::{Stack, T, call, open_chat, send_text, socket_url};
 
 async fn client(url: &str, token: &str) -> anyhow::Result<JsClient> {
     let mut c = JsClient::start(url, Some(token), &[], Transport::WebSocket).await?;
@@ -55,14 +55,7 @@ async fn mongodb_outage_fails_sends_loses_nothing_and_recovers() -> anyhow::Resu
         )
         .await?;
     assert_eq!(failed["error"]["code"], "unavailable", "{failed}");
-    let (status, body) = call(
-        &a,
-        Method::POST,
-        "/api/v1/message",
-        Some(&alice.token),
-        Some(json!({"chatId": chat, "text": "x"})),
-    )
-    .await?;
+    let (status, body) = send_text(&a, &alice, &chat, "x").await?;
     assert_eq!(status, 503, "{body}");
     assert!(body["message"].is_string());
 
@@ -262,14 +255,7 @@ async fn stored_messages_publish_events_and_user_updates_drop_cached_profiles() 
 
     let a = stack.replica().await?;
     let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
-    let (status, sent) = call(
-        &a,
-        Method::POST,
-        "/api/v1/message",
-        Some(&alice.token),
-        Some(json!({"chatId": chat, "text": "notify me"})),
-    )
-    .await?;
+    let (status, sent) = send_text(&a, &alice, &chat, "notify me").await?;
     assert_eq!(status, 201);
     let delivery = tokio::time::timeout(T, consumer.next())
         .await?

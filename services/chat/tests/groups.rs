@@ -11,40 +11,11 @@ use std::time::{Duration, Instant};
 use parley_testkit::ServiceProcess;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Stack, T, User, call, connect};
+use support::{Stack, T, User, connect, create_group, lists, rest, send_text};
 
 /// How long a "nothing more arrived" check listens once a later event
 /// (the barrier) has already arrived: anything sent before it is queued.
 const DRAIN: Duration = Duration::from_millis(200);
-
-async fn rest(
-    replica: &ServiceProcess,
-    user: &User,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    call(replica, method, path, Some(&user.token), body).await
-}
-
-async fn create_group(
-    replica: &ServiceProcess,
-    owner: &User,
-    members: &[&User],
-    name: &str,
-) -> anyhow::Result<String> {
-    let ids: Vec<String> = members.iter().map(|m| m.id.to_hex()).collect();
-    let (status, body) = rest(
-        replica,
-        owner,
-        Method::POST,
-        "/api/v1/group",
-        Some(json!({"name": name, "memberIds": ids})),
-    )
-    .await?;
-    anyhow::ensure!(status == 201, "create group: {status} {body}");
-    Ok(body["chatId"].as_str().unwrap_or_default().to_owned())
-}
 
 async fn history(
     replica: &ServiceProcess,
@@ -291,14 +262,7 @@ async fn a_removed_member_receives_nothing_new_and_gets_403() -> anyhow::Result<
     assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
 
     // A new message reaches the members, not the removed one.
-    let (status, body) = rest(
-        &a,
-        &owner,
-        Method::POST,
-        "/api/v1/message",
-        Some(json!({"chatId": chat, "text": "after you left"})),
-    )
-    .await?;
+    let (status, body) = send_text(&a, &owner, &chat, "after you left").await?;
     assert_eq!(status, 201, "{body}");
     s.event_where("newMessage", T, |m| m["text"] == "after you left")
         .await?;
@@ -321,14 +285,7 @@ async fn a_member_added_on_one_replica_types_at_once_on_the_other() -> anyhow::R
     let m2 = stack.user("m2").await?;
     let new = stack.user("new").await?;
     let chat = create_group(&a, &owner, &[&m1, &m2], "Crew").await?;
-    let (status, body) = rest(
-        &a,
-        &m1,
-        Method::POST,
-        "/api/v1/message",
-        Some(json!({"chatId": chat, "text": "before you came"})),
-    )
-    .await?;
+    let (status, body) = send_text(&a, &m1, &chat, "before you came").await?;
     assert_eq!(status, 201, "{body}");
     let mut o = connect(&a, &owner).await?;
     let mut c1 = connect(&b, &m1).await?;
@@ -588,11 +545,6 @@ async fn roles_ownership_and_system_messages() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lists(list: &Value, user: &User) -> bool {
-    list.as_array()
-        .is_some_and(|l| l.contains(&json!(user.id.to_hex())))
-}
-
 /// Presence flows between members who accepted the group, never to one
 /// who did not; unread counts follow each member's read watermark, and a
 /// read clears the badge on the reader's other devices.
@@ -635,14 +587,7 @@ async fn presence_and_unread_counts_in_a_group() -> anyhow::Result<()> {
     }
 
     for text in ["one", "two"] {
-        let (status, body) = rest(
-            &a,
-            &owner,
-            Method::POST,
-            "/api/v1/message",
-            Some(json!({"chatId": chat, "text": text})),
-        )
-        .await?;
+        let (status, body) = send_text(&a, &owner, &chat, text).await?;
         assert_eq!(status, 201, "{body}");
     }
     let unseen = |list: &Value| list["chats"][0]["chat"]["unseenCount"].clone();

@@ -10,7 +10,7 @@ use mongodb::options::IndexOptions;
 use parley_testkit::{ServiceProcess, assert_config_error};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{BIN, Stack, User, call, open_chat};
+use support::{BIN, Stack, User, call, create_group, open_chat, send_text};
 
 /// A PNG signature and `len - 8` bytes that differ all along (xorshift),
 /// so a chunk out of place or repeated would show.
@@ -264,14 +264,7 @@ async fn uploads_stop_at_the_quota_and_a_refused_one_stores_nothing() -> anyhow:
     assert_eq!(images, 3);
 
     // Text still goes; Bob's quota is his own.
-    let (status, body) = call(
-        &a,
-        Method::POST,
-        "/api/v1/message",
-        Some(&alice.token),
-        Some(json!({"chatId": chat, "text": "no more pictures"})),
-    )
-    .await?;
+    let (status, body) = send_text(&a, &alice, &chat, "no more pictures").await?;
     assert_eq!(status, 201, "{body}");
     let (status, sent) = upload(&a, &bob, &chat, image(SIZE, 5)).await?;
     assert_eq!(status, 201, "{sent}");
@@ -451,16 +444,7 @@ async fn a_late_group_member_gets_no_image_from_before_they_joined() -> anyhow::
     let m1 = stack.user("m1").await?;
     let m2 = stack.user("m2").await?;
     let late = stack.user("late").await?;
-    let (status, body) = call(
-        &a,
-        Method::POST,
-        "/api/v1/group",
-        Some(&owner.token),
-        Some(json!({"name": "Photos", "memberIds": [m1.id.to_hex(), m2.id.to_hex()]})),
-    )
-    .await?;
-    assert_eq!(status, 201, "{body}");
-    let group = body["chatId"].as_str().unwrap_or_default().to_owned();
+    let group = create_group(&a, &owner, &[&m1, &m2], "Photos").await?;
     let (status, before) = upload(&a, &m1, &group, image(4096, 3)).await?;
     assert_eq!(status, 201, "{before}");
     let (status, body) = call(

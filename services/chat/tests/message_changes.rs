@@ -10,7 +10,7 @@ use std::time::Duration;
 use parley_testkit::ServiceProcess;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Stack, T, User, call, connect};
+use support::{Stack, T, User, call, connect, send_text};
 
 /// The change feed of `chat` after `since`, as `user` sees it.
 async fn changes(
@@ -341,14 +341,7 @@ async fn edits_reactions_replies_and_deletions_reach_both_members_across_replica
     );
 
     // The chat list's preview follows an edit and a deletion of the latest message.
-    let (_, latest) = call(
-        &a,
-        Method::POST,
-        "/api/v1/message",
-        Some(&alice.token),
-        Some(json!({"chatId": chat, "text": "tpyo"})),
-    )
-    .await?;
+    let (_, latest) = send_text(&a, &alice, &chat, "tpyo").await?;
     let m3 = latest["message"]["_id"]
         .as_str()
         .unwrap_or_default()
@@ -392,14 +385,7 @@ async fn reactions_at_once_lose_nothing() -> anyhow::Result<()> {
     let stack = Stack::new().await?;
     let a = stack.replica().await?;
     let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
-    let (_, sent) = call(
-        &a,
-        Method::POST,
-        "/api/v1/message",
-        Some(&alice.token),
-        Some(json!({"chatId": chat, "text": "vote"})),
-    )
-    .await?;
+    let (_, sent) = send_text(&a, &alice, &chat, "vote").await?;
     let m = sent["message"]["_id"]
         .as_str()
         .unwrap_or_default()

@@ -10,7 +10,7 @@ use lapin::options::BasicAckOptions;
 use parley_common::events::{Envelope, Event, MessageCreated};
 use reqwest::Method;
 use serde_json::json;
-use support::{Stack, T, call};
+use support::{Stack, T, call, send_text};
 
 #[tokio::test]
 async fn a_muted_chat_notifies_nobody_who_muted_it() -> anyhow::Result<()> {
@@ -21,14 +21,7 @@ async fn a_muted_chat_notifies_nobody_who_muted_it() -> anyhow::Result<()> {
     let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
     let carol = stack.user("carol").await?;
     let mut recipients_of_next = async |text: &str| -> anyhow::Result<Vec<String>> {
-        let (status, body) = call(
-            &a,
-            Method::POST,
-            "/api/v1/message",
-            Some(&bob.token),
-            Some(json!({"chatId": chat, "text": text})),
-        )
-        .await?;
+        let (status, body) = send_text(&a, &bob, &chat, text).await?;
         anyhow::ensure!(status == 201, "{status} {body}");
         let delivery = tokio::time::timeout(T, events.next())
             .await?

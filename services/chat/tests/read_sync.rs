@@ -7,8 +7,7 @@ mod support;
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::json;
-use support::{Stack, T, call, connect};
+use support::{Stack, T, call, connect, send_text};
 
 #[tokio::test]
 async fn reading_on_one_device_clears_the_unread_count_on_the_others() -> anyhow::Result<()> {
@@ -21,14 +20,7 @@ async fn reading_on_one_device_clears_the_unread_count_on_the_others() -> anyhow
     let mut bo = connect(&a, &bob).await?;
 
     for text in ["one", "two"] {
-        let (status, body) = call(
-            &a,
-            Method::POST,
-            "/api/v1/message",
-            Some(&bob.token),
-            Some(json!({"chatId": chat, "text": text})),
-        )
-        .await?;
+        let (status, body) = send_text(&a, &bob, &chat, text).await?;
         assert_eq!(status, 201, "{body}");
     }
     for _ in 0..2 {

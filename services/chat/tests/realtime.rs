@@ -9,7 +9,7 @@ use parley_testkit::socketio::{JsClient, Transport};
 use parley_testkit::tcp_proxy::TcpProxy;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Stack, T, call, open_chat, socket_url};
+use support::{Stack, T, call, open_chat, send_text, socket_url};
 
 async fn client(url: &str, token: &str, transport: Transport) -> anyhow::Result<JsClient> {
     let mut c = JsClient::start(url, Some(token), &[], transport).await?;
@@ -146,14 +146,7 @@ async fn every_device_of_every_member_gets_new_messages() -> anyhow::Result<()> 
     let (alice, bob, chat) = stack.pair_on(&a, "alice", "bob").await?;
     let mut phone = client(&socket_url(&a), &bob.token, Transport::WebSocket).await?;
     let mut laptop = client(&socket_url(&b), &bob.token, Transport::Polling).await?;
-    let (status, body) = call(
-        &a,
-        Method::POST,
-        "/api/v1/message",
-        Some(&alice.token),
-        Some(json!({"chatId": chat, "text": "to all your devices"})),
-    )
-    .await?;
+    let (status, body) = send_text(&a, &alice, &chat, "to all your devices").await?;
     assert_eq!(status, 201, "{body}");
     for device in [&mut phone, &mut laptop] {
         assert_eq!(
@@ -246,14 +239,7 @@ async fn killed_replica_clients_reconnect_elsewhere_and_catch_up() -> anyhow::Re
         );
     }
     // And live delivery works on the new replica.
-    call(
-        &b,
-        Method::POST,
-        "/api/v1/message",
-        Some(&alice.token),
-        Some(json!({"chatId": chat, "text": "after failover"})),
-    )
-    .await?;
+    send_text(&b, &alice, &chat, "after failover").await?;
     bo.event_where("newMessage", T, |m| m["text"] == "after failover")
         .await?;
     Ok(())
@@ -339,14 +325,7 @@ async fn outsiders_cannot_join_read_or_send() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(status, 403, "{body}");
-    let (status, _) = call(
-        &a,
-        Method::POST,
-        "/api/v1/message",
-        Some(&eve.token),
-        Some(json!({"chatId": chat, "text": "x"})),
-    )
-    .await?;
+    let (status, _) = send_text(&a, &eve, &chat, "x").await?;
     assert_eq!(status, 403);
     let (status, _) = call(
         &a,
@@ -423,14 +402,7 @@ async fn bad_socket_input_gets_errors_and_harms_no_one() -> anyhow::Result<()> {
     .await?;
     al.wait_for("disconnect", T, |l| l["type"] == "disconnect")
         .await?;
-    let (status, _) = call(
-        &a,
-        Method::POST,
-        "/api/v1/message",
-        Some(&alice.token),
-        Some(json!({"chatId": chat, "text": "still fine"})),
-    )
-    .await?;
+    let (status, _) = send_text(&a, &alice, &chat, "still fine").await?;
     assert_eq!(status, 201);
     bo.event_where("newMessage", T, |m| m["text"] == "still fine")
         .await?;

@@ -5,7 +5,7 @@ mod support;
 
 use reqwest::Method;
 use serde_json::json;
-use support::{Stack, call};
+use support::{Stack, call, send_text};
 
 fn png() -> Vec<u8> {
     let mut bytes = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
@@ -65,14 +65,7 @@ async fn attack_one_user_cannot_flood_sends_or_uploads() -> anyhow::Result<()> {
     assert!(sends.iter().all(|s| *s == 201 || *s == 429), "{sends:?}");
 
     // The limit is per user.
-    let (status, body) = call(
-        &a,
-        Method::POST,
-        "/api/v1/message",
-        Some(&bob.token),
-        Some(json!({"chatId": chat, "text": "still here"})),
-    )
-    .await?;
+    let (status, body) = send_text(&a, &bob, &chat, "still here").await?;
     assert_eq!(status, 201, "{body}");
     Ok(())
 }

@@ -10,7 +10,7 @@ use mongodb::bson::{DateTime, Document, doc, oid::ObjectId};
 use parley_testkit::{assert_config_error, wait_until};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{BIN, Stack, User, call, open_chat};
+use support::{BIN, Stack, User, call, open_chat, send_text};
 
 /// A small PNG-looking image (the service sniffs the signature only).
 fn png() -> Vec<u8> {
@@ -25,14 +25,7 @@ async fn send(
     chat: &str,
     text: &str,
 ) -> anyhow::Result<String> {
-    let (status, body) = call(
-        replica,
-        Method::POST,
-        "/api/v1/message",
-        Some(&user.token),
-        Some(json!({"chatId": chat, "text": text})),
-    )
-    .await?;
+    let (status, body) = send_text(replica, user, chat, text).await?;
     anyhow::ensure!(status == 201, "send: {status} {body}");
     Ok(body["message"]["_id"]
         .as_str()

@@ -118,6 +118,61 @@ impl Stack {
 
 pub use parley_testkit::call;
 
+/// `user` calls `path` on `replica` with their token: the status and body.
+pub async fn rest(
+    replica: &ServiceProcess,
+    user: &User,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    call(replica, method, path, Some(&user.token), body).await
+}
+
+/// `user` sends `text` to `chat` over REST: the status and body.
+pub async fn send_text(
+    replica: &ServiceProcess,
+    user: &User,
+    chat: &str,
+    text: &str,
+) -> anyhow::Result<(u16, Value)> {
+    let body = serde_json::json!({"chatId": chat, "text": text});
+    rest(
+        replica,
+        user,
+        reqwest::Method::POST,
+        "/api/v1/message",
+        Some(body),
+    )
+    .await
+}
+
+/// `owner` creates a group with `members` named `name`; its chat id.
+pub async fn create_group(
+    replica: &ServiceProcess,
+    owner: &User,
+    members: &[&User],
+    name: &str,
+) -> anyhow::Result<String> {
+    let ids: Vec<String> = members.iter().map(|m| m.id.to_hex()).collect();
+    let (status, body) = rest(
+        replica,
+        owner,
+        reqwest::Method::POST,
+        "/api/v1/group",
+        Some(serde_json::json!({"name": name, "memberIds": ids})),
+    )
+    .await?;
+    anyhow::ensure!(status == 201, "create group: {status} {body}");
+    Ok(body["chatId"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Whether `list` (a JSON array of hex user ids) holds `user`.
+pub fn lists(list: &Value, user: &User) -> bool {
+    list.as_array()
+        .is_some_and(|l| l.contains(&serde_json::json!(user.id.to_hex())))
+}
+
 /// Opens (or finds) the 1:1 chat between `a` and `b`, and has `b` open it
 /// too (so both accepted it and see each other's presence); returns its id.
 pub async fn open_chat(service: &ServiceProcess, a: &User, b: &User) -> anyhow::Result<String> {
