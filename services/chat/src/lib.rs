@@ -171,7 +171,8 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let readiness = Readiness::new(shutdown)
         .mongodb(&mongo)
         .redis(&redis)
-        .rabbitmq(&amqp);
+        // only /login (user) and the account and profile events (chat) need it
+        .rabbitmq_for_some_requests(&amqp);
     let routes = http::routes(state).merge(socket_routes);
     Ok(App {
         router: parley_common::server::with_ops(routes, readiness),

@@ -11,6 +11,10 @@ pub trait ConnectorChecks {
     fn redis(self, redis: &crate::redis::Redis) -> Self;
     /// Adds the `rabbitmq` check (the connection is open).
     fn rabbitmq(self, amqp: &crate::amqp::Amqp) -> Self;
+    /// Adds the `rabbitmq` check for a service that needs RabbitMQ only for
+    /// some requests: required until it first answers, then only degraded
+    /// (see [`Readiness::degraded_without`]).
+    fn rabbitmq_for_some_requests(self, amqp: &crate::amqp::Amqp) -> Self;
 }
 
 impl ConnectorChecks for Readiness {
@@ -33,6 +37,14 @@ impl ConnectorChecks for Readiness {
     fn rabbitmq(self, amqp: &crate::amqp::Amqp) -> Self {
         let amqp = amqp.clone();
         self.check("rabbitmq", move || {
+            let amqp = amqp.clone();
+            async move { amqp.ping().await }
+        })
+    }
+
+    fn rabbitmq_for_some_requests(self, amqp: &crate::amqp::Amqp) -> Self {
+        let amqp = amqp.clone();
+        self.degraded_without("rabbitmq", move || {
             let amqp = amqp.clone();
             async move { amqp.ping().await }
         })

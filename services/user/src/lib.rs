@@ -62,7 +62,8 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let readiness = Readiness::new(shutdown.clone())
         .mongodb(&mongo)
         .redis(&redis)
-        .rabbitmq(&amqp);
+        // only /login (user) and the account and profile events (chat) need it
+        .rabbitmq_for_some_requests(&amqp);
     let revocations = Revocations::new(redis.clone(), config.revocation);
     // Logouts handled by other replicas move this one's cache on at once.
     revocations.watch(shutdown.clone(), |_, _| {}, || {});

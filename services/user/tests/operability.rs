@@ -1,11 +1,13 @@
-//! The user binary on real dependencies: readiness follows each dependency
-//! through an outage, configuration errors name their variable, SIGTERM
-//! drains and exits cleanly, `/metrics` speaks Prometheus.
+//! The user binary on real dependencies: readiness follows MongoDB and Redis
+//! through an outage while a RabbitMQ outage only degrades it, configuration
+//! errors name their variable, SIGTERM drains and exits cleanly, `/metrics`
+//! speaks Prometheus.
 
 use std::time::Duration;
 
 use parley_testkit::{
     MongoServer, Namespace, RabbitServer, RedisServer, ServiceProcess, assert_config_error,
+    wait_until,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_parley-user");
@@ -75,16 +77,74 @@ async fn readiness_follows_a_redis_outage() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// RabbitMQ carries only the login codes' mail. Its outage leaves the pod
+/// ready, so a Service keeps routing to it (every replica loses RabbitMQ at
+/// once: were they all unready, every connection would be refused, /me and
+/// profiles included); `/readyz` names it as degraded, `/login` answers 503
+/// naming it, and all of it mends itself when RabbitMQ is back.
 #[tokio::test]
-async fn readiness_follows_a_rabbitmq_outage() -> anyhow::Result<()> {
+async fn a_rabbitmq_outage_degrades_logins_and_keeps_the_pod_ready() -> anyhow::Result<()> {
     let ns = Namespace::new().await?;
     let mut rabbit = RabbitServer::start().await?;
     let service = ServiceProcess::spawn(BIN, &env_with(&ns, &[("PARLEY_AMQP_URL", rabbit.url())]))?;
     service.wait_ready(Duration::from_secs(30)).await?;
-    assert_outage_and_recovery(&service, "rabbitmq", rabbit.stop()).await?;
+    rabbit.stop().await?;
+    let unready = std::sync::atomic::AtomicBool::new(false);
+    wait_until(
+        "rabbitmq listed as degraded",
+        Duration::from_secs(10),
+        || async {
+            match service.readyz().await {
+                Some((200, body)) => body["degraded"] == serde_json::json!(["rabbitmq"]),
+                Some(_) => {
+                    unready.store(true, std::sync::atomic::Ordering::Relaxed);
+                    false
+                }
+                None => false,
+            }
+        },
+    )
+    .await?;
+    assert!(
+        !unready.load(std::sync::atomic::Ordering::Relaxed),
+        "/readyz answered other than 200 during the RabbitMQ outage"
+    );
+    let (_, body) = service.readyz().await.expect("readyz answers");
+    assert_eq!(body["failing"], serde_json::json!([]), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("degraded: rabbitmq"),
+        "{body}"
+    );
+    assert_eq!(
+        service
+            .metric(r#"dependency_up{dependency="rabbitmq"}"#)
+            .await?,
+        0.0
+    );
+    let (status, body) = service
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/login",
+            None,
+            Some(serde_json::json!({"email": "degraded@example.com"})),
+        )
+        .await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rabbitmq"),
+        "{body}"
+    );
     rabbit.restart().await?;
-    let took = service.wait_ready(Duration::from_secs(10)).await?;
-    eprintln!("rabbitmq back: /readyz 200 after {took:?}");
+    wait_until("rabbitmq no longer degraded", Duration::from_secs(15), || async {
+        matches!(service.readyz().await, Some((200, body)) if body["degraded"] == serde_json::json!([]))
+    })
+    .await?;
     Ok(())
 }
 
