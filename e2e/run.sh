@@ -32,7 +32,8 @@
 #   fault.redis           the Redis pod dies: chat reports not ready, then
 #                         delivers across pods again by itself
 #   fault.rabbitmq        the RabbitMQ pod dies during logins: every /login got
-#                         its code mailed or answered 503
+#                         its code mailed or answered 503 (the user pods stay
+#                         ready, degraded), then logins work again by themselves
 #   scale                 chat 3 -> 1, the scenario on the one left
 #   delete                the ChatCluster goes, its Deployments and its Delete
 #                         volume with it, its Retain volume kept
@@ -579,6 +580,16 @@ if wanted fault.rabbitmq; then
     }
     wait_until "the RabbitMQ pod replaced" "${STEP_TIMEOUT}" rabbit_replaced
     wait_until "Ready after the RabbitMQ fault" "${STEP_TIMEOUT}" cluster_ready
+    # The user pods stayed ready through the outage (RabbitMQ only degrades
+    # them); each reconnects on its own schedule: wait until none is degraded.
+    users_whole() {
+        local pod body
+        for pod in $(ready_pods user); do
+            body="$(kubectl get --raw "/api/v1/namespaces/${NS}/pods/${pod}:8080/proxy/readyz" 2>/dev/null)" || return 1
+            [[ "${body}" == *'"degraded":[]'* ]] || return 1
+        done
+    }
+    wait_until "the user pods no longer degraded" "${STEP_TIMEOUT}" users_whole
     # And logins work again by themselves.
     USER_URL="${USER_URL}" CODES_FROM="http:${SINK_URL}" DURATION_MS=3000 ONLY_ACCEPTED=1 \
         node "${ROOT}/e2e/js/logins.mjs" >"${WORK}/logins.out" 2>&1 || {

@@ -188,13 +188,38 @@ impl ServiceProcess {
         self.wait_readyz(200, timeout).await
     }
 
+    /// Waits until `/readyz` answers 200 with no dependency degraded (every
+    /// one answers, RabbitMQ included).
+    pub async fn wait_whole(&self, timeout: Duration) -> anyhow::Result<Duration> {
+        self.wait_readyz_where("/readyz 200, nothing degraded", timeout, |code, body| {
+            code == 200
+                && body["degraded"]
+                    .as_array()
+                    .is_none_or(|degraded| degraded.is_empty())
+        })
+        .await
+    }
+
     /// Waits until `/readyz` answers `status`.
     pub async fn wait_readyz(&self, status: u16, timeout: Duration) -> anyhow::Result<Duration> {
+        self.wait_readyz_where(&format!("/readyz {status}"), timeout, |code, _| {
+            code == status
+        })
+        .await
+    }
+
+    /// Waits until `/readyz` answers what `wanted` accepts.
+    async fn wait_readyz_where(
+        &self,
+        what: &str,
+        timeout: Duration,
+        wanted: impl Fn(u16, &serde_json::Value) -> bool,
+    ) -> anyhow::Result<Duration> {
         self.listening(timeout).await?;
         let last = std::sync::Mutex::new(None);
-        let outcome = wait_until(&format!("/readyz {status}"), timeout, || async {
+        let outcome = wait_until(what, timeout, || async {
             let answer = self.readyz().await;
-            let hit = matches!(&answer, Some((code, _)) if *code == status);
+            let hit = matches!(&answer, Some((code, body)) if wanted(*code, body));
             if let Ok(mut slot) = last.lock() {
                 *slot = answer;
             }

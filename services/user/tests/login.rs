@@ -392,7 +392,7 @@ async fn broker_down_during_login_leaves_no_usable_code() -> anyhow::Result<()> 
         .await?;
     assert_eq!(exists, 0, "a code nobody was sent is not stored");
     rabbit.restart().await?;
-    service.wait_ready(Duration::from_secs(15)).await?;
+    service.wait_whole(Duration::from_secs(15)).await?;
     // No cooldown was left behind either: a new login works at once.
     let (status, body) = call(
         &service,

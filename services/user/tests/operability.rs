@@ -141,10 +141,7 @@ async fn a_rabbitmq_outage_degrades_logins_and_keeps_the_pod_ready() -> anyhow::
         "{body}"
     );
     rabbit.restart().await?;
-    wait_until("rabbitmq no longer degraded", Duration::from_secs(15), || async {
-        matches!(service.readyz().await, Some((200, body)) if body["degraded"] == serde_json::json!([]))
-    })
-    .await?;
+    service.wait_whole(Duration::from_secs(15)).await?;
     Ok(())
 }
 
