@@ -124,6 +124,23 @@ pub struct Store {
     blocks: Collection<mongodb::bson::Document>,
 }
 
+/// The fields `projection` names of every document of `collection` that
+/// `filter` finds.
+async fn projected(
+    collection: &Collection<Document>,
+    filter: Document,
+    projection: Document,
+) -> Result<Vec<Document>, ChatError> {
+    collection
+        .find(filter)
+        .projection(projection)
+        .await
+        .map_err(db_error)?
+        .try_collect()
+        .await
+        .map_err(db_error)
+}
+
 /// The id in `field` of every document of `collection` that `filter`
 /// finds (only that field is read).
 async fn ids_of(
@@ -131,14 +148,7 @@ async fn ids_of(
     filter: Document,
     field: &str,
 ) -> Result<Vec<ObjectId>, ChatError> {
-    let found: Vec<Document> = collection
-        .find(filter)
-        .projection(doc! {field: 1})
-        .await
-        .map_err(db_error)?
-        .try_collect()
-        .await
-        .map_err(db_error)?;
+    let found = projected(collection, filter, doc! {field: 1}).await?;
     Ok(found
         .iter()
         .filter_map(|d| d.get_object_id(field).ok())

@@ -1,7 +1,6 @@
 //! MongoDB access for groups: creating them, writing a membership change
 //! with its system message, and the members' read and delivery watermarks.
 
-use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
@@ -198,15 +197,8 @@ impl Store {
     }
 
     async fn block_pairs(&self, filter: Document) -> Result<Vec<(ObjectId, ObjectId)>, ChatError> {
-        let found: Vec<Document> = self
-            .blocks
-            .find(filter)
-            .projection(doc! {"blocker": 1, "blocked": 1, "_id": 0})
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
+        let projection = doc! {"blocker": 1, "blocked": 1, "_id": 0};
+        let found = super::projected(&self.blocks, filter, projection).await?;
         Ok(found
             .iter()
             .filter_map(|d| {
